@@ -1,0 +1,5 @@
+//! The content-addressed store of `repro`.
+
+pub mod digest;
+
+pub use digest::{BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest};

@@ -1,0 +1,1 @@
+//! Support code for the end-to-end tests of the `repro` binary.
