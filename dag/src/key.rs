@@ -1,0 +1,94 @@
+//! Step keys: the digest of everything that can change a step's output.
+
+use std::collections::BTreeMap;
+
+use repro_store::{Hash, ImageDigest, StepKey, TreeDigest};
+use serde::Serialize;
+
+/// Everything that goes into a step key. Two steps with equal material
+/// produce equal outputs (if they are deterministic), so a key found in the
+/// action cache lets the runner skip the step.
+///
+/// The step's name is deliberately not part of the key: renaming a step does
+/// not change what it computes. Resource limits are not part of it either:
+/// they decide whether a step finishes, not what it writes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyMaterial {
+    /// The sandbox contract version (mount points, fixed environment, user).
+    pub policy_version: u32,
+    /// The image the step runs in.
+    pub image: ImageDigest,
+    /// The command, after parameter substitution.
+    pub argv: Vec<String>,
+    /// The whole environment the step sees.
+    pub env: BTreeMap<String, String>,
+    /// Each input's mount name and tree.
+    pub inputs: BTreeMap<String, TreeDigest>,
+    /// The declared outputs, as written.
+    pub outputs: Vec<String>,
+}
+
+impl KeyMaterial {
+    /// The canonical bytes hashed into the key: a domain tag, then compact JSON
+    /// with map keys sorted (they are `BTreeMap`s and struct fields have a fixed order).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = b"repro step key v1\n".to_vec();
+        // Serializing these plain types cannot fail.
+        out.extend(serde_json::to_vec(self).unwrap_or_default());
+        out
+    }
+
+    /// The step key.
+    pub fn key(&self) -> StepKey {
+        StepKey(Hash::of(&self.canonical_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material() -> KeyMaterial {
+        KeyMaterial {
+            policy_version: 1,
+            image: ImageDigest(Hash::of(b"image")),
+            argv: vec!["python3".into(), "train.py".into()],
+            env: BTreeMap::from([("TZ".into(), "UTC".into())]),
+            inputs: BTreeMap::from([("data".into(), TreeDigest(Hash::of(b"tree")))]),
+            outputs: vec!["model.pkl".into()],
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_key() {
+        let base = material().key();
+        let mut m = material();
+        m.policy_version = 2;
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.image = ImageDigest(Hash::of(b"other"));
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.argv.push("--seed=1".into());
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.env.insert("OMP_NUM_THREADS".into(), "2".into());
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.inputs.insert("data".into(), TreeDigest(Hash::of(b"tree2")));
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.outputs.push("extra".into());
+        assert_ne!(m.key(), base);
+        assert_eq!(material().key(), base);
+    }
+
+    #[test]
+    fn argv_boundaries_are_unambiguous() {
+        let mut a = material();
+        a.argv = vec!["ab".into(), "c".into()];
+        let mut b = material();
+        b.argv = vec!["a".into(), "bc".into()];
+        assert_ne!(a.key(), b.key());
+    }
+}
