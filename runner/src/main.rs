@@ -1,1 +1,390 @@
-fn main() {}
+//! `repro`: a reproducible training orchestrator and hermetic runner.
+//!
+//! This file only maps the command line onto the library modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use repro_store::{Ingest, Store};
+use tokio_util::sync::CancellationToken;
+
+mod build;
+mod compare;
+mod engine;
+mod env_vars;
+mod events;
+mod exit;
+mod keys;
+mod platform;
+mod record;
+mod reporter;
+mod verify;
+
+use engine::{BuildOptions, Engine, StepResult};
+use events::Reporter;
+use exit::UserError;
+use reporter::{Console, Verbosity};
+
+/// Reproducible training orchestrator and hermetic runner.
+#[derive(Parser)]
+#[command(name = "repro", version, about, long_about = None)]
+struct Cli {
+    /// The store directory [default: $XDG_DATA_HOME/repro/store or ~/.local/share/repro/store]
+    #[arg(long, global = true, env = env_vars::REPRO_STORE, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Print only failures
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a recipe: run every step in the sandbox and sign a record
+    Build(BuildArgs),
+    /// Rebuild a recorded model from scratch and compare it byte for byte
+    Verify(VerifyArgs),
+    /// Pin every floating reference of a recipe (image archives and tags, data and code folders) in `model.lock`
+    Lock {
+        /// The recipe
+        recipe: PathBuf,
+    },
+    /// Data snapshots
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Toolchain images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print the JSON Schema of the recipe format
+    Schema,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The recipe
+    recipe: PathBuf,
+    /// Refuse any input that the recipe or its lock file does not pin by digest
+    #[arg(long)]
+    locked: bool,
+    /// Run every step even if the action cache has its result
+    #[arg(long)]
+    no_cache: bool,
+    /// Steps to run at once [default: the number of CPUs]
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Print one JSON document with each step's key, status, timing and outputs
+    #[arg(long)]
+    json: bool,
+    /// The signing key [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
+    #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// A record: `name@version`, a record digest `sha256:...`, or a record file
+    record: String,
+    /// Accept only records signed by this public key file (repeatable); by default the keys kept in the store
+    #[arg(long, value_name = "PUBKEY")]
+    trust: Vec<PathBuf>,
+    /// Steps to run at once [default: the number of CPUs]
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Snapshot a folder into the store and print its tree digest
+    Add {
+        /// The folder
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import an OCI image layout (folder or tar) or a `docker save` archive and print its digest
+    Import {
+        /// The archive
+        archive: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a new ed25519 signing key
+    Generate {
+        /// Where [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
+        #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Print the public key and its id
+    Show {
+        /// Which key [default: as for generate]
+        #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::from(exit::classify(&e))
+        }
+    }
+}
+
+/// The error and its causes, one per line, without repeating a cause whose
+/// text is already contained in the line above.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\n  caused by: ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
+fn open_store(dir: Option<PathBuf>) -> Result<Arc<Store>> {
+    let dir = match dir {
+        Some(d) => d,
+        None => Store::default_dir().ok_or_else(|| {
+            UserError("cannot find a home for the store\nhint: pass `--store <dir>` or set REPRO_STORE".into())
+        })?,
+    };
+    Ok(Arc::new(Store::open(&dir)?))
+}
+
+fn key_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    given.or_else(keys::default_key_path).ok_or_else(|| {
+        UserError("cannot find a home for the signing key\nhint: pass `--key <file>` or set REPRO_KEY".into()).into()
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Cancel the token on Ctrl-C, so the sandbox removes running containers.
+fn on_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping running steps");
+            cancel.cancel();
+        }
+    });
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let verbosity = if cli.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    match cli.command {
+        Command::Build(args) => build_cmd(cli.store, verbosity, args).await,
+        Command::Verify(args) => verify_cmd(cli.store, verbosity, args).await,
+        Command::Lock { recipe } => {
+            let store = open_store(cli.store)?;
+            let recipe = repro_recipes::parse_file(&recipe)?;
+            let cancel = CancellationToken::new();
+            let engine = Arc::new(Engine::new(store, Arc::new(Console::new(verbosity)), cancel));
+            let (_, lock) = build::resolve(&engine, &recipe).await?;
+            let path = recipe.lock_path();
+            lock.write(&path)?;
+            if !cli.quiet {
+                eprintln!("wrote `{}`", path.display());
+            }
+            print!("{}", lock.to_toml_string());
+            Ok(exit::OK)
+        }
+        Command::Data(DataCommand::Add { dir }) => {
+            let store = open_store(cli.store)?;
+            if !dir.is_dir() {
+                return Err(UserError(format!("`{}` is not a folder", dir.display())).into());
+            }
+            let d = store.snapshot_dir(&dir, Ingest::Copy)?;
+            println!("{d}");
+            Ok(exit::OK)
+        }
+        Command::Image(ImageCommand::Import { archive }) => {
+            let store = open_store(cli.store)?;
+            let d = repro_toolchains::import_archive(&store, &archive)?;
+            println!("{d}");
+            Ok(exit::OK)
+        }
+        Command::Key(KeyCommand::Generate { key }) => {
+            let path = key_path(key)?;
+            let k = keys::generate(&path)?;
+            eprintln!("wrote `{}` and `{}`", path.display(), keys::pub_path(&path).display());
+            println!("{}", keys::key_id(&k.verifying_key()));
+            Ok(exit::OK)
+        }
+        Command::Key(KeyCommand::Show { key }) => {
+            let path = key_path(key)?;
+            let k = keys::load(&path)?;
+            println!("id:     {}", keys::key_id(&k.verifying_key()));
+            println!("public: {}", hex::encode(k.verifying_key().as_bytes()));
+            Ok(exit::OK)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&repro_recipes::json_schema())?);
+            Ok(exit::OK)
+        }
+    }
+}
+
+async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs) -> Result<u8> {
+    let store = open_store(store)?;
+    let key = keys::load(&key_path(args.key)?)?;
+    let recipe = repro_recipes::parse_file(&args.recipe)?;
+    let lock_path = recipe.lock_path();
+    let verbosity = if args.json { Verbosity::Quiet } else { verbosity };
+    let console: Arc<dyn Reporter> = Arc::new(Console::new(verbosity));
+    let cancel = CancellationToken::new();
+    on_ctrl_c(cancel.clone());
+    let engine = Arc::new(Engine::new(Arc::clone(&store), console, cancel));
+    let (pins, lock_bytes) = if args.locked {
+        let lock = repro_recipes::Lock::read(&lock_path)?;
+        let pins = recipe.pins_from(lock.as_ref())?;
+        let bytes = std::fs::read(&lock_path).ok();
+        (pins, bytes)
+    } else {
+        let (pins, lock) = build::resolve(&engine, &recipe).await?;
+        let text = lock.to_toml_string();
+        let bytes = if recipe.floating().is_empty() {
+            None
+        } else {
+            if std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str()) {
+                lock.write(&lock_path)?;
+                engine.note(format!("updated `{}`", lock_path.display()));
+            }
+            Some(text.into_bytes())
+        };
+        (pins, bytes)
+    };
+    let opts = BuildOptions {
+        jobs: args.jobs.unwrap_or_else(cores),
+        read_cache: !args.no_cache,
+        write_cache: true,
+    };
+    let built = build::build(&engine, &recipe, lock_bytes.as_deref(), &pins, opts, &key).await?;
+    if args.json {
+        let doc = serde_json::json!({
+            "model": format!("{}@{}", recipe.model.name, recipe.model.version),
+            "ok": built.report.ok(),
+            "record": built.record.as_ref().map(|(d, _)| d.to_string()),
+            "steps": built.report.steps.iter().map(|s| step_json(&store, s)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    match built.record {
+        Some((digest, _)) => {
+            if !args.json && verbosity == Verbosity::Normal {
+                let ran = built.report.steps.iter().filter(|s| s.status == engine::StepStatus::Ran).count();
+                eprintln!(
+                    "built {}@{}: {} steps ({ran} ran, {} cached)",
+                    recipe.model.name,
+                    recipe.model.version,
+                    built.report.steps.len(),
+                    built.report.steps.len() - ran
+                );
+                eprintln!("record {digest}");
+            }
+            Ok(exit::OK)
+        }
+        None => {
+            let failed: Vec<&str> = built
+                .report
+                .steps
+                .iter()
+                .filter(|s| s.status == engine::StepStatus::Failed)
+                .map(|s| s.name.as_str())
+                .collect();
+            eprintln!("error: the build failed: step{} {} failed", if failed.len() > 1 { "s" } else { "" }, failed.join(", "));
+            Ok(exit::FAILED)
+        }
+    }
+}
+
+fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
+    let files = s.output.and_then(|o| store.flatten(&o).ok()).map(|m| {
+        m.into_iter()
+            .map(|(path, e)| {
+                let v = match e {
+                    repro_store::FileEntry::File { digest, size, executable } => {
+                        serde_json::json!({"digest": digest, "size": size, "executable": executable})
+                    }
+                    repro_store::FileEntry::Symlink { target } => serde_json::json!({"symlink": target}),
+                };
+                (path, v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+    });
+    serde_json::json!({
+        "name": s.name,
+        "status": s.status,
+        "key": s.key.map(|k| k.to_string()),
+        "output": s.output.map(|o| o.to_string()),
+        "log": s.log.map(|l| l.to_string()),
+        "duration_ms": s.duration.as_millis() as u64,
+        "reason": s.reason,
+        "files": files,
+    })
+}
+
+async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyArgs) -> Result<u8> {
+    let store = open_store(store)?;
+    let trust = args
+        .trust
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))?;
+            keys::parse_public(&text).with_context(|| format!("`{}`", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opened = verify::open_record(&store, &args.record, &trust)?;
+    let verbosity = if args.json { Verbosity::Quiet } else { verbosity };
+    if verbosity == Verbosity::Normal {
+        eprintln!(
+            "record of {}@{} signed by {} checks out; rebuilding from scratch with the cache off",
+            opened.statement.predicate.build_definition.external_parameters.name,
+            opened.statement.predicate.build_definition.external_parameters.version,
+            opened.signed_by
+        );
+    }
+    let cancel = CancellationToken::new();
+    on_ctrl_c(cancel.clone());
+    let engine = Arc::new(Engine::new(Arc::clone(&store), Arc::new(Console::new(verbosity)), cancel));
+    let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", verify::render(&v));
+    }
+    Ok(if v.reproduced { exit::OK } else { exit::FAILED })
+}

@@ -1,0 +1,38 @@
+//! Exit codes, documented in the README.
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success; for `verify`: reproduced |
+//! | 1 | a step failed (`build`); not reproduced (`verify`) |
+//! | 2 | the user's input is wrong: recipe, lock, arguments |
+//! | 3 | could not do it: the environment or the evidence is broken (Docker down, missing input, corrupt or tampered store object, bad signature) |
+//! | 4 | internal error (a bug in repro) |
+
+/// Success; for `verify`: reproduced.
+pub const OK: u8 = 0;
+/// A step failed; or not reproduced.
+pub const FAILED: u8 = 1;
+/// Bad recipe, lock or arguments.
+pub const USER: u8 = 2;
+/// Environment or evidence problem; for `verify`: could not verify.
+pub const CANNOT: u8 = 3;
+/// A bug.
+pub const INTERNAL: u8 = 4;
+
+/// An error that is the user's to fix (bad input); exits with [`USER`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Pick the exit code for an error by looking through its causes.
+pub fn classify(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.is::<UserError>() || cause.is::<repro_recipes::Error>() || cause.is::<repro_dag::Error>() {
+            return USER;
+        }
+        if cause.is::<repro_store::Error>() || cause.is::<repro_sandbox::Error>() {
+            return CANNOT;
+        }
+    }
+    CANNOT
+}

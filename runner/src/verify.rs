@@ -1,0 +1,226 @@
+//! `repro verify`: check a record's signature, rebuild everything from its
+//! pinned inputs with the cache off, and compare every output file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ed25519_dalek::VerifyingKey;
+use repro_store::{RecordDigest, Store, TreeDigest};
+use serde::Serialize;
+
+use crate::build::pins_of;
+use crate::compare::{diff_trees, FileDiff};
+use crate::engine::{BuildOptions, Engine, Plan, StepStatus};
+use crate::exit::UserError;
+use crate::keys::{self, Envelope};
+use crate::record::Statement;
+
+/// Why a record could not be checked at all (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("could not verify: {0}")]
+pub struct CannotVerify(pub String);
+
+/// A record, opened and checked.
+pub struct OpenedRecord {
+    /// Its digest, when it came from the store.
+    pub digest: Option<RecordDigest>,
+    /// The statement.
+    pub statement: Statement,
+    /// The key that signed it.
+    pub signed_by: String,
+}
+
+/// Find and open a record: a file holding a DSSE envelope, a record digest
+/// (`sha256:...`), or `name@version`.
+pub fn open_record(store: &Store, what: &str, trust: &[VerifyingKey]) -> Result<OpenedRecord> {
+    let (bytes, digest) = if Path::new(what).is_file() {
+        let b = std::fs::read(what).with_context(|| format!("cannot read `{what}`"))?;
+        (b, None)
+    } else if what.starts_with("sha256:") {
+        let d: RecordDigest = what.parse().map_err(|e| UserError(format!("{e}")))?;
+        (store.get_record(&d).map_err(tamper_or_missing)?, Some(d))
+    } else if let Some((name, version)) = what.split_once('@') {
+        let d = store.resolve_record(name, version)?;
+        (store.get_record(&d).map_err(tamper_or_missing)?, Some(d))
+    } else {
+        return Err(UserError(format!(
+            "`{what}` is not a record file, a record digest or `name@version`\nhint: for example `repro verify breast-cancer-classifier@1.0.0`"
+        ))
+        .into());
+    };
+    let envelope: Envelope = serde_json::from_slice(&bytes)
+        .map_err(|e| CannotVerify(format!("`{what}` is not a signed record (DSSE envelope): {e}")))?;
+    let (payload, signed_by) = keys::open(&envelope, |id| {
+        if trust.is_empty() {
+            keys::lookup_in_store(store, id)
+        } else {
+            trust.iter().find(|k| keys::key_id(k).to_string() == id).copied()
+        }
+    })
+    .map_err(|e| CannotVerify(format!("tampering detected in record `{what}`: {e}")))?;
+    let statement: Statement = serde_json::from_slice(&payload)
+        .map_err(|e| CannotVerify(format!("the record's statement does not parse: {e}")))?;
+    statement.check_types().map_err(CannotVerify)?;
+    Ok(OpenedRecord { digest, statement, signed_by })
+}
+
+fn tamper_or_missing(e: repro_store::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context(CannotVerify("the record in the store cannot be read".into()))
+}
+
+/// The outcome for one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepCheck {
+    /// The step.
+    pub step: String,
+    /// The output tree in the record.
+    pub expected: String,
+    /// The rebuilt output tree (absent if the step failed).
+    pub actual: Option<String>,
+    /// Whether they are equal.
+    pub reproduced: bool,
+    /// When the recomputed step key differs from the recorded one.
+    pub key_changed: Option<(String, String)>,
+    /// Why the rebuild of this step failed, if it did.
+    pub failure: Option<String>,
+    /// The differing files.
+    pub files: Vec<FileDiff>,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// `name@version`.
+    pub model: String,
+    /// The record's digest, if it came from the store.
+    pub record: Option<String>,
+    /// The key id that signed it.
+    pub signed_by: String,
+    /// Every step.
+    pub steps: Vec<StepCheck>,
+    /// Whether everything reproduced.
+    pub reproduced: bool,
+}
+
+/// Rebuild the record's model from scratch and compare.
+pub async fn verify(engine: &Arc<Engine>, opened: OpenedRecord, jobs: usize) -> Result<Verification> {
+    let store = engine.store();
+    let st = &opened.statement;
+    let ext = &st.predicate.build_definition.external_parameters;
+    let recipe_digest = ext.recipe_digest.parse().map_err(|e| CannotVerify(format!("{e}")))?;
+    let text = store.read_blob(&recipe_digest).map_err(|e| {
+        anyhow::Error::new(e).context(CannotVerify(format!("the recipe {recipe_digest} is unusable")))
+    })?;
+    let text = String::from_utf8(text).map_err(|_| CannotVerify("the recipe is not UTF-8".into()))?;
+    let recipe = repro_recipes::parse_str(&PathBuf::from(&ext.recipe), &text)
+        .map_err(|e| CannotVerify(format!("the recorded recipe does not parse any more: {e}")))?;
+    let pins = pins_of(st)?;
+    // Check every pinned input before spending time on steps.
+    for d in pins.toolchains.values() {
+        store.get_image(d).map_err(|e| anyhow!(e).context(CannotVerify(format!("image {d}"))))?;
+    }
+    for d in pins.data.values().chain(pins.code.values()) {
+        check_tree(&store, d)?;
+    }
+    let plan = Plan::new(&recipe, &pins)?;
+    let recorded = st.steps();
+    if recorded.len() != plan.steps.len() {
+        bail!(CannotVerify(format!(
+            "the record lists {} steps but its recipe has {}",
+            recorded.len(),
+            plan.steps.len()
+        )));
+    }
+    let report = engine
+        .run(&plan, BuildOptions { jobs, read_cache: false, write_cache: false })
+        .await?;
+    let mut steps = Vec::new();
+    for r in &recorded {
+        let expected: TreeDigest = r.output.parse()?;
+        let got = report.steps.iter().find(|s| s.name == r.name);
+        let actual = got.and_then(|s| s.output);
+        let key_changed = got
+            .and_then(|s| s.key)
+            .filter(|k| k.to_string() != r.key)
+            .map(|k| (r.key.clone(), k.to_string()));
+        let failure = got.and_then(|s| match s.status {
+            StepStatus::Failed | StepStatus::Skipped => s.reason.clone(),
+            _ => None,
+        });
+        let files = match actual {
+            Some(a) => diff_trees(&store, &expected, &a)?,
+            None => Vec::new(),
+        };
+        steps.push(StepCheck {
+            step: r.name.clone(),
+            expected: expected.to_string(),
+            actual: actual.map(|a| a.to_string()),
+            reproduced: actual == Some(expected),
+            key_changed,
+            failure,
+            files,
+        });
+    }
+    let reproduced = steps.iter().all(|s| s.reproduced);
+    Ok(Verification {
+        model: format!("{}@{}", ext.name, ext.version),
+        record: opened.digest.map(|d| d.to_string()),
+        signed_by: opened.signed_by,
+        steps,
+        reproduced,
+    })
+}
+
+fn check_tree(store: &Store, d: &TreeDigest) -> Result<()> {
+    let files = store.flatten(d).map_err(|e| anyhow!(e).context(CannotVerify(format!("input tree {d}"))))?;
+    for entry in files.values() {
+        if let repro_store::FileEntry::File { digest, .. } = entry {
+            store
+                .verify_blob(digest)
+                .map_err(|e| anyhow!(e).context(CannotVerify(format!("input tree {d}"))))?;
+        }
+    }
+    Ok(())
+}
+
+/// The human-readable report of a verification.
+pub fn render(v: &Verification) -> String {
+    let mut out = String::new();
+    for s in &v.steps {
+        if s.reproduced {
+            out.push_str(&format!("  ok       {} -> {}\n", s.step, s.expected));
+            continue;
+        }
+        out.push_str(&format!("  DIFFERS  {}\n", s.step));
+        if let Some((old, new)) = &s.key_changed {
+            out.push_str(&format!(
+                "           step key changed: recorded {old}, now {new} (the runner or its sandbox contract changed)\n"
+            ));
+        }
+        if let Some(f) = &s.failure {
+            out.push_str(&format!("           the rebuild failed: {f}\n"));
+        }
+        for f in &s.files {
+            out.push_str(&format!("           file `{}`\n", f.path));
+            match &f.expected {
+                Some(e) => out.push_str(&format!("             recorded: {e}\n")),
+                None => out.push_str("             recorded: (absent)\n"),
+            }
+            match &f.actual {
+                Some(a) => out.push_str(&format!("             rebuilt:  {a}\n")),
+                None => out.push_str("             rebuilt:  (absent)\n"),
+            }
+            if let Some(o) = f.first_difference {
+                out.push_str(&format!("             first differing byte at offset {o}\n"));
+            }
+        }
+    }
+    if v.reproduced {
+        out.push_str(&format!("reproduced: {} ({} steps, byte for byte)\n", v.model, v.steps.len()));
+    } else {
+        let n = v.steps.iter().filter(|s| !s.reproduced).count();
+        out.push_str(&format!("not reproduced: {} ({n} of {} steps differ)\n", v.model, v.steps.len()));
+    }
+    out
+}
