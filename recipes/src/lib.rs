@@ -1,1 +1,36 @@
-//! repro-recipes
+//! Parsing, validating and pinning `model.toml` recipes.
+//!
+//! The format is described in `FORMAT.md` beside this crate. Parsing is
+//! pure: [`parse_str`] takes the text, [`parse_file`] reads it first. The
+//! runner resolves floating references (paths, archives, tags) and hands the
+//! digests back through [`Recipe::lock_with`] and [`Recipe::pins_from`].
+//!
+//! Errors are [`Diagnostic`]s with file, line, column, key and hint.
+//! Syntax and type errors stop at the first one (the TOML parser cannot go
+//! on); every other problem in a recipe is collected and reported together.
+
+mod de;
+mod error;
+mod lock;
+mod output_path;
+mod raw;
+mod recipe;
+mod subst;
+mod units;
+
+pub use error::{Diagnostic, Diagnostics, Error, Location, Result};
+pub use lock::{Floating, FloatingRef, Kind, Lock, LockEntry, Pins, Resolved, LOCK_VERSION};
+pub use output_path::OutputPath;
+pub use recipe::{
+    parse_file, parse_str, BuildSettings, CodeTree, DataSnapshot, ImageRef, InputRef, Limits,
+    Model, ParamValue, Recipe, Step, StepSpans, Toolchain, TreeRef, DEFAULT_TIMEOUT,
+    SANDBOX_FIXED_ENV, THREAD_ENV,
+};
+pub use units::{parse_duration, parse_memory};
+
+/// The JSON Schema of `model.toml` (draft 7, generated from the serde
+/// structs the parser uses). The checked-in copy is `model.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(raw::RawRecipe);
+    serde_json::to_value(schema).unwrap_or_default()
+}
