@@ -2,7 +2,7 @@
 //!
 //! Every digest prints as `sha256:<64 hex digits>`. Each kind of object has
 //! its own type so that a step key cannot be passed where a blob digest is
-//! expected; they convert into one another only through [`Hash`].
+//! expected; they convert into one another only through [`Hash`](struct@Hash).
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +30,13 @@ impl Hash {
         Hash(Sha256::digest(bytes).into())
     }
 
+    /// Hash everything `r` yields, streaming; returns the hash and byte count.
+    pub fn of_reader(mut r: impl std::io::Read) -> std::io::Result<(Self, u64)> {
+        let mut hasher = Sha256::new();
+        let n = std::io::copy(&mut r, &mut hasher)?;
+        Ok((Hash(hasher.finalize().into()), n))
+    }
+
     /// Lowercase hex, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
@@ -38,10 +45,18 @@ impl Hash {
     /// Parse 64 hex digits (no prefix).
     pub fn from_hex(s: &str) -> Result<Self, ParseDigestError> {
         if s.len() != 64 {
-            return Err(ParseDigestError { input: s.to_string(), why: "expected 64 hex digits" });
+            return Err(ParseDigestError {
+                input: s.to_string(),
+                why: "expected 64 hex digits",
+            });
         }
-        if s.bytes().any(|b| !(b.is_ascii_digit() || (b'a'..=b'f').contains(&b))) {
-            return Err(ParseDigestError { input: s.to_string(), why: "expected lowercase hex digits" });
+        if s.bytes()
+            .any(|b| !(b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(ParseDigestError {
+                input: s.to_string(),
+                why: "expected lowercase hex digits",
+            });
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|_| ParseDigestError {
@@ -74,7 +89,10 @@ impl FromStr for Hash {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_prefix("sha256:") {
             Some(hex) => Hash::from_hex(hex),
-            None => Err(ParseDigestError { input: s.to_string(), why: "missing the `sha256:` prefix" }),
+            None => Err(ParseDigestError {
+                input: s.to_string(),
+                why: "missing the `sha256:` prefix",
+            }),
         }
     }
 }
@@ -168,7 +186,12 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
-        assert!("ba7816bf".parse::<Hash>().unwrap_err().to_string().contains("missing the `sha256:` prefix"));
+        assert_eq!(Hash::of_reader(&b"abc"[..]).unwrap(), (h, 3));
+        assert!("ba7816bf"
+            .parse::<Hash>()
+            .unwrap_err()
+            .to_string()
+            .contains("missing the `sha256:` prefix"));
         assert!("sha256:zz".parse::<Hash>().is_err());
         let upper = format!("sha256:{}", h.hex().to_uppercase());
         assert!(upper.parse::<Hash>().is_err());

@@ -1,5 +1,296 @@
-//! The content-addressed store of `repro`.
+//! The content-addressed store of `repro`: a local directory.
+//!
+//! ```text
+//! <root>/v1/oci-layout            {"imageLayoutVersion":"1.0.0"}  (v1/ is also an OCI image layout)
+//! <root>/v1/index.json            OCI index of the registered images (rewritten by put_image)
+//! <root>/v1/index.json.lock       flock serializing index.json rewrites
+//! <root>/v1/blobs/sha256/<hex>    every blob (files, logs, trees, records, image parts), mode 0444
+//! <root>/v1/ac/<hex>              action cache: step key -> ActionResult JSON
+//! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
+//! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
+//! <root>/v1/tmp/                  scratch, on the same filesystem so renames work
+//! <root>/v1/lock                  flock file
+//! ```
+//!
+//! The folder name carries the format version: a future incompatible layout
+//! goes to `v2/` and this code refuses to touch it.
+//!
+//! # Safety of concurrent use
+//!
+//! Two processes may use one store at once. Every write is a temp file in
+//! `v1/tmp` (random name), fsync, rename, then an fsync of the parent
+//! directory, so a kill at any moment leaves either the old state or the new
+//! one, never a partial object; leftovers in `v1/tmp` are never read as
+//! objects. Content-addressed writes are idempotent. Refs and action cache
+//! entries are last-writer-wins. [`Store::lock_shared`] and
+//! [`Store::lock_exclusive`] exist for whole-store operations (a future
+//! garbage collector takes the exclusive lock; builds take the shared one).
+//!
+//! # Integrity
+//!
+//! Every read that matters re-hashes: [`Store::read_blob`],
+//! [`Store::verify_blob`], [`Store::get_tree`], [`Store::materialize`],
+//! [`Store::get_record`], [`Store::get_image`]. A mismatch is
+//! [`Error::Corrupt`] naming the digest and the actual hash.
 
+mod ac;
+mod blob;
 pub mod digest;
+mod error;
+pub mod image;
+mod record;
+mod tree;
 
-pub use digest::{BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use ac::ActionResult;
+pub use digest::{
+    BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest,
+};
+pub use error::{Error, Result};
+pub use image::{ImageInfo, Layer};
+pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
+
+use error::io_err;
+
+/// The name of the current format version directory.
+pub const FORMAT_DIR: &str = "v1";
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A content-addressed store in a local directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    v1: PathBuf,
+}
+
+/// A held lock on the whole store; released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    file: fs::File,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Closing the file releases the flock anyway; unlocking first is tidy.
+        let _ = fs4::fs_std::FileExt::unlock(&self.file);
+    }
+}
+
+impl Store {
+    /// Open the store at `dir`, creating its layout if missing (like `mkdir -p`).
+    ///
+    /// Refuses a store that holds only an unknown format version (e.g. `v2/`
+    /// written by a newer release).
+    pub fn open(dir: &Path) -> Result<Store> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let v1 = dir.join(FORMAT_DIR);
+        if !v1.exists() {
+            let entries = fs::read_dir(dir).map_err(io_err("list", dir))?;
+            for entry in entries {
+                let entry = entry.map_err(io_err("list", dir))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if is_version_dir(name) {
+                    return Err(Error::UnsupportedVersion {
+                        root: dir.to_path_buf(),
+                        found: name.to_string(),
+                    });
+                }
+            }
+        }
+        let store = Store {
+            root: dir.to_path_buf(),
+            v1,
+        };
+        for sub in ["blobs/sha256", "ac", "refs/records", "refs/images", "tmp"] {
+            let p = store.v1.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        }
+        let layout = store.v1.join("oci-layout");
+        match fs::read(&layout) {
+            Ok(bytes) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+                        what: "store file",
+                        digest: layout.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+                    return Err(Error::Malformed {
+                        what: "store file",
+                        digest: layout.display().to_string(),
+                        why: "expected imageLayoutVersion 1.0.0".to_string(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                store.write_atomic(&layout, OCI_LAYOUT)?;
+            }
+            Err(e) => return Err(io_err("read", &layout)(e)),
+        }
+        let lock = store.v1.join("lock");
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lock)
+            .map_err(io_err("create", &lock))?;
+        Ok(store)
+    }
+
+    /// The default store location: `$XDG_DATA_HOME/repro/store`, else
+    /// `$HOME/.local/share/repro/store`. `None` if neither variable is set
+    /// to an absolute path. (`--store` / `REPRO_STORE` are the runner's.)
+    pub fn default_dir() -> Option<PathBuf> {
+        let abs = |var: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        if let Some(data) = abs("XDG_DATA_HOME") {
+            return Some(data.join("repro").join("store"));
+        }
+        abs("HOME").map(|home| home.join(".local/share/repro/store"))
+    }
+
+    /// The root directory given to [`Store::open`].
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The format directory, `<root>/v1` (a valid OCI image layout).
+    pub fn layout_dir(&self) -> &Path {
+        &self.v1
+    }
+
+    /// A fresh, empty directory in `v1/tmp` (same filesystem as the blobs, so
+    /// files written there can be moved into the store). Removed on drop.
+    pub fn scratch(&self, prefix: &str) -> Result<tempfile::TempDir> {
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(io_err("create a scratch directory in", tmp))
+    }
+
+    /// Take the store lock shared (many holders), blocking until available.
+    pub fn lock_shared(&self) -> Result<StoreLock> {
+        let path = self.v1.join("lock");
+        let file = fs::File::open(&path).map_err(io_err("open", &path))?;
+        fs4::fs_std::FileExt::lock_shared(&file).map_err(io_err("lock", &path))?;
+        Ok(StoreLock { file })
+    }
+
+    /// Take the store lock exclusively, blocking until available.
+    pub fn lock_exclusive(&self) -> Result<StoreLock> {
+        let path = self.v1.join("lock");
+        let file = fs::File::open(&path).map_err(io_err("open", &path))?;
+        fs4::fs_std::FileExt::lock_exclusive(&file).map_err(io_err("lock", &path))?;
+        Ok(StoreLock { file })
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.v1.join("tmp")
+    }
+
+    /// Write `bytes` to `dest` atomically (temp in `v1/tmp`, fsync, rename,
+    /// fsync of the parent), replacing what was there.
+    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let tmp = self.tmp_dir();
+        let mut f = tempfile::Builder::new()
+            .prefix(".w-")
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temporary file in", &tmp))?;
+        f.write_all(bytes).map_err(io_err("write", f.path()))?;
+        f.as_file().sync_all().map_err(io_err("fsync", f.path()))?;
+        f.persist(dest)
+            .map_err(|e| io_err("rename a temporary file to", dest)(e.error))?;
+        sync_parent(dest)
+    }
+}
+
+fn is_version_dir(name: &str) -> bool {
+    name.len() > 1
+        && name.starts_with('v')
+        && name[1..].bytes().all(|b| b.is_ascii_digit())
+        && name != FORMAT_DIR
+}
+
+/// fsync the directory holding `path`, so a rename into it is durable.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = fs::File::open(dir).map_err(io_err("open directory", dir))?;
+    d.sync_all().map_err(io_err("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_layout_and_is_idempotent() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("a/b/store");
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.dir(), root);
+        for p in [
+            "v1/blobs/sha256",
+            "v1/ac",
+            "v1/refs/records",
+            "v1/refs/images",
+            "v1/tmp",
+        ] {
+            assert!(root.join(p).is_dir(), "{p}");
+        }
+        assert_eq!(fs::read(root.join("v1/oci-layout")).unwrap(), OCI_LAYOUT);
+        assert!(root.join("v1/lock").is_file());
+        let d = s.put_bytes(b"x").unwrap();
+        let s2 = Store::open(&root).unwrap();
+        assert!(s2.has_blob(&d));
+    }
+
+    #[test]
+    fn open_refuses_unknown_format_version() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("v2/blobs")).unwrap();
+        let err = Store::open(t.path()).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { ref found, .. } if found == "v2"));
+        assert!(err.to_string().contains("`v2`"), "{err}");
+        // Nothing was created next to it.
+        assert!(!t.path().join("v1").exists());
+    }
+
+    #[test]
+    fn open_refuses_a_broken_oci_layout_file() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("v1")).unwrap();
+        fs::write(
+            t.path().join("v1/oci-layout"),
+            b"{\"imageLayoutVersion\":\"9\"}",
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(t.path()),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn locks_can_be_taken() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let a = s.lock_shared().unwrap();
+        let b = s.lock_shared().unwrap();
+        drop((a, b));
+        let _c = s.lock_exclusive().unwrap();
+    }
+}

@@ -1,1 +1,12 @@
-//! repro-toolchains
+//! Getting container images into the store.
+//!
+//! [`import_archive`] takes an OCI image layout (a directory, or a tar of
+//! one, optionally gzipped) or a `docker save` archive and stores the image
+//! as OCI blobs, returning its manifest digest. Every blob is re-hashed on
+//! the way in.
+
+mod error;
+mod import;
+
+pub use error::{Error, Result};
+pub use import::import_archive;

@@ -1,0 +1,155 @@
+//! The store's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A store result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store.
+///
+/// Messages are self-contained (an I/O error's cause is part of the message)
+/// so that printing only the top-level error still tells the whole story.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("cannot {action} `{}`: {err}", path.display())]
+    Io {
+        /// What was being done, e.g. "read" or "create directory".
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        err: io::Error,
+    },
+
+    /// The store directory was written by a different format version.
+    #[error(
+        "the store at `{}` holds format `{found}`, which this version of repro cannot read\nhint: use the repro release that wrote it, or point `--store` at another directory",
+        root.display()
+    )]
+    UnsupportedVersion {
+        /// The store root.
+        root: PathBuf,
+        /// The version directory found (e.g. `v2`).
+        found: String,
+    },
+
+    /// An object is not in the store.
+    #[error("{what} `{digest}` is not in the store (looked for `{}`)\nhint: rebuild or re-import whatever produced it", path.display())]
+    Missing {
+        /// What kind of object (blob, tree, record, image).
+        what: &'static str,
+        /// Its digest, `sha256:<hex>`.
+        digest: String,
+        /// Where it should have been.
+        path: PathBuf,
+    },
+
+    /// A stored blob does not hash to its name.
+    #[error("blob `{digest}` is corrupt: its bytes hash to `{actual}`\nhint: delete `{}` and rebuild or re-import whatever produced it", path.display())]
+    Corrupt {
+        /// The digest the blob is stored under.
+        digest: String,
+        /// What its bytes actually hash to.
+        actual: String,
+        /// The blob's file.
+        path: PathBuf,
+    },
+
+    /// Bytes offered with an expected digest hash to something else.
+    #[error("content expected to be `{expected}` hashes to `{actual}`")]
+    Mismatch {
+        /// The digest that was promised.
+        expected: String,
+        /// The digest of the bytes actually read.
+        actual: String,
+    },
+
+    /// An object's bytes hash correctly but do not parse as what they should be.
+    #[error("{what} `{digest}` is malformed: {why}")]
+    Malformed {
+        /// What kind of object (tree, action cache entry, image manifest...).
+        what: &'static str,
+        /// Its digest or key.
+        digest: String,
+        /// What is wrong.
+        why: String,
+    },
+
+    /// A directory entry of a kind the store cannot hold.
+    #[error("cannot store `{}`: it is a {kind}\nhint: only regular files, directories and symlinks can be stored; remove it from the directory", path.display())]
+    UnsupportedFile {
+        /// The offending path.
+        path: PathBuf,
+        /// What it is (socket, fifo, device...).
+        kind: &'static str,
+    },
+
+    /// A file name or symlink target that is not UTF-8.
+    #[error("cannot store `{}`: its {what} is not valid UTF-8\nhint: rename it (or retarget the symlink) using UTF-8", path.display())]
+    NotUtf8 {
+        /// The offending path.
+        path: PathBuf,
+        /// "name" or "symlink target".
+        what: &'static str,
+    },
+
+    /// A file to move into the store lives on another filesystem.
+    #[error("cannot move `{}` into the store: it is on another filesystem\nhint: write step outputs under a directory from `Store::scratch`, which is on the store's filesystem", path.display())]
+    CrossDevice {
+        /// The file that could not be renamed.
+        path: PathBuf,
+    },
+
+    /// The destination of a materialization already exists.
+    #[error("cannot lay out a tree at `{}`: it already exists\nhint: materialize into a path that does not exist yet", path.display())]
+    DestinationExists {
+        /// The destination.
+        path: PathBuf,
+    },
+
+    /// A record or ref name that cannot be used.
+    #[error("invalid {what} `{name}`: {why}\nhint: use letters, digits and `.`, `_`, `-`, `+`, `@`, not starting with `.`")]
+    InvalidName {
+        /// "record name" or "version".
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+
+    /// No record is known for `name@version`.
+    #[error(
+        "no record of `{name}` version `{version}` in the store\nhint: {}",
+        known_versions_hint(name, known)
+    )]
+    UnknownVersion {
+        /// The model name.
+        name: String,
+        /// The version asked for.
+        version: String,
+        /// The versions of `name` that are known, sorted.
+        known: Vec<String>,
+    },
+}
+
+fn known_versions_hint(name: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        format!("no version of `{name}` has been built into this store")
+    } else {
+        let list: Vec<String> = known.iter().map(|v| format!("`{v}`")).collect();
+        format!("known versions of `{name}`: {}", list.join(", "))
+    }
+}
+
+/// Build a closure turning an `io::Error` into [`Error::Io`].
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> Error {
+    let path = path.into();
+    move |err| Error::Io { action, path, err }
+}
