@@ -1,1 +1,142 @@
-//! repro-sandbox
+//! Where a step of `repro` runs: a hermetic sandbox with a fixed contract.
+//!
+//! # The contract
+//!
+//! Every backend (today [`DockerSandbox`]; later a native one built on Linux
+//! namespaces) gives a step exactly this, and [`POLICY_VERSION`] is bumped
+//! whenever any of it changes, because the version is part of every step key:
+//!
+//! - **Image.** The image is pinned by its OCI manifest digest and lives in
+//!   the store ([`repro_store::Store`]); the backend loads it itself (the
+//!   Docker daemon need not have it, see [`DockerSandbox::ensure_image`]).
+//!   The image's root filesystem is read-only.
+//! - **Isolation.** No network (not even loopback to the host); all
+//!   capabilities dropped; `no-new-privileges`; a private IPC namespace; a
+//!   pids limit (default 512); an optional memory limit with swap equal to
+//!   memory (so no swap); an optional CPU limit; a wall-time limit.
+//! - **Files.** Each input is a host directory bind-mounted read-only at
+//!   [`IN_DIR`]`/<name>`. One host directory, empty at the start, is mounted
+//!   writable at [`OUT_DIR`]; it is made mode `0777` so the step's user can
+//!   write to it, and the caller ingests it afterwards. A private tmpfs is
+//!   mounted at [`WORKDIR`] (`/tmp`, also `HOME`), mode `1777`, `nosuid`,
+//!   `nodev`, executable, its size the memory limit or 1 GiB without one.
+//! - **Identity.** Hostname [`HOSTNAME`], user [`UID`]`:`[`GID`], working
+//!   directory [`WORKDIR`].
+//! - **Environment.** Exactly [`StepSpec::env`], nothing else: nothing from
+//!   the host, nothing from the image's config, and none of the variables
+//!   the container engine adds (Docker adds `HOSTNAME` and merges the
+//!   image's `Env`). The runner builds it from [`base_env`] plus the
+//!   recipe's allowlist. The Docker backend achieves this by running the
+//!   step as `env -i -- NAME=VALUE... argv...`, so the image must provide an
+//!   `env` program on `PATH` (Debian, Alpine and busybox images all do).
+//!   `argv[0]` is looked up on `spec.env`'s `PATH`.
+//! - **Output.** The step's stdout and stderr are streamed, interleaved as
+//!   they arrive, into one host log file ([`StepSpec::log`]); nothing is
+//!   buffered in memory.
+//! - **Outcome.** An exit code, or timed out, or killed for running out of
+//!   memory, or cancelled, with the wall-clock duration ([`Outcome`]). A
+//!   step that fails is an [`Outcome`], not an error: errors are for
+//!   problems of the sandbox itself.
+//! - **Cleanup.** The container is removed afterwards, whatever happened:
+//!   success, failure, timeout, cancellation (through a
+//!   [`CancellationToken`](tokio_util::sync::CancellationToken)), or the
+//!   future being dropped.
+//!
+//! Not controlled (yet): the umask (the image's default, normally `022`),
+//! the kernel, and the CPU model; the runner records the platform.
+
+mod docker;
+mod error;
+mod spec;
+
+use std::collections::BTreeMap;
+
+pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
+pub use error::{Error, Result};
+pub use spec::{Limits, Mount, Outcome, StepSpec, Termination};
+
+/// The version of the sandbox contract. Bump it when anything in the
+/// contract changes: it is part of every step key, so old cache entries stop
+/// matching.
+pub const POLICY_VERSION: u32 = 1;
+
+/// Where inputs are mounted: each at `/repro/in/<name>`, read-only.
+pub const IN_DIR: &str = "/repro/in";
+/// Where the one writable output directory is mounted.
+pub const OUT_DIR: &str = "/repro/out";
+/// The working directory, `HOME`, and a private tmpfs.
+pub const WORKDIR: &str = "/tmp";
+/// The fixed hostname inside the sandbox.
+pub const HOSTNAME: &str = "repro";
+/// The user id a step runs as (`nobody`).
+pub const UID: u32 = 65534;
+/// The group id a step runs as (`nogroup`).
+pub const GID: u32 = 65534;
+/// The `PATH` inside the sandbox.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The names [`base_env`] sets; a recipe may not override them.
+pub const FIXED_ENV_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TZ",
+    "LC_ALL",
+    "LANG",
+    "SOURCE_DATE_EPOCH",
+    "PYTHONHASHSEED",
+    "PYTHONDONTWRITEBYTECODE",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+];
+
+/// The environment every step starts from: the fixed `PATH`, `HOME=/tmp`,
+/// UTC, the `C.UTF-8` locale, `SOURCE_DATE_EPOCH`, `PYTHONHASHSEED`,
+/// `PYTHONDONTWRITEBYTECODE=1`, and the thread counts of the usual numeric
+/// libraries. Exactly the names in [`FIXED_ENV_NAMES`].
+pub fn base_env(
+    source_date_epoch: u64,
+    python_hash_seed: u32,
+    threads: u32,
+) -> BTreeMap<String, String> {
+    let threads = threads.to_string();
+    let pairs = [
+        ("PATH", PATH.to_string()),
+        ("HOME", WORKDIR.to_string()),
+        ("TZ", "UTC".to_string()),
+        ("LC_ALL", "C.UTF-8".to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
+        ("PYTHONHASHSEED", python_hash_seed.to_string()),
+        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+        ("OMP_NUM_THREADS", threads.clone()),
+        ("MKL_NUM_THREADS", threads.clone()),
+        ("OPENBLAS_NUM_THREADS", threads.clone()),
+        ("NUMEXPR_NUM_THREADS", threads.clone()),
+        ("VECLIB_MAXIMUM_THREADS", threads),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_env_sets_exactly_the_fixed_names() {
+        let env = base_env(1_700_000_000, 7, 3);
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        let mut fixed = FIXED_ENV_NAMES.to_vec();
+        fixed.sort_unstable();
+        assert_eq!(names, fixed);
+        assert_eq!(env["SOURCE_DATE_EPOCH"], "1700000000");
+        assert_eq!(env["PYTHONHASHSEED"], "7");
+        assert_eq!(env["OMP_NUM_THREADS"], "3");
+        assert_eq!(env["VECLIB_MAXIMUM_THREADS"], "3");
+        assert_eq!(env["HOME"], WORKDIR);
+        assert_eq!(env["PATH"], PATH);
+        assert_eq!(env["TZ"], "UTC");
+    }
+}

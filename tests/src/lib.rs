@@ -1,1 +1,422 @@
-//! Support code for the end-to-end tests of the `repro` binary.
+//! Support code for the tests of `repro`: a tiny busybox image built from
+//! the host's static busybox (no registry needed), and a loud Docker check.
+//!
+//! Test-support code panics with a clear message instead of returning
+//! errors: a broken fixture should stop the test right there.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use repro_store::{ImageDigest, Store};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+/// Where Debian's `busybox-static` installs busybox.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The applets linked in `/bin` of the busybox image.
+pub const APPLETS: &[&str] = &[
+    "[",
+    "awk",
+    "cat",
+    "chmod",
+    "cp",
+    "cut",
+    "date",
+    "dd",
+    "echo",
+    "env",
+    "false",
+    "find",
+    "grep",
+    "head",
+    "hostname",
+    "id",
+    "ln",
+    "ls",
+    "mkdir",
+    "mktemp",
+    "mv",
+    "nc",
+    "printf",
+    "pwd",
+    "readlink",
+    "rm",
+    "sed",
+    "seq",
+    "sh",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "tail",
+    "tee",
+    "test",
+    "touch",
+    "tr",
+    "true",
+    "uname",
+    "wc",
+    "wget",
+    "xargs",
+    "yes",
+];
+
+/// The `PATH` in the busybox image's config.
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A variable set only by the busybox image's config, so tests can prove
+/// that the image's environment does not leak into a step.
+pub const IMAGE_ONLY_ENV: &str = "IMAGE_ONLY=leak";
+
+/// The three blobs of the busybox image.
+pub struct BusyboxBlobs {
+    /// The single layer: an uncompressed tar.
+    pub layer: Vec<u8>,
+    /// The image config JSON.
+    pub config: Vec<u8>,
+    /// The OCI image manifest JSON.
+    pub manifest: Vec<u8>,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => panic!("no OCI architecture name for `{other}`"),
+    }
+}
+
+/// Read the host's busybox and check that it is statically linked (a
+/// dynamic one would not run in an image without a libc).
+fn read_static_busybox() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(BUSYBOX)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .unwrap_or_else(|e| {
+            panic!("cannot read `{BUSYBOX}`: {e}\nhint: install busybox-static (`apt-get install busybox-static`)")
+        });
+    assert!(
+        !has_interpreter(&bytes),
+        "`{BUSYBOX}` is dynamically linked\nhint: install busybox-static (`apt-get install busybox-static`)"
+    );
+    bytes
+}
+
+/// Whether an ELF file asks for a program interpreter (is dynamically
+/// linked). Only 64-bit little-endian ELF is understood; anything else
+/// counts as dynamic.
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return true;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return true;
+    };
+    (0..phnum).any(|i| u32_at(phoff + i * phentsize).is_none_or(|t| t == PT_INTERP))
+}
+
+/// Build the busybox image's layer, config and manifest. Deterministic:
+/// sorted entries, mtime 0, owner 0:0.
+pub fn busybox_blobs() -> BusyboxBlobs {
+    let busybox = read_static_busybox();
+    let passwd =
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    let group = b"root:x:0:\nnogroup:x:65534:\n";
+
+    enum Entry<'a> {
+        Dir(u32),
+        File(u32, &'a [u8]),
+        Link(&'a str),
+    }
+    let mut entries: Vec<(String, Entry)> = vec![
+        ("bin/".into(), Entry::Dir(0o755)),
+        ("bin/busybox".into(), Entry::File(0o755, &busybox)),
+        ("etc/".into(), Entry::Dir(0o755)),
+        ("etc/group".into(), Entry::File(0o644, group)),
+        ("etc/passwd".into(), Entry::File(0o644, passwd)),
+        ("repro/".into(), Entry::Dir(0o755)),
+        ("repro/in/".into(), Entry::Dir(0o755)),
+        ("repro/out/".into(), Entry::Dir(0o755)),
+        ("tmp/".into(), Entry::Dir(0o1777)),
+    ];
+    entries.extend(
+        APPLETS
+            .iter()
+            .map(|a| (format!("bin/{a}"), Entry::Link("busybox"))),
+    );
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in &entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        let appended = match entry {
+            Entry::Dir(mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                layer.append_data(&mut h, path, std::io::empty())
+            }
+            Entry::File(mode, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                layer.append_data(&mut h, path, *data)
+            }
+            Entry::Link(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                layer.append_link(&mut h, path, target)
+            }
+        };
+        appended.unwrap_or_else(|e| panic!("cannot add `{path}` to the busybox layer: {e}"));
+    }
+    let layer = layer
+        .into_inner()
+        .expect("writing a tar into memory cannot fail");
+    let layer_digest = sha256(&layer);
+
+    let config = json!({
+        "architecture": oci_arch(),
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Env": [format!("PATH={IMAGE_PATH}"), IMAGE_ONLY_ENV],
+            "Cmd": ["sh"],
+            "WorkingDir": "/",
+        },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "repro-tests busybox_blobs" }],
+    });
+    let config = serde_json::to_vec(&config).expect("json");
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256(&config),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }],
+    });
+    let manifest = serde_json::to_vec(&manifest).expect("json");
+    BusyboxBlobs {
+        layer,
+        config,
+        manifest,
+    }
+}
+
+/// Write the busybox image as an OCI image layout (`oci-layout`,
+/// `index.json` and `blobs/sha256/`) into `dest_dir` (created if missing),
+/// and return `dest_dir`. Panics with "install busybox-static" when
+/// the host has no static busybox.
+pub fn busybox_oci_layout(dest_dir: &Path) -> PathBuf {
+    let blobs = busybox_blobs();
+    let dir = dest_dir.to_path_buf();
+    let blob_dir = dir.join("blobs").join("sha256");
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::File::create(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .unwrap_or_else(|e| panic!("cannot write `{}`: {e}", path.display()));
+    };
+    std::fs::create_dir_all(&blob_dir)
+        .unwrap_or_else(|e| panic!("cannot create `{}`: {e}", blob_dir.display()));
+    for bytes in [&blobs.layer, &blobs.config, &blobs.manifest] {
+        let digest = sha256(bytes);
+        let hex = digest.trim_start_matches("sha256:");
+        write(&blob_dir.join(hex), bytes);
+    }
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(&blobs.manifest),
+            "size": blobs.manifest.len(),
+        }],
+    });
+    write(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&index).expect("json"),
+    );
+    dir
+}
+
+/// Put the busybox image into `store` (layer and config as blobs, then the
+/// manifest) and return its manifest digest.
+pub fn busybox_image(store: &Store) -> ImageDigest {
+    let blobs = busybox_blobs();
+    store
+        .put_bytes(&blobs.layer)
+        .unwrap_or_else(|e| panic!("cannot store the busybox layer: {e}"));
+    store
+        .put_bytes(&blobs.config)
+        .unwrap_or_else(|e| panic!("cannot store the busybox config: {e}"));
+    store
+        .put_image(&blobs.manifest)
+        .unwrap_or_else(|e| panic!("cannot store the busybox manifest: {e}"))
+}
+
+/// Panic, loudly and with the reason, when the Docker daemon is unreachable.
+/// Tests that need Docker call this first (and are `#[ignore = "needs
+/// Docker: ..."]`), so a CI run that turns them on cannot pass silently.
+///
+/// Speaks `GET /_ping` to `DOCKER_HOST` (`unix://` or `tcp://`) or the
+/// default socket `/var/run/docker.sock`.
+pub fn require_docker() {
+    if let Err(why) = ping_docker() {
+        panic!(
+            "this test needs a running Docker daemon, and it is unreachable: {why}\nhint: start it (`dockerd`) or set DOCKER_HOST; run without `--run-ignored` to skip"
+        );
+    }
+}
+
+fn ping_docker() -> Result<(), String> {
+    use std::time::Duration;
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+    let timeout = Some(Duration::from_secs(10));
+    let mut response = String::new();
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("`{host}`: {e}"))?;
+        s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+        s.write_all(request).map_err(|e| format!("`{host}`: {e}"))?;
+        s.read_to_string(&mut response)
+            .map_err(|e| format!("`{host}`: {e}"))?;
+    } else {
+        let path = match host.strip_prefix("unix://") {
+            Some(p) => p.to_string(),
+            None if host.is_empty() => "/var/run/docker.sock".to_string(),
+            None => return Err(format!("unsupported DOCKER_HOST `{host}`")),
+        };
+        let mut s =
+            std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("`{path}`: {e}"))?;
+        s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+        s.write_all(request).map_err(|e| format!("`{path}`: {e}"))?;
+        s.read_to_string(&mut response)
+            .map_err(|e| format!("`{path}`: {e}"))?;
+    }
+    let status = response.lines().next().unwrap_or("");
+    if status.contains(" 200 ") && response.ends_with("OK") {
+        Ok(())
+    } else {
+        Err(format!("unexpected answer to /_ping: `{status}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busybox_blobs_are_deterministic_and_consistent() {
+        let a = busybox_blobs();
+        let b = busybox_blobs();
+        assert_eq!(sha256(&a.layer), sha256(&b.layer));
+        assert_eq!(a.manifest, b.manifest);
+        let manifest: serde_json::Value = serde_json::from_slice(&a.manifest).expect("json");
+        assert_eq!(manifest["config"]["digest"], sha256(&a.config));
+        assert_eq!(manifest["layers"][0]["digest"], sha256(&a.layer));
+        let config: serde_json::Value = serde_json::from_slice(&a.config).expect("json");
+        assert_eq!(config["rootfs"]["diff_ids"][0], sha256(&a.layer));
+        assert!(config["config"]["Env"]
+            .as_array()
+            .expect("env")
+            .contains(&json!(IMAGE_ONLY_ENV)));
+    }
+
+    #[test]
+    fn the_layer_is_sorted_owned_by_root_with_mtime_zero() {
+        let blobs = busybox_blobs();
+        let mut archive = tar::Archive::new(&blobs.layer[..]);
+        let mut paths = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let h = entry.header();
+            assert_eq!(h.mtime().expect("mtime"), 0);
+            assert_eq!(h.uid().expect("uid"), 0);
+            assert_eq!(h.gid().expect("gid"), 0);
+            paths.push(entry.path().expect("path").to_string_lossy().into_owned());
+        }
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+        for want in [
+            "bin/busybox",
+            "bin/sh",
+            "bin/env",
+            "etc/passwd",
+            "tmp",
+            "repro/out",
+        ] {
+            assert!(
+                paths.iter().any(|p| p.trim_end_matches('/') == want),
+                "{want} missing: {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_layout_holds_every_blob_under_its_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = busybox_oci_layout(&dir.path().join("image"));
+        assert_eq!(layout, dir.path().join("image"));
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+                .expect("json");
+        let digest = index["manifests"][0]["digest"].as_str().expect("digest");
+        let hex = digest.trim_start_matches("sha256:");
+        let manifest = std::fs::read(layout.join("blobs/sha256").join(hex)).expect("manifest");
+        assert_eq!(sha256(&manifest), digest);
+        let count = std::fs::read_dir(layout.join("blobs/sha256"))
+            .expect("blobs")
+            .count();
+        assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn a_dynamic_or_foreign_binary_counts_as_dynamic() {
+        assert!(has_interpreter(b"#!/bin/sh\n"));
+        let ls = std::fs::read("/bin/ls").expect("/bin/ls");
+        assert!(
+            has_interpreter(&ls),
+            "/bin/ls on Debian is dynamically linked"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The errors of the sandbox: problems of the sandbox or the container
+//! engine, never a step that fails (that is an [`Outcome`](crate::Outcome)).
+
+use std::path::PathBuf;
+
+use repro_store::{BlobDigest, ImageDigest};
+
+/// A `Result` with the sandbox's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the sandbox could not run a step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Docker daemon does not answer.
+    #[error("cannot reach the Docker daemon: {0}\nhint: start it (`dockerd`) or set DOCKER_HOST")]
+    Unreachable(String),
+
+    /// A request to the Docker daemon failed.
+    #[error("the Docker daemon failed to {action}: {source}")]
+    Daemon {
+        /// What was asked, e.g. "create the container of step `train`".
+        action: String,
+        /// The daemon's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The image could not be read from the store.
+    #[error("cannot read image `{image}` from the store: {source}")]
+    Store {
+        /// The image's manifest digest.
+        image: ImageDigest,
+        /// What the store said.
+        #[source]
+        source: repro_store::Error,
+    },
+
+    /// Loading the image gave a different image than its config digest.
+    #[error(
+        "loading image `{image}` into the Docker daemon gave image ID `{actual}`, expected its config digest `{expected}`\nhint: the image in the store may be damaged; re-import it"
+    )]
+    ImageMismatch {
+        /// The image's manifest digest.
+        image: ImageDigest,
+        /// The config digest the store records.
+        expected: BlobDigest,
+        /// What the daemon reported after the load (or "nothing").
+        actual: String,
+    },
+
+    /// The daemon lacks the image: `run` was called before `ensure_image`,
+    /// or the image was removed from the daemon since.
+    #[error("image `{image}` is not loaded in the Docker daemon\nhint: call `ensure_image` with the store before `run`")]
+    ImageNotEnsured {
+        /// The image's manifest digest.
+        image: ImageDigest,
+    },
+
+    /// The image declares volumes, which would be writable places outside
+    /// the contract.
+    #[error("image `{image}` declares volumes (`{volumes}`), which would be writable and outlive the step\nhint: use an image built without `VOLUME` instructions")]
+    ImageVolumes {
+        /// The image's manifest digest.
+        image: ImageDigest,
+        /// The declared mount points, joined.
+        volumes: String,
+    },
+
+    /// The image lacks the `env` program the Docker backend needs.
+    #[error(
+        "image `{image}` has no `env` program on the step's PATH, so step `{step}` cannot start with an exact environment: {source}\nhint: use an image that provides `env` (coreutils or busybox)"
+    )]
+    NoEnvProgram {
+        /// The step.
+        step: String,
+        /// The image's manifest digest.
+        image: ImageDigest,
+        /// The daemon's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The step's specification is invalid.
+    #[error("invalid sandbox spec for step `{step}`: {why}")]
+    InvalidSpec {
+        /// The step.
+        step: String,
+        /// What is wrong.
+        why: String,
+    },
+
+    /// A host file or directory could not be prepared or written.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "create the log file".
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The host directory given as the output is not empty.
+    #[error("the output directory `{}` of step `{step}` is not empty\nhint: the sandbox needs a fresh, empty directory for `/repro/out`", path.display())]
+    OutputNotEmpty {
+        /// The step.
+        step: String,
+        /// The host directory.
+        path: PathBuf,
+    },
+
+    /// Writing the image archive from the store failed mid-way.
+    #[error("cannot stream image `{image}` into the Docker daemon: {why}")]
+    Load {
+        /// The image's manifest digest.
+        image: ImageDigest,
+        /// What went wrong.
+        why: String,
+    },
+}

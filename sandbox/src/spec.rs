@@ -1,0 +1,249 @@
+//! What a step asks of the sandbox, and what it gets back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use repro_store::ImageDigest;
+
+use crate::error::{Error, Result};
+
+/// A host directory mounted read-only at `/repro/in/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The input's name: one path component, mounted at `/repro/in/<name>`.
+    pub name: String,
+    /// The host directory.
+    pub host: PathBuf,
+}
+
+/// The resource limits of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (swap is set equal, so there is none); `None` for no
+    /// limit. At least 6 MiB, Docker's minimum.
+    pub memory_bytes: Option<u64>,
+    /// CPUs, e.g. `1.5`; `None` for no limit.
+    pub cpus: Option<f64>,
+    /// The wall-clock limit; the step is killed when it passes.
+    pub timeout: Duration,
+    /// The largest number of processes and threads.
+    pub pids: u64,
+}
+
+impl Default for Limits {
+    /// No memory or CPU limit, a one-hour timeout, 512 pids.
+    fn default() -> Self {
+        Limits {
+            memory_bytes: None,
+            cpus: None,
+            timeout: Duration::from_secs(3600),
+            pids: 512,
+        }
+    }
+}
+
+/// Everything the sandbox needs to run one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    /// The step's name (for labels and messages).
+    pub step: String,
+    /// The image, by manifest digest; load it with `ensure_image` first.
+    pub image: ImageDigest,
+    /// The command; `argv[0]` is looked up on `env["PATH"]`.
+    pub argv: Vec<String>,
+    /// The complete environment of the step.
+    pub env: BTreeMap<String, String>,
+    /// The inputs, each mounted read-only at `/repro/in/<name>`.
+    pub inputs: Vec<Mount>,
+    /// The host directory mounted at `/repro/out`: created if missing, must
+    /// be empty, made mode `0777`.
+    pub output: PathBuf,
+    /// The host file that receives stdout and stderr (created or truncated).
+    pub log: PathBuf,
+    /// The resource limits.
+    pub limits: Limits,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// The step's process exited with this code (128 + n for signal n).
+    Exited(i32),
+    /// The wall-time limit passed and the step was killed.
+    TimedOut,
+    /// The kernel killed a process of the step for exceeding the memory
+    /// limit (reported even when the main process survived it).
+    OutOfMemory,
+    /// The caller cancelled the step and it was killed.
+    Cancelled,
+}
+
+/// The result of running a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the step ended.
+    pub termination: Termination,
+    /// The wall-clock time from start to end.
+    pub duration: Duration,
+}
+
+impl Outcome {
+    /// Whether the step exited with code 0.
+    pub fn success(&self) -> bool {
+        self.termination == Termination::Exited(0)
+    }
+}
+
+/// Docker refuses memory limits under 6 MiB.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+impl StepSpec {
+    /// Check what the sandbox cannot express, before touching anything.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |why: String| {
+            Err(Error::InvalidSpec {
+                step: self.step.clone(),
+                why,
+            })
+        };
+        match self.argv.first() {
+            None => return bad("`argv` is empty".into()),
+            Some(a) if a.contains('=') => {
+                return bad(format!("the program name `{a}` contains `=`"));
+            }
+            Some(_) => {}
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return bad("an argument contains a NUL byte".into());
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return bad(format!("`{k}` is not a valid environment variable name"));
+            }
+            if v.contains('\0') {
+                return bad(format!("the value of `{k}` contains a NUL byte"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for m in &self.inputs {
+            let n = m.name.as_str();
+            if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
+                return bad(format!(
+                    "`{n}` is not a valid input name (one path component)"
+                ));
+            }
+            if !names.insert(n) {
+                return bad(format!("input `{n}` is given twice"));
+            }
+        }
+        let l = &self.limits;
+        if let Some(m) = l.memory_bytes {
+            if m < MIN_MEMORY || i64::try_from(m).is_err() {
+                return bad(format!("memory limit {m} bytes is outside 6 MiB..=2^63"));
+            }
+        }
+        if let Some(c) = l.cpus {
+            if !(c.is_finite() && c > 0.0 && c < 1e6) {
+                return bad(format!("CPU limit {c} is not a positive number"));
+            }
+        }
+        if l.timeout.is_zero() {
+            return bad("the timeout is zero".into());
+        }
+        if l.pids == 0 || i64::try_from(l.pids).is_err() {
+            return bad(format!("pids limit {} is out of range", l.pids));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use repro_store::Hash;
+
+    fn spec() -> StepSpec {
+        StepSpec {
+            step: "s".into(),
+            image: ImageDigest(Hash::of(b"x")),
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+            inputs: vec![Mount {
+                name: "data".into(),
+                host: "/x".into(),
+            }],
+            output: "/o".into(),
+            log: "/l".into(),
+            limits: Limits::default(),
+        }
+    }
+
+    fn why(s: &StepSpec) -> String {
+        match s.validate() {
+            Err(Error::InvalidSpec { why, .. }) => why,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        spec().validate().expect("valid");
+    }
+
+    #[test]
+    fn rejects_what_the_sandbox_cannot_express() {
+        let mut s = spec();
+        s.argv.clear();
+        assert!(why(&s).contains("`argv` is empty"));
+
+        let mut s = spec();
+        s.argv[0] = "A=B".into();
+        assert!(why(&s).contains("contains `=`"));
+
+        let mut s = spec();
+        s.env.insert("A=B".into(), "x".into());
+        assert!(why(&s).contains("not a valid environment variable name"));
+
+        for name in ["", ".", "..", "a/b"] {
+            let mut s = spec();
+            s.inputs[0].name = name.into();
+            assert!(why(&s).contains("not a valid input name"), "{name}");
+        }
+
+        let mut s = spec();
+        s.inputs.push(s.inputs[0].clone());
+        assert!(why(&s).contains("given twice"));
+
+        let mut s = spec();
+        s.limits.memory_bytes = Some(1024);
+        assert!(why(&s).contains("memory limit"));
+
+        let mut s = spec();
+        s.limits.cpus = Some(0.0);
+        assert!(why(&s).contains("CPU limit"));
+        s.limits.cpus = Some(f64::NAN);
+        assert!(why(&s).contains("CPU limit"));
+
+        let mut s = spec();
+        s.limits.timeout = Duration::ZERO;
+        assert!(why(&s).contains("timeout"));
+
+        let mut s = spec();
+        s.limits.pids = 0;
+        assert!(why(&s).contains("pids"));
+    }
+
+    #[test]
+    fn only_exit_zero_is_success() {
+        let o = |t| Outcome {
+            termination: t,
+            duration: Duration::ZERO,
+        };
+        assert!(o(Termination::Exited(0)).success());
+        assert!(!o(Termination::Exited(1)).success());
+        assert!(!o(Termination::TimedOut).success());
+        assert!(!o(Termination::OutOfMemory).success());
+        assert!(!o(Termination::Cancelled).success());
+    }
+}
