@@ -53,13 +53,26 @@ pub struct Plan {
     pub graph: Graph,
 }
 
+/// The step graph of a recipe; a cycle is an error naming the recipe and the steps.
+pub fn check_graph(recipe: &Recipe) -> Result<Graph> {
+    Graph::new(recipe.steps.iter().map(|s| {
+        (s.name.clone(), s.deps().into_iter().map(str::to_string).collect::<Vec<_>>())
+    }))
+    .map_err(|e| {
+        let text = e.to_string();
+        let (msg, hint) = text.split_once("\nhint: ").unwrap_or((&text, ""));
+        let mut out = format!("error: {msg}\n  --> {}", recipe.path.display());
+        if !hint.is_empty() {
+            out.push_str(&format!("\n  = hint: {hint}"));
+        }
+        anyhow::Error::new(crate::exit::UserError(out))
+    })
+}
+
 impl Plan {
     /// Plan `recipe` with `pins`. Fails on a cycle, a missing pin or a bad substitution.
     pub fn new(recipe: &Recipe, pins: &Pins) -> Result<Plan> {
-        let graph = Graph::new(recipe.steps.iter().map(|s| {
-            (s.name.clone(), s.deps().into_iter().map(str::to_string).collect::<Vec<_>>())
-        }))
-        .map_err(|e| anyhow!("{}: {e}", recipe.path.display()))?;
+        let graph = check_graph(recipe)?;
         let base = repro_sandbox::base_env(
             recipe.build.source_date_epoch,
             recipe.build.python_hash_seed,
@@ -207,7 +220,7 @@ impl Engine {
     pub async fn backend_description(&self) -> String {
         match self.sandbox.get() {
             Some(s) => match s.describe().await {
-                Ok(info) => info.to_string(),
+                Ok(info) => format!("{} {} (API {})", info.backend, info.server_version, info.api_version),
                 Err(_) => "docker".to_string(),
             },
             None => "docker (not started: every step was cached)".to_string(),

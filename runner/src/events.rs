@@ -65,10 +65,3 @@ pub trait Reporter: Send + Sync {
     /// Handle one event.
     fn event(&self, event: &Event);
 }
-
-/// A reporter that drops everything (for tests and `--quiet`).
-pub struct Silent;
-
-impl Reporter for Silent {
-    fn event(&self, _: &Event) {}
-}

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -39,10 +39,11 @@ pub fn key_id(key: &VerifyingKey) -> BlobDigest {
 /// Create a new key at `path`; refuses to overwrite one.
 pub fn generate(path: &Path) -> Result<SigningKey> {
     if path.exists() {
-        bail!(
+        return Err(crate::exit::UserError(format!(
             "a signing key already exists at `{}`\nhint: use it as it is, or move it away first",
             path.display()
-        );
+        ))
+        .into());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)

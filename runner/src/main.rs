@@ -148,7 +148,12 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            let text = chain(&e);
+            if text.starts_with("error:") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
             ExitCode::from(exit::classify(&e))
         }
     }
@@ -262,6 +267,7 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     let store = open_store(store)?;
     let key = keys::load(&key_path(args.key)?)?;
     let recipe = repro_recipes::parse_file(&args.recipe)?;
+    engine::check_graph(&recipe)?;
     let lock_path = recipe.lock_path();
     let verbosity = if args.json { Verbosity::Quiet } else { verbosity };
     let console: Arc<dyn Reporter> = Arc::new(Console::new(verbosity));

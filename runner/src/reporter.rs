@@ -93,19 +93,21 @@ impl Reporter for Console {
                 }
                 None => self.line(format!("{:>8} {step} (key {})", self.paint("running", 36), key.short())),
             },
-            Event::StepCached { step, output, .. } if !quiet => self.line(format!(
-                "{:>8} {step} -> {} (cache hit)",
+            Event::StepCached { step, key, output } if !quiet => self.line(format!(
+                "{:>8} {step} -> {} (cache hit, key {})",
                 self.paint("cached", 34),
-                output.short()
+                output.short(),
+                key.short()
             )),
-            Event::StepSucceeded { step, output, duration, .. } => {
+            Event::StepSucceeded { step, output, duration, key } => {
                 self.finish_bar(step);
                 if !quiet {
                     self.line(format!(
-                        "{:>8} {step} -> {} in {}",
+                        "{:>8} {step} -> {} in {} (key {})",
                         self.paint("ran", 32),
                         output.short(),
-                        secs(*duration)
+                        secs(*duration),
+                        key.short()
                     ));
                 }
             }

@@ -114,6 +114,32 @@ impl DockerSandbox {
         })
     }
 
+    /// Write the image `reference` (a tag or an ID known to the daemon) as a
+    /// `docker save` archive to `dest`, streamed. Used to pin a toolchain
+    /// given by tag: the archive is then imported into the store.
+    pub async fn save_image(&self, reference: &str, dest: &Path) -> Result<()> {
+        self.long
+            .inspect_image(reference)
+            .await
+            .map_err(daemon(format!("find the image `{reference}`")))?;
+        let io = |action: &'static str| {
+            let path = dest.to_path_buf();
+            move |source| Error::Io { action, path, source }
+        };
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(io("create the image archive"))?;
+        let mut stream = self.long.export_image(reference);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(daemon(format!("export the image `{reference}`")))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(io("write the image archive"))?;
+        }
+        file.sync_all().await.map_err(io("write the image archive"))?;
+        Ok(())
+    }
+
     /// The engine's name and versions, for the build record.
     pub async fn describe(&self) -> Result<BackendInfo> {
         let v = self

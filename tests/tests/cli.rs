@@ -1,0 +1,179 @@
+//! Command-line behaviour that needs no Docker: recipe errors end to end,
+//! exit codes, keys, data snapshots, the schema.
+
+mod common;
+
+use std::path::Path;
+
+use common::{stderr, stdout, Repro};
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/tests/fixtures"))
+}
+
+/// `repro build` on each recipe fixture prints exactly the diagnostic the
+/// recipes crate promises, and exits 2 (the user's input is wrong).
+#[test]
+fn recipe_errors_reach_the_user_exactly_with_exit_code_2() {
+    let r = Repro::with_key();
+    for case in [
+        "syntax-error",
+        "unknown-key-top",
+        "unknown-key-step",
+        "duplicate-step",
+        "escaping-outputs",
+        "missing-step-needs",
+        "missing-step-input",
+        "locked-unpinned",
+    ] {
+        let toml = std::fs::read_to_string(fixtures().join(format!("{case}.toml"))).unwrap();
+        let expected = std::fs::read_to_string(fixtures().join(format!("{case}.stderr"))).unwrap();
+        r.write(&format!("{case}.toml"), &toml);
+        let mut args = vec!["build"];
+        if let Ok(lock) = std::fs::read_to_string(fixtures().join(format!("{case}.lock"))) {
+            r.write(&format!("{case}.lock"), &lock);
+            args.push("--locked");
+        }
+        let file = format!("{case}.toml");
+        args.push(&file);
+        let out = r.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{case}: {}", stderr(&out));
+        assert_eq!(stderr(&out).trim_end(), expected.trim_end(), "{case}");
+    }
+}
+
+#[test]
+fn a_cycle_names_its_steps() {
+    let r = Repro::with_key();
+    r.write(
+        "model.toml",
+        r#"
+[model]
+name = "cyclic"
+version = "1"
+
+[toolchains.t]
+image = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+[[steps]]
+name = "a"
+toolchain = "t"
+argv = ["true"]
+needs = ["c"]
+
+[[steps]]
+name = "b"
+toolchain = "t"
+argv = ["true"]
+inputs = { from_a = "steps.a" }
+
+[[steps]]
+name = "c"
+toolchain = "t"
+argv = ["true"]
+needs = ["b"]
+"#,
+    );
+    let out = r.run(&["build", "model.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: steps form a cycle: `a` -> `b` -> `c` -> `a`\n  --> model.toml\n  = hint: remove one of these dependencies (`needs` or an input `steps.<name>`)\n"
+    );
+}
+
+#[test]
+fn unpinned_inputs_are_refused_under_locked_without_a_lock() {
+    let r = Repro::with_key();
+    r.write(
+        "model.toml",
+        r#"
+[model]
+name = "m"
+version = "1"
+
+[toolchains.t]
+archive = "image.tar"
+
+[data.d]
+path = "data"
+
+[[steps]]
+name = "s"
+toolchain = "t"
+argv = ["true"]
+inputs = { d = "data.d" }
+"#,
+    );
+    let out = r.run(&["build", "--locked", "model.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("toolchains.t.archive"), "{err}");
+    assert!(err.contains("data.d.path"), "{err}");
+    assert!(err.contains("repro lock"), "{err}");
+}
+
+#[test]
+fn data_add_prints_a_stable_digest_that_follows_the_content() {
+    let r = Repro::new();
+    r.write("d1/a.csv", "x,y\n1,2\n");
+    r.write("d1/sub/b.txt", "b");
+    r.write("d2/sub/b.txt", "b");
+    r.write("d2/a.csv", "x,y\n1,2\n");
+    let a = r.run(&["data", "add", "d1"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = r.run(&["data", "add", "d2"]);
+    assert_eq!(stdout(&a), stdout(&b));
+    assert!(stdout(&a).starts_with("sha256:") && stdout(&a).trim().len() == 71, "{}", stdout(&a));
+    r.write("d2/a.csv", "x,y\n1,3\n");
+    let c = r.run(&["data", "add", "d2"]);
+    assert_ne!(stdout(&a), stdout(&c));
+    let missing = r.run(&["data", "add", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("`nope` is not a folder"), "{}", stderr(&missing));
+}
+
+#[test]
+fn key_generate_refuses_to_overwrite_and_show_prints_the_id() {
+    let r = Repro::new();
+    let out = r.run(&["key", "generate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(id.starts_with("sha256:"));
+    let again = r.run(&["key", "generate"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    let show = r.run(&["key", "show"]);
+    assert!(stdout(&show).contains(&id), "{}", stdout(&show));
+}
+
+#[test]
+fn build_without_a_key_says_how_to_make_one() {
+    let r = Repro::new();
+    r.write("model.toml", "[model]\nname = \"m\"\nversion = \"1\"\n");
+    let out = r.run(&["build", "model.toml"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("repro key generate"), "{}", stderr(&out));
+}
+
+#[test]
+fn verify_of_an_unknown_version_cannot_verify() {
+    let r = Repro::with_key();
+    let out = r.run(&["verify", "nothing@1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_schema_command_prints_the_committed_schema() {
+    let r = Repro::new();
+    let out = r.run(&["schema"]);
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/model.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+}

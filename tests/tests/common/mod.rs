@@ -1,0 +1,111 @@
+//! A sandbox for running the `repro` binary: its own store, key and work folder.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub struct Repro {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Repro {
+    pub fn new() -> Repro {
+        let r = Repro { tmp: tempfile::tempdir().expect("temp dir") };
+        std::fs::create_dir_all(r.work()).unwrap();
+        r
+    }
+
+    /// A repro with a signing key.
+    pub fn with_key() -> Repro {
+        let r = Repro::new();
+        let out = r.run(&["key", "generate"]);
+        assert!(out.status.success(), "key generate: {}", stderr(&out));
+        r
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.tmp.path().join("store")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.tmp.path().join("work")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.tmp.path().join("signing.key")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("repro").expect("the repro binary");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.tmp.path())
+            .env("REPRO_STORE", self.store())
+            .env("REPRO_KEY", self.key())
+            .env("NO_COLOR", "1")
+            .current_dir(self.work());
+        if let Some(h) = std::env::var_os("DOCKER_HOST") {
+            c.env("DOCKER_HOST", h);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run repro")
+    }
+
+    /// Write a file under the work folder.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.work().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Build with `--json` and return the document.
+    pub fn build_json(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        let mut a = vec!["build", "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, doc)
+    }
+
+    /// Every blob file in the store.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.store().join("v1/blobs/sha256").join(hex)
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Flip one byte of a file in place (making it writable first).
+pub fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The status of each step in a `--json` build document, as `name=status`.
+pub fn statuses(doc: &serde_json::Value) -> Vec<String> {
+    doc["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("{}={}", s["name"].as_str().unwrap_or("?"), s["status"].as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
