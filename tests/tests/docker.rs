@@ -43,7 +43,7 @@ outputs = ["count.txt"]
 [[steps]]
 name = "scale"
 toolchain = "bb"
-argv = ["sh", "-c", "echo $((${params.factor} * 2)) > /repro/out/scaled.txt"]
+argv = ["sh", "-c", "echo $$((${params.factor} * 2)) > /repro/out/scaled.txt"]
 outputs = ["scaled.txt"]
 "#;
 
@@ -135,7 +135,7 @@ fn locked_build_uses_the_lock_and_verify_reproduces() {
 #[test]
 #[ignore = "needs Docker and busybox-static"]
 fn verify_names_the_file_and_offset_of_a_nondeterministic_step() {
-    let r = setup(&single_step("clock", "echo stamp: $(date +%s%N) > /repro/out/time.txt", "\"time.txt\""));
+    let r = setup(&single_step("clock", "echo stamp: $$(date +%s%N) > /repro/out/time.txt", "\"time.txt\""));
     let out = r.run(&["build", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&["verify", "clock@1"]);
