@@ -17,7 +17,9 @@ pub enum Error {
         steps: Vec<String>,
     },
     /// A step depends on a step that does not exist.
-    #[error("step `{step}` depends on `{missing}`, which is not a step\nhint: the steps are: {known}")]
+    #[error(
+        "step `{step}` depends on `{missing}`, which is not a step\nhint: the steps are: {known}"
+    )]
     UnknownStep {
         /// The step with the bad dependency.
         step: String,
@@ -32,7 +34,11 @@ pub enum Error {
 }
 
 fn cycle_text(steps: &[String]) -> String {
-    steps.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" -> ")
+    steps
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 /// This module's result type.
@@ -68,7 +74,10 @@ impl Graph {
             }
             let node = graph.add_node(name.clone());
             index.insert(name, node);
-            deps.push((node, ds.into_iter().map(Into::into).collect::<Vec<String>>()));
+            deps.push((
+                node,
+                ds.into_iter().map(Into::into).collect::<Vec<String>>(),
+            ));
         }
         for (node, ds) in deps {
             let unique: BTreeSet<String> = ds.into_iter().collect();
@@ -88,8 +97,9 @@ impl Graph {
         if let Some(cycle) = find_cycle(&graph) {
             return Err(Error::Cycle { steps: cycle });
         }
-        let topo = petgraph::algo::toposort(&graph, None)
-            .map_err(|c| Error::Cycle { steps: vec![graph[c.node_id()].clone()] })?;
+        let topo = petgraph::algo::toposort(&graph, None).map_err(|c| Error::Cycle {
+            steps: vec![graph[c.node_id()].clone()],
+        })?;
         Ok(Graph { graph, index, topo })
     }
 
@@ -124,9 +134,14 @@ impl Graph {
     }
 
     fn neighbors(&self, step: &str, dir: Direction) -> Vec<&str> {
-        let Some(&n) = self.index.get(step) else { return Vec::new() };
-        let mut out: Vec<&str> =
-            self.graph.neighbors_directed(n, dir).map(|m| self.graph[m].as_str()).collect();
+        let Some(&n) = self.index.get(step) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&str> = self
+            .graph
+            .neighbors_directed(n, dir)
+            .map(|m| self.graph[m].as_str())
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -201,13 +216,21 @@ mod tests {
     use super::*;
 
     fn g(steps: &[(&str, &[&str])]) -> Result<Graph> {
-        Graph::new(steps.iter().map(|(s, d)| (s.to_string(), d.iter().map(|x| x.to_string()))))
+        Graph::new(
+            steps
+                .iter()
+                .map(|(s, d)| (s.to_string(), d.iter().map(|x| x.to_string()))),
+        )
     }
 
     #[test]
     fn orders_dependencies_first() {
-        let graph = g(&[("train", &["featurize"]), ("featurize", &["validate"]), ("validate", &[])])
-            .unwrap();
+        let graph = g(&[
+            ("train", &["featurize"]),
+            ("featurize", &["validate"]),
+            ("validate", &[]),
+        ])
+        .unwrap();
         let order: Vec<&str> = graph.topo_order().collect();
         assert_eq!(order, ["validate", "featurize", "train"]);
         assert_eq!(graph.deps("train"), ["featurize"]);
@@ -217,7 +240,12 @@ mod tests {
     #[test]
     fn cycle_names_its_steps_in_order() {
         let err = g(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])]).unwrap_err();
-        assert_eq!(err, Error::Cycle { steps: vec!["a".into(), "b".into(), "c".into(), "a".into()] });
+        assert_eq!(
+            err,
+            Error::Cycle {
+                steps: vec!["a".into(), "b".into(), "c".into(), "a".into()]
+            }
+        );
         assert_eq!(
             err.to_string(),
             "steps form a cycle: `a` -> `b` -> `c` -> `a`\nhint: remove one of these dependencies (`needs` or an input `steps.<name>`)"
@@ -227,7 +255,12 @@ mod tests {
     #[test]
     fn self_loop_is_a_cycle() {
         let err = g(&[("a", &["a"])]).unwrap_err();
-        assert_eq!(err, Error::Cycle { steps: vec!["a".into(), "a".into()] });
+        assert_eq!(
+            err,
+            Error::Cycle {
+                steps: vec!["a".into(), "a".into()]
+            }
+        );
     }
 
     #[test]
@@ -237,6 +270,9 @@ mod tests {
             err.to_string(),
             "step `a` depends on `nope`, which is not a step\nhint: the steps are: a, b"
         );
-        assert_eq!(g(&[("a", &[]), ("a", &[])]).unwrap_err(), Error::Duplicate("a".into()));
+        assert_eq!(
+            g(&[("a", &[]), ("a", &[])]).unwrap_err(),
+            Error::Duplicate("a".into())
+        );
     }
 }

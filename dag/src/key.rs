@@ -75,7 +75,8 @@ mod tests {
         m.env.insert("OMP_NUM_THREADS".into(), "2".into());
         assert_ne!(m.key(), base);
         let mut m = material();
-        m.inputs.insert("data".into(), TreeDigest(Hash::of(b"tree2")));
+        m.inputs
+            .insert("data".into(), TreeDigest(Hash::of(b"tree2")));
         assert_ne!(m.key(), base);
         let mut m = material();
         m.outputs.push("extra".into());

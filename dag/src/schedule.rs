@@ -52,7 +52,12 @@ impl<'g> Scheduler<'g> {
                 rank[node.index()] = i;
             }
         }
-        Scheduler { graph, state, missing, rank }
+        Scheduler {
+            graph,
+            state,
+            missing,
+            rank,
+        }
     }
 
     /// Take the next ready step (earliest in topological order) and mark it running.
@@ -70,14 +75,22 @@ impl<'g> Scheduler<'g> {
     /// # Panics
     /// If `step` is not a running step of this graph: that is a bug in the caller.
     pub fn finish(&mut self, step: &str, ok: bool) -> Vec<&'g str> {
-        let node = self.graph.node(step).expect("finish() of a step that is not in the graph");
-        assert_eq!(self.state[node.index()], StepState::Running, "finish() of `{step}` twice");
+        let node = self
+            .graph
+            .node(step)
+            .expect("finish() of a step that is not in the graph");
+        assert_eq!(
+            self.state[node.index()],
+            StepState::Running,
+            "finish() of `{step}` twice"
+        );
         let g = self.graph.inner();
         if ok {
             self.state[node.index()] = StepState::Succeeded;
             for next in g.neighbors_directed(node, Direction::Outgoing) {
                 self.missing[next.index()] -= 1;
-                if self.missing[next.index()] == 0 && self.state[next.index()] == StepState::Waiting {
+                if self.missing[next.index()] == 0 && self.state[next.index()] == StepState::Waiting
+                {
                     self.state[next.index()] = StepState::Ready;
                 }
             }
@@ -104,13 +117,19 @@ impl<'g> Scheduler<'g> {
 
     /// How many steps are running.
     pub fn running(&self) -> usize {
-        self.state.iter().filter(|s| **s == StepState::Running).count()
+        self.state
+            .iter()
+            .filter(|s| **s == StepState::Running)
+            .count()
     }
 
     /// Whether nothing is running and nothing more can start.
     pub fn is_done(&self) -> bool {
         self.state.iter().all(|s| {
-            matches!(s, StepState::Succeeded | StepState::Failed | StepState::Skipped)
+            matches!(
+                s,
+                StepState::Succeeded | StepState::Failed | StepState::Skipped
+            )
         })
     }
 }

@@ -44,15 +44,26 @@ pub async fn resolve(engine: &Arc<Engine>, recipe: &Recipe) -> Result<(Pins, Loc
         pins.toolchains.insert(name.clone(), digest);
     }
     for (kind, map, out) in [
-        ("data", tree_refs(recipe.data.iter().map(|(n, d)| (n, &d.reference))), &mut resolved.data),
-        ("code", tree_refs(recipe.code.iter().map(|(n, c)| (n, &c.reference))), &mut resolved.code),
+        (
+            "data",
+            tree_refs(recipe.data.iter().map(|(n, d)| (n, &d.reference))),
+            &mut resolved.data,
+        ),
+        (
+            "code",
+            tree_refs(recipe.code.iter().map(|(n, c)| (n, &c.reference))),
+            &mut resolved.code,
+        ),
     ] {
         for (name, r) in map {
             let digest = match r {
                 TreeRef::Pinned(d) => d,
                 TreeRef::Path(path) => {
                     let full = recipe.resolve(&path);
-                    engine.note(format!("snapshotting {kind} `{name}` from `{}`", full.display()));
+                    engine.note(format!(
+                        "snapshotting {kind} `{name}` from `{}`",
+                        full.display()
+                    ));
                     let store = Arc::clone(&store);
                     let d = tokio::task::spawn_blocking(move || {
                         store.snapshot_dir(&full, Ingest::Copy)
@@ -73,9 +84,7 @@ pub async fn resolve(engine: &Arc<Engine>, recipe: &Recipe) -> Result<(Pins, Loc
     Ok((pins, lock))
 }
 
-fn tree_refs<'a>(
-    it: impl Iterator<Item = (&'a String, &'a TreeRef)>,
-) -> Vec<(String, TreeRef)> {
+fn tree_refs<'a>(it: impl Iterator<Item = (&'a String, &'a TreeRef)>) -> Vec<(String, TreeRef)> {
     it.map(|(n, r)| (n.clone(), r.clone())).collect()
 }
 
@@ -101,21 +110,36 @@ pub async fn build(
     let started = now();
     let report = engine.run(&plan, opts).await?;
     if !report.ok() {
-        return Ok(Built { report, record: None });
+        return Ok(Built {
+            report,
+            record: None,
+        });
     }
     let finished = now();
     let store = engine.store();
     let recipe_digest = store.put_bytes(recipe.source.as_bytes())?;
     let lock_digest = lock_bytes.map(|b| store.put_bytes(b)).transpose()?;
     let backend = engine.backend_description().await;
-    let statement =
-        statement(&store, recipe, recipe_digest, lock_digest, pins, &report, backend, started, finished)?;
+    let statement = statement(
+        &store,
+        recipe,
+        recipe_digest,
+        lock_digest,
+        pins,
+        &report,
+        backend,
+        started,
+        finished,
+    )?;
     let payload = serde_json::to_vec(&statement)?;
     let envelope = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
     keys::publish(&store, &key.verifying_key())?;
     let bytes = serde_json::to_vec_pretty(&envelope)?;
     let digest = store.put_record(&bytes, &recipe.model.name, &recipe.model.version)?;
-    Ok(Built { report, record: Some((digest, statement)) })
+    Ok(Built {
+        report,
+        record: Some((digest, statement)),
+    })
 }
 
 fn now() -> String {
@@ -143,7 +167,10 @@ fn statement(
         let key = s.key.context("a finished step has no key")?;
         for (path, entry) in store.flatten(&output)? {
             if let repro_store::FileEntry::File { digest, .. } = entry {
-                subject.push(ResourceDescriptor::sha256(format!("{}/{path}", s.name), digest));
+                subject.push(ResourceDescriptor::sha256(
+                    format!("{}/{path}", s.name),
+                    digest,
+                ));
             }
         }
         let mut b = ResourceDescriptor::sha256(format!("steps.{}", s.name), output)
@@ -244,7 +271,9 @@ fn statement(
 pub fn pins_of(statement: &Statement) -> Result<Pins> {
     let mut pins = Pins::default();
     for d in &statement.predicate.build_definition.resolved_dependencies {
-        let Some(digest) = d.sha256_text() else { continue };
+        let Some(digest) = d.sha256_text() else {
+            continue;
+        };
         if let Some(n) = d.name.strip_prefix("toolchains.") {
             pins.toolchains.insert(n.to_string(), digest.parse()?);
         } else if let Some(n) = d.name.strip_prefix("data.") {

@@ -43,10 +43,18 @@ pub enum Side {
 impl From<&FileEntry> for Side {
     fn from(e: &FileEntry) -> Self {
         match e {
-            FileEntry::File { digest, size, executable } => {
-                Side::File { digest: *digest, size: *size, executable: *executable }
-            }
-            FileEntry::Symlink { target } => Side::Symlink { target: target.clone() },
+            FileEntry::File {
+                digest,
+                size,
+                executable,
+            } => Side::File {
+                digest: *digest,
+                size: *size,
+                executable: *executable,
+            },
+            FileEntry::Symlink { target } => Side::Symlink {
+                target: target.clone(),
+            },
         }
     }
 }
@@ -54,8 +62,16 @@ impl From<&FileEntry> for Side {
 impl std::fmt::Display for Side {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Side::File { digest, size, executable } => {
-                write!(f, "{digest}, {size} bytes{}", if *executable { ", executable" } else { "" })
+            Side::File {
+                digest,
+                size,
+                executable,
+            } => {
+                write!(
+                    f,
+                    "{digest}, {size} bytes{}",
+                    if *executable { ", executable" } else { "" }
+                )
             }
             Side::Symlink { target } => write!(f, "symlink to `{target}`"),
         }
@@ -63,7 +79,11 @@ impl std::fmt::Display for Side {
 }
 
 /// Every file that differs between two trees, sorted by path.
-pub fn diff_trees(store: &Store, expected: &TreeDigest, actual: &TreeDigest) -> Result<Vec<FileDiff>> {
+pub fn diff_trees(
+    store: &Store,
+    expected: &TreeDigest,
+    actual: &TreeDigest,
+) -> Result<Vec<FileDiff>> {
     if expected == actual {
         return Ok(Vec::new());
     }
@@ -79,11 +99,10 @@ pub fn diff_trees(store: &Store, expected: &TreeDigest, actual: &TreeDigest) -> 
             continue;
         }
         let first_difference = match (ea, eb) {
-            (Some(FileEntry::File { digest: da, .. }), Some(FileEntry::File { digest: db, .. }))
-                if da != db =>
-            {
-                first_difference(store, da, db)?
-            }
+            (
+                Some(FileEntry::File { digest: da, .. }),
+                Some(FileEntry::File { digest: db, .. }),
+            ) if da != db => first_difference(store, da, db)?,
             _ => None,
         };
         out.push(FileDiff {

@@ -56,7 +56,10 @@ pub struct Plan {
 /// The step graph of a recipe; a cycle is an error naming the recipe and the steps.
 pub fn check_graph(recipe: &Recipe) -> Result<Graph> {
     Graph::new(recipe.steps.iter().map(|s| {
-        (s.name.clone(), s.deps().into_iter().map(str::to_string).collect::<Vec<_>>())
+        (
+            s.name.clone(),
+            s.deps().into_iter().map(str::to_string).collect::<Vec<_>>(),
+        )
     }))
     .map_err(|e| {
         let text = e.to_string();
@@ -80,12 +83,14 @@ impl Plan {
         );
         let mut steps = BTreeMap::new();
         for s in &recipe.steps {
-            let toolchain = recipe
-                .toolchains
-                .get(&s.toolchain)
-                .ok_or_else(|| anyhow!("step `{}` uses unknown toolchain `{}`", s.name, s.toolchain))?;
+            let toolchain = recipe.toolchains.get(&s.toolchain).ok_or_else(|| {
+                anyhow!("step `{}` uses unknown toolchain `{}`", s.name, s.toolchain)
+            })?;
             let image = *pins.toolchains.get(&s.toolchain).ok_or_else(|| {
-                anyhow!("toolchain `{}` is not pinned\nhint: run `repro lock`", s.toolchain)
+                anyhow!(
+                    "toolchain `{}` is not pinned\nhint: run `repro lock`",
+                    s.toolchain
+                )
             })?;
             let (argv, step_env) = s.expand(recipe)?;
             let mut env = base.clone();
@@ -180,7 +185,9 @@ pub struct BuildReport {
 impl BuildReport {
     /// Whether every step succeeded.
     pub fn ok(&self) -> bool {
-        self.steps.iter().all(|s| matches!(s.status, StepStatus::Ran | StepStatus::Cached))
+        self.steps
+            .iter()
+            .all(|s| matches!(s.status, StepStatus::Ran | StepStatus::Cached))
     }
 }
 
@@ -220,7 +227,10 @@ impl Engine {
     pub async fn backend_description(&self) -> String {
         match self.sandbox.get() {
             Some(s) => match s.describe().await {
-                Ok(info) => format!("{} {} (API {})", info.backend, info.server_version, info.api_version),
+                Ok(info) => format!(
+                    "{} {} (API {})",
+                    info.backend, info.server_version, info.api_version
+                ),
                 Err(_) => "docker".to_string(),
             },
             None => "docker (not started: every step was cached)".to_string(),
@@ -234,10 +244,9 @@ impl Engine {
         let archive = scratch.path().join("image.tar");
         sandbox.save_image(tag, &archive).await?;
         let store = Arc::clone(&self.store);
-        let d = tokio::task::spawn_blocking(move || {
-            repro_toolchains::import_archive(&store, &archive)
-        })
-        .await??;
+        let d =
+            tokio::task::spawn_blocking(move || repro_toolchains::import_archive(&store, &archive))
+                .await??;
         drop(scratch);
         Ok(d)
     }
@@ -253,13 +262,20 @@ impl Engine {
 
     async fn ensure_image(&self, image: ImageDigest) -> Result<()> {
         let cell = {
-            let mut map = self.images.lock().map_err(|_| anyhow!("image table poisoned"))?;
+            let mut map = self
+                .images
+                .lock()
+                .map_err(|_| anyhow!("image table poisoned"))?;
             map.entry(image).or_default().clone()
         };
         cell.get_or_try_init(|| async {
             let sandbox = self.sandbox().await?;
-            self.reporter.event(&Event::Note(format!("loading image {image} into Docker")));
-            sandbox.ensure_image(&self.store, &image).await.map_err(anyhow::Error::from)
+            self.reporter
+                .event(&Event::Note(format!("loading image {image} into Docker")));
+            sandbox
+                .ensure_image(&self.store, &image)
+                .await
+                .map_err(anyhow::Error::from)
         })
         .await?;
         Ok(())
@@ -270,7 +286,9 @@ impl Engine {
     /// A step that fails stops its dependents; the others go on. An error of
     /// the machinery itself (store, daemon) ends the build with `Err`.
     pub async fn run(self: &Arc<Self>, plan: &Plan, opts: BuildOptions) -> Result<BuildReport> {
-        self.reporter.event(&Event::BuildStarted { steps: plan.steps.len() });
+        self.reporter.event(&Event::BuildStarted {
+            steps: plan.steps.len(),
+        });
         let mut sched = Scheduler::new(&plan.graph);
         let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
         let mut outputs: BTreeMap<String, TreeDigest> = BTreeMap::new();
@@ -278,8 +296,14 @@ impl Engine {
         let jobs = opts.jobs.max(1);
         loop {
             while tasks.len() < jobs && !self.cancel.is_cancelled() {
-                let Some(name) = sched.take_ready() else { break };
-                let step = plan.steps.get(name).cloned().context("planned step missing")?;
+                let Some(name) = sched.take_ready() else {
+                    break;
+                };
+                let step = plan
+                    .steps
+                    .get(name)
+                    .cloned()
+                    .context("planned step missing")?;
                 let mut inputs = BTreeMap::new();
                 for (mount, src) in &step.inputs {
                     let tree = match src {
@@ -296,7 +320,9 @@ impl Engine {
                     (step.name.clone(), r)
                 });
             }
-            let Some(joined) = tasks.join_next().await else { break };
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
             let (name, r) = joined.context("a step task panicked")?;
             let r = match r {
                 Ok(r) => r,
@@ -311,8 +337,10 @@ impl Engine {
                 outputs.insert(name.clone(), o);
             }
             for skipped in sched.finish(&name, ok) {
-                self.reporter
-                    .event(&Event::StepSkipped { step: skipped.to_string(), because: name.clone() });
+                self.reporter.event(&Event::StepSkipped {
+                    step: skipped.to_string(),
+                    because: name.clone(),
+                });
                 results.insert(
                     skipped.to_string(),
                     StepResult {
@@ -331,7 +359,11 @@ impl Engine {
         if self.cancel.is_cancelled() {
             anyhow::bail!("interrupted");
         }
-        let steps = plan.graph.topo_order().filter_map(|n| results.remove(n)).collect();
+        let steps = plan
+            .graph
+            .topo_order()
+            .filter_map(|n| results.remove(n))
+            .collect();
         Ok(BuildReport { steps })
     }
 
@@ -372,7 +404,10 @@ impl Engine {
         }
         self.ensure_image(step.image).await?;
         let sandbox = self.sandbox().await?;
-        self.reporter.event(&Event::StepStarted { step: step.name.clone(), key });
+        self.reporter.event(&Event::StepStarted {
+            step: step.name.clone(),
+            key,
+        });
 
         // Lay out a fresh scratch area inside the store (same filesystem, so
         // outputs enter the store by rename).
@@ -385,7 +420,10 @@ impl Engine {
             for (mount, tree) in &inputs {
                 let dest = scratch.path().join("in").join(mount);
                 store.materialize(tree, &dest)?;
-                mounts.push(Mount { name: mount.clone(), host: dest });
+                mounts.push(Mount {
+                    name: mount.clone(),
+                    host: dest,
+                });
             }
             let out = scratch.path().join("out");
             std::fs::create_dir(&out)?;
@@ -496,7 +534,9 @@ impl Engine {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.context("a store task panicked")?
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a store task panicked")?
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -582,7 +622,9 @@ fn walk_undeclared(
     files: &BTreeSet<PathBuf>,
     extra: &mut Vec<String>,
 ) {
-    let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
+    let Ok(rd) = std::fs::read_dir(root.join(rel)) else {
+        return;
+    };
     for entry in rd.flatten() {
         let p = rel.join(entry.file_name());
         if dirs.contains(&p) || files.contains(&p) {
@@ -590,8 +632,7 @@ fn walk_undeclared(
         }
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         // A directory on the way to a declared output is fine.
-        let leads_somewhere =
-            is_dir && dirs.iter().chain(files.iter()).any(|d| d.starts_with(&p));
+        let leads_somewhere = is_dir && dirs.iter().chain(files.iter()).any(|d| d.starts_with(&p));
         if leads_somewhere {
             walk_undeclared(root, &p, dirs, files, extra);
         } else {
@@ -613,16 +654,26 @@ mod tests {
         std::fs::write(out.join("reports/deep/a.json"), b"{}").unwrap();
         std::fs::create_dir_all(out.join("nested/x")).unwrap();
         std::fs::write(out.join("nested/x/y.txt"), b"y").unwrap();
-        let declared = vec!["model.pkl".to_string(), "reports/".into(), "nested/x/y.txt".into()];
+        let declared = vec![
+            "model.pkl".to_string(),
+            "reports/".into(),
+            "nested/x/y.txt".into(),
+        ];
         assert_eq!(check_outputs(out, &declared), Ok(()));
 
         std::fs::write(out.join("stray.tmp"), b"").unwrap();
         std::fs::write(out.join("nested/z.txt"), b"").unwrap();
         let err = check_outputs(out, &declared).unwrap_err();
-        assert!(err.starts_with("the step wrote undeclared outputs `nested/z.txt`, `stray.tmp`"), "{err}");
+        assert!(
+            err.starts_with("the step wrote undeclared outputs `nested/z.txt`, `stray.tmp`"),
+            "{err}"
+        );
 
         let err = check_outputs(out, &["missing.bin".to_string()]).unwrap_err();
-        assert_eq!(err, "the step did not write its declared output `missing.bin`");
+        assert_eq!(
+            err,
+            "the step did not write its declared output `missing.bin`"
+        );
         let err = check_outputs(out, &["reports".to_string()]).unwrap_err();
         assert!(err.contains("is a directory"), "{err}");
     }
@@ -631,7 +682,11 @@ mod tests {
     fn log_tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
-        std::fs::write(&p, (1..=30).map(|i| format!("line {i}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            &p,
+            (1..=30).map(|i| format!("line {i}\n")).collect::<String>(),
+        )
+        .unwrap();
         let tail = log_tail(&p, 3);
         assert_eq!(tail, "line 28\nline 29\nline 30");
     }

@@ -27,7 +27,10 @@ pub struct UserError(pub String);
 /// Pick the exit code for an error by looking through its causes.
 pub fn classify(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.is::<UserError>() || cause.is::<repro_recipes::Error>() || cause.is::<repro_dag::Error>() {
+        if cause.is::<UserError>()
+            || cause.is::<repro_recipes::Error>()
+            || cause.is::<repro_dag::Error>()
+        {
             return USER;
         }
         if cause.is::<repro_store::Error>() || cause.is::<repro_sandbox::Error>() {

@@ -61,8 +61,11 @@ pub fn generate(path: &Path) -> Result<SigningKey> {
     writeln!(f, "{}", hex::encode(seed))?;
     f.sync_all()?;
     let pubpath = pub_path(path);
-    std::fs::write(&pubpath, format!("{}\n", hex::encode(key.verifying_key().as_bytes())))
-        .with_context(|| format!("cannot write `{}`", pubpath.display()))?;
+    std::fs::write(
+        &pubpath,
+        format!("{}\n", hex::encode(key.verifying_key().as_bytes())),
+    )
+    .with_context(|| format!("cannot write `{}`", pubpath.display()))?;
     Ok(key)
 }
 
@@ -87,7 +90,10 @@ pub fn load(path: &Path) -> Result<SigningKey> {
     })?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| {
-        anyhow::anyhow!("`{}` is not a repro signing key (expected 64 hex digits)", path.display())
+        anyhow::anyhow!(
+            "`{}` is not a repro signing key (expected 64 hex digits)",
+            path.display()
+        )
     })?;
     Ok(SigningKey::from_bytes(&seed))
 }
@@ -125,8 +131,13 @@ pub struct EnvelopeSignature {
 
 /// The DSSE pre-authentication encoding.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len())
-        .into_bytes();
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
     out.extend_from_slice(payload);
     out
 }
@@ -247,8 +258,14 @@ mod tests {
         assert_eq!(load(&path).unwrap().to_bytes(), key.to_bytes());
         let pubkey = parse_public(&std::fs::read_to_string(pub_path(&path)).unwrap()).unwrap();
         assert_eq!(pubkey, key.verifying_key());
-        assert!(generate(&path).unwrap_err().to_string().contains("already exists"));
+        assert!(generate(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

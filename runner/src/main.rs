@@ -138,7 +138,10 @@ enum KeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -182,7 +185,10 @@ fn open_store(dir: Option<PathBuf>) -> Result<Arc<Store>> {
     let dir = match dir {
         Some(d) => d,
         None => Store::default_dir().ok_or_else(|| {
-            UserError("cannot find a home for the store\nhint: pass `--store <dir>` or set REPRO_STORE".into())
+            UserError(
+                "cannot find a home for the store\nhint: pass `--store <dir>` or set REPRO_STORE"
+                    .into(),
+            )
         })?,
     };
     Ok(Arc::new(Store::open(&dir)?))
@@ -190,12 +196,18 @@ fn open_store(dir: Option<PathBuf>) -> Result<Arc<Store>> {
 
 fn key_path(given: Option<PathBuf>) -> Result<PathBuf> {
     given.or_else(keys::default_key_path).ok_or_else(|| {
-        UserError("cannot find a home for the signing key\nhint: pass `--key <file>` or set REPRO_KEY".into()).into()
+        UserError(
+            "cannot find a home for the signing key\nhint: pass `--key <file>` or set REPRO_KEY"
+                .into(),
+        )
+        .into()
     })
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Cancel the token on Ctrl-C, so the sandbox removes running containers.
@@ -209,7 +221,11 @@ fn on_ctrl_c(cancel: CancellationToken) {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
-    let verbosity = if cli.quiet { Verbosity::Quiet } else { Verbosity::Normal };
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else {
+        Verbosity::Normal
+    };
     match cli.command {
         Command::Build(args) => build_cmd(cli.store, verbosity, args).await,
         Command::Verify(args) => verify_cmd(cli.store, verbosity, args).await,
@@ -217,7 +233,11 @@ async fn run(cli: Cli) -> Result<u8> {
             let store = open_store(cli.store)?;
             let recipe = repro_recipes::parse_file(&recipe)?;
             let cancel = CancellationToken::new();
-            let engine = Arc::new(Engine::new(store, Arc::new(Console::new(verbosity)), cancel));
+            let engine = Arc::new(Engine::new(
+                store,
+                Arc::new(Console::new(verbosity)),
+                cancel,
+            ));
             let (_, lock) = build::resolve(&engine, &recipe).await?;
             let path = recipe.lock_path();
             lock.write(&path)?;
@@ -245,7 +265,11 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Key(KeyCommand::Generate { key }) => {
             let path = key_path(key)?;
             let k = keys::generate(&path)?;
-            eprintln!("wrote `{}` and `{}`", path.display(), keys::pub_path(&path).display());
+            eprintln!(
+                "wrote `{}` and `{}`",
+                path.display(),
+                keys::pub_path(&path).display()
+            );
             println!("{}", keys::key_id(&k.verifying_key()));
             Ok(exit::OK)
         }
@@ -257,7 +281,10 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&repro_recipes::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&repro_recipes::json_schema())?
+            );
             Ok(exit::OK)
         }
     }
@@ -269,7 +296,11 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     let recipe = repro_recipes::parse_file(&args.recipe)?;
     engine::check_graph(&recipe)?;
     let lock_path = recipe.lock_path();
-    let verbosity = if args.json { Verbosity::Quiet } else { verbosity };
+    let verbosity = if args.json {
+        Verbosity::Quiet
+    } else {
+        verbosity
+    };
     let console: Arc<dyn Reporter> = Arc::new(Console::new(verbosity));
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
@@ -311,7 +342,12 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     match built.record {
         Some((digest, _)) => {
             if !args.json && verbosity == Verbosity::Normal {
-                let ran = built.report.steps.iter().filter(|s| s.status == engine::StepStatus::Ran).count();
+                let ran = built
+                    .report
+                    .steps
+                    .iter()
+                    .filter(|s| s.status == engine::StepStatus::Ran)
+                    .count();
                 eprintln!(
                     "built {}@{}: {} steps ({ran} ran, {} cached)",
                     recipe.model.name,
@@ -331,7 +367,11 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
                 .filter(|s| s.status == engine::StepStatus::Failed)
                 .map(|s| s.name.as_str())
                 .collect();
-            eprintln!("error: the build failed: step{} {} failed", if failed.len() > 1 { "s" } else { "" }, failed.join(", "));
+            eprintln!(
+                "error: the build failed: step{} {} failed",
+                if failed.len() > 1 { "s" } else { "" },
+                failed.join(", ")
+            );
             Ok(exit::FAILED)
         }
     }
@@ -369,23 +409,42 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
         .trust
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read `{}`", p.display()))?;
             keys::parse_public(&text).with_context(|| format!("`{}`", p.display()))
         })
         .collect::<Result<Vec<_>>>()?;
     let opened = verify::open_record(&store, &args.record, &trust)?;
-    let verbosity = if args.json { Verbosity::Quiet } else { verbosity };
+    let verbosity = if args.json {
+        Verbosity::Quiet
+    } else {
+        verbosity
+    };
     if verbosity == Verbosity::Normal {
         eprintln!(
             "record of {}@{} signed by {} checks out; rebuilding from scratch with the cache off",
-            opened.statement.predicate.build_definition.external_parameters.name,
-            opened.statement.predicate.build_definition.external_parameters.version,
+            opened
+                .statement
+                .predicate
+                .build_definition
+                .external_parameters
+                .name,
+            opened
+                .statement
+                .predicate
+                .build_definition
+                .external_parameters
+                .version,
             opened.signed_by
         );
     }
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
-    let engine = Arc::new(Engine::new(Arc::clone(&store), Arc::new(Console::new(verbosity)), cancel));
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        Arc::new(Console::new(verbosity)),
+        cancel,
+    ));
     let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -59,7 +59,9 @@ impl Platform {
                 .unwrap_or_default(),
             cpu_model,
             cpu_flags,
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             backend,
         }
     }

@@ -72,7 +72,10 @@ impl ResourceDescriptor {
 
     /// Add an annotation.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.annotations.insert(key.to_string(), serde_json::to_value(value).unwrap_or_default());
+        self.annotations.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or_default(),
+        );
         self
     }
 }
@@ -182,7 +185,11 @@ impl Statement {
             .filter_map(|b| {
                 let name = b.name.strip_prefix("steps.")?.to_string();
                 let key = b.annotations.get("stepKey")?.as_str()?.to_string();
-                Some(RecordedStep { name, key, output: b.sha256_text()? })
+                Some(RecordedStep {
+                    name,
+                    key,
+                    output: b.sha256_text()?,
+                })
             })
             .collect()
     }
@@ -190,7 +197,10 @@ impl Statement {
     /// Check the fixed type fields.
     pub fn check_types(&self) -> Result<(), String> {
         if self.type_ != STATEMENT_TYPE {
-            return Err(format!("statement type is `{}`, expected `{STATEMENT_TYPE}`", self.type_));
+            return Err(format!(
+                "statement type is `{}`, expected `{STATEMENT_TYPE}`",
+                self.type_
+            ));
         }
         if self.predicate_type != PREDICATE_TYPE {
             return Err(format!(

@@ -39,7 +39,12 @@ impl Console {
         let color = tty && std::env::var_os(env_vars::NO_COLOR).is_none_or(|v| v.is_empty());
         let bars = (tty && verbosity == Verbosity::Normal)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Console { verbosity, color, bars, running: Mutex::new(HashMap::new()) }
+        Console {
+            verbosity,
+            color,
+            bars,
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     fn paint(&self, word: &str, code: u8) -> String {
@@ -75,9 +80,10 @@ impl Reporter for Console {
         let quiet = self.verbosity == Verbosity::Quiet;
         match event {
             Event::Note(n) if !quiet => self.line(format!("{} {n}", self.paint("note:", 2))),
-            Event::BuildStarted { steps } if !quiet => {
-                self.line(format!("building {steps} step{}", if *steps == 1 { "" } else { "s" }))
-            }
+            Event::BuildStarted { steps } if !quiet => self.line(format!(
+                "building {steps} step{}",
+                if *steps == 1 { "" } else { "s" }
+            )),
             Event::StepStarted { step, key } if !quiet => match &self.bars {
                 Some(mp) => {
                     let pb = mp.add(ProgressBar::new_spinner());
@@ -91,7 +97,11 @@ impl Reporter for Console {
                         m.insert(step.clone(), pb);
                     }
                 }
-                None => self.line(format!("{:>8} {step} (key {})", self.paint("running", 36), key.short())),
+                None => self.line(format!(
+                    "{:>8} {step} (key {})",
+                    self.paint("running", 36),
+                    key.short()
+                )),
             },
             Event::StepCached { step, key, output } if !quiet => self.line(format!(
                 "{:>8} {step} -> {} (cache hit, key {})",
@@ -99,7 +109,12 @@ impl Reporter for Console {
                 output.short(),
                 key.short()
             )),
-            Event::StepSucceeded { step, output, duration, key } => {
+            Event::StepSucceeded {
+                step,
+                output,
+                duration,
+                key,
+            } => {
                 self.finish_bar(step);
                 if !quiet {
                     self.line(format!(
@@ -111,7 +126,11 @@ impl Reporter for Console {
                     ));
                 }
             }
-            Event::StepFailed { step, reason, log_tail } => {
+            Event::StepFailed {
+                step,
+                reason,
+                log_tail,
+            } => {
                 self.finish_bar(step);
                 let mut text = format!("{:>8} {step}: {reason}", self.paint("FAILED", 31));
                 if !log_tail.is_empty() {

@@ -49,24 +49,36 @@ pub fn open_record(store: &Store, what: &str, trust: &[VerifyingKey]) -> Result<
         ))
         .into());
     };
-    let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| CannotVerify(format!("`{what}` is not a signed record (DSSE envelope): {e}")))?;
+    let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+        CannotVerify(format!(
+            "`{what}` is not a signed record (DSSE envelope): {e}"
+        ))
+    })?;
     let (payload, signed_by) = keys::open(&envelope, |id| {
         if trust.is_empty() {
             keys::lookup_in_store(store, id)
         } else {
-            trust.iter().find(|k| keys::key_id(k).to_string() == id).copied()
+            trust
+                .iter()
+                .find(|k| keys::key_id(k).to_string() == id)
+                .copied()
         }
     })
     .map_err(|e| CannotVerify(format!("tampering detected in record `{what}`: {e}")))?;
     let statement: Statement = serde_json::from_slice(&payload)
         .map_err(|e| CannotVerify(format!("the record's statement does not parse: {e}")))?;
     statement.check_types().map_err(CannotVerify)?;
-    Ok(OpenedRecord { digest, statement, signed_by })
+    Ok(OpenedRecord {
+        digest,
+        statement,
+        signed_by,
+    })
 }
 
 fn tamper_or_missing(e: repro_store::Error) -> anyhow::Error {
-    anyhow::Error::new(e).context(CannotVerify("the record in the store cannot be read".into()))
+    anyhow::Error::new(e).context(CannotVerify(
+        "the record in the store cannot be read".into(),
+    ))
 }
 
 /// The outcome for one step.
@@ -104,21 +116,33 @@ pub struct Verification {
 }
 
 /// Rebuild the record's model from scratch and compare.
-pub async fn verify(engine: &Arc<Engine>, opened: OpenedRecord, jobs: usize) -> Result<Verification> {
+pub async fn verify(
+    engine: &Arc<Engine>,
+    opened: OpenedRecord,
+    jobs: usize,
+) -> Result<Verification> {
     let store = engine.store();
     let st = &opened.statement;
     let ext = &st.predicate.build_definition.external_parameters;
-    let recipe_digest = ext.recipe_digest.parse().map_err(|e| CannotVerify(format!("{e}")))?;
+    let recipe_digest = ext
+        .recipe_digest
+        .parse()
+        .map_err(|e| CannotVerify(format!("{e}")))?;
     let text = store.read_blob(&recipe_digest).map_err(|e| {
-        anyhow::Error::new(e).context(CannotVerify(format!("the recipe {recipe_digest} is unusable")))
+        anyhow::Error::new(e).context(CannotVerify(format!(
+            "the recipe {recipe_digest} is unusable"
+        )))
     })?;
-    let text = String::from_utf8(text).map_err(|_| CannotVerify("the recipe is not UTF-8".into()))?;
+    let text =
+        String::from_utf8(text).map_err(|_| CannotVerify("the recipe is not UTF-8".into()))?;
     let recipe = repro_recipes::parse_str(&PathBuf::from(&ext.recipe), &text)
         .map_err(|e| CannotVerify(format!("the recorded recipe does not parse any more: {e}")))?;
     let pins = pins_of(st)?;
     // Check every pinned input before spending time on steps.
     for d in pins.toolchains.values() {
-        store.get_image(d).map_err(|e| anyhow!(e).context(CannotVerify(format!("image {d}"))))?;
+        store
+            .get_image(d)
+            .map_err(|e| anyhow!(e).context(CannotVerify(format!("image {d}"))))?;
     }
     for d in pins.data.values().chain(pins.code.values()) {
         check_tree(&store, d)?;
@@ -133,7 +157,14 @@ pub async fn verify(engine: &Arc<Engine>, opened: OpenedRecord, jobs: usize) -> 
         )));
     }
     let report = engine
-        .run(&plan, BuildOptions { jobs, read_cache: false, write_cache: false })
+        .run(
+            &plan,
+            BuildOptions {
+                jobs,
+                read_cache: false,
+                write_cache: false,
+            },
+        )
         .await?;
     let mut steps = Vec::new();
     for r in &recorded {
@@ -173,7 +204,9 @@ pub async fn verify(engine: &Arc<Engine>, opened: OpenedRecord, jobs: usize) -> 
 }
 
 fn check_tree(store: &Store, d: &TreeDigest) -> Result<()> {
-    let files = store.flatten(d).map_err(|e| anyhow!(e).context(CannotVerify(format!("input tree {d}"))))?;
+    let files = store
+        .flatten(d)
+        .map_err(|e| anyhow!(e).context(CannotVerify(format!("input tree {d}"))))?;
     for entry in files.values() {
         if let repro_store::FileEntry::File { digest, .. } = entry {
             store
@@ -212,15 +245,25 @@ pub fn render(v: &Verification) -> String {
                 None => out.push_str("             rebuilt:  (absent)\n"),
             }
             if let Some(o) = f.first_difference {
-                out.push_str(&format!("             first differing byte at offset {o}\n"));
+                out.push_str(&format!(
+                    "             first differing byte at offset {o}\n"
+                ));
             }
         }
     }
     if v.reproduced {
-        out.push_str(&format!("reproduced: {} ({} steps, byte for byte)\n", v.model, v.steps.len()));
+        out.push_str(&format!(
+            "reproduced: {} ({} steps, byte for byte)\n",
+            v.model,
+            v.steps.len()
+        ));
     } else {
         let n = v.steps.iter().filter(|s| !s.reproduced).count();
-        out.push_str(&format!("not reproduced: {} ({n} of {} steps differ)\n", v.model, v.steps.len()));
+        out.push_str(&format!(
+            "not reproduced: {} ({n} of {} steps differ)\n",
+            v.model,
+            v.steps.len()
+        ));
     }
     out
 }

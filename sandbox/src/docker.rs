@@ -124,7 +124,11 @@ impl DockerSandbox {
             .map_err(daemon(format!("find the image `{reference}`")))?;
         let io = |action: &'static str| {
             let path = dest.to_path_buf();
-            move |source| Error::Io { action, path, source }
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
         };
         let mut file = tokio::fs::File::create(dest)
             .await
@@ -136,7 +140,9 @@ impl DockerSandbox {
                 .await
                 .map_err(io("write the image archive"))?;
         }
-        file.sync_all().await.map_err(io("write the image archive"))?;
+        file.sync_all()
+            .await
+            .map_err(io("write the image archive"))?;
         Ok(())
     }
 

@@ -8,7 +8,10 @@ use std::path::Path;
 use common::{stderr, stdout, Repro};
 
 fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/tests/fixtures"))
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../recipes/tests/fixtures"
+    ))
 }
 
 /// `repro build` on each recipe fixture prints exactly the diagnostic the
@@ -124,13 +127,21 @@ fn data_add_prints_a_stable_digest_that_follows_the_content() {
     assert!(a.status.success(), "{}", stderr(&a));
     let b = r.run(&["data", "add", "d2"]);
     assert_eq!(stdout(&a), stdout(&b));
-    assert!(stdout(&a).starts_with("sha256:") && stdout(&a).trim().len() == 71, "{}", stdout(&a));
+    assert!(
+        stdout(&a).starts_with("sha256:") && stdout(&a).trim().len() == 71,
+        "{}",
+        stdout(&a)
+    );
     r.write("d2/a.csv", "x,y\n1,3\n");
     let c = r.run(&["data", "add", "d2"]);
     assert_ne!(stdout(&a), stdout(&c));
     let missing = r.run(&["data", "add", "nope"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("`nope` is not a folder"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("`nope` is not a folder"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[test]
@@ -142,7 +153,11 @@ fn key_generate_refuses_to_overwrite_and_show_prints_the_id() {
     assert!(id.starts_with("sha256:"));
     let again = r.run(&["key", "generate"]);
     assert_eq!(again.status.code(), Some(2));
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
     let show = r.run(&["key", "show"]);
     assert!(stdout(&show).contains(&id), "{}", stdout(&show));
 }
@@ -153,7 +168,11 @@ fn build_without_a_key_says_how_to_make_one() {
     r.write("model.toml", "[model]\nname = \"m\"\nversion = \"1\"\n");
     let out = r.run(&["build", "model.toml"]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("repro key generate"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("repro key generate"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -171,8 +190,11 @@ fn the_schema_command_prints_the_committed_schema() {
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let committed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/model.schema.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../recipes/model.schema.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(printed, committed);

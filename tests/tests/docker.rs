@@ -85,7 +85,12 @@ fn second_build_is_all_cache_hits_and_a_param_change_reruns_only_affected_steps(
     let mut s = statuses(&doc);
     s.sort();
     assert_eq!(s, ["count=ran", "prepare=ran", "scale=ran"]);
-    let count = &doc["steps"].as_array().unwrap().iter().find(|s| s["name"] == "count").unwrap()["files"]["count.txt"];
+    let count = &doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "count")
+        .unwrap()["files"]["count.txt"];
     let blob = std::fs::read_to_string(r.blob_path(count["digest"].as_str().unwrap())).unwrap();
     assert_eq!(blob.trim(), "3");
 
@@ -104,7 +109,12 @@ fn second_build_is_all_cache_hits_and_a_param_change_reruns_only_affected_steps(
     assert_eq!(s, ["count=cached", "prepare=cached", "scale=ran"]);
 
     // `greeting` changes `prepare`'s output, so `count` runs again too.
-    r.write("model.toml", &PIPELINE.replace("factor = 3", "factor = 4").replace("\"hello\"", "\"bonjour\""));
+    r.write(
+        "model.toml",
+        &PIPELINE
+            .replace("factor = 3", "factor = 4")
+            .replace("\"hello\"", "\"bonjour\""),
+    );
     let (out, doc) = r.build_json(&["model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut s = statuses(&doc);
@@ -114,7 +124,11 @@ fn second_build_is_all_cache_hits_and_a_param_change_reruns_only_affected_steps(
     // --no-cache runs everything.
     let (out, doc) = r.build_json(&["--no-cache", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(statuses(&doc).iter().all(|s| s.ends_with("=ran")), "{:?}", statuses(&doc));
+    assert!(
+        statuses(&doc).iter().all(|s| s.ends_with("=ran")),
+        "{:?}",
+        statuses(&doc)
+    );
 }
 
 #[test]
@@ -124,22 +138,45 @@ fn locked_build_uses_the_lock_and_verify_reproduces() {
     let out = r.run(&["lock", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lock = std::fs::read_to_string(r.work().join("model.lock")).unwrap();
-    assert!(lock.contains("[data.raw]") && lock.contains("sha256:"), "{lock}");
+    assert!(
+        lock.contains("[data.raw]") && lock.contains("sha256:"),
+        "{lock}"
+    );
     let out = r.run(&["build", "--locked", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&["verify", "pipeline@1"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("reproduced: pipeline@1 (3 steps, byte for byte)"), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("reproduced: pipeline@1 (3 steps, byte for byte)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 #[ignore = "needs Docker and busybox-static"]
 fn verify_names_the_file_and_offset_of_a_nondeterministic_step() {
-    let r = setup(&single_step("clock", "echo stamp: $$(date +%s%N) > /repro/out/time.txt", "\"time.txt\""));
+    let r = setup(&single_step(
+        "clock",
+        "echo stamp: $$(date +%s%N) > /repro/out/time.txt",
+        "\"time.txt\"",
+    ));
     let out = r.run(&["build", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&["verify", "clock@1"]);
-    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let text = stdout(&out);
     assert!(text.contains("DIFFERS  clock"), "{text}");
     assert!(text.contains("file `time.txt`"), "{text}");
@@ -152,7 +189,10 @@ fn verify_names_the_file_and_offset_of_a_nondeterministic_step() {
         .unwrap();
     // "stamp: " is 7 bytes and seconds change slowly: the difference is in the digits.
     assert!(offset >= 7, "{text}");
-    assert!(text.contains("not reproduced: clock@1 (1 of 1 steps differ)"), "{text}");
+    assert!(
+        text.contains("not reproduced: clock@1 (1 of 1 steps differ)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -161,14 +201,19 @@ fn a_step_cannot_reach_the_network() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    let script = format!("echo hi | nc -w 3 127.0.0.1 {port} && echo connected > /repro/out/result.txt");
+    let script =
+        format!("echo hi | nc -w 3 127.0.0.1 {port} && echo connected > /repro/out/result.txt");
     let r = setup(&single_step("net", &script, "\"result.txt\""));
     let out = r.run(&["build", "model.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("FAILED net"), "{}", stderr(&out));
     assert!(listener.accept().is_err(), "the step reached the host");
 
-    let r = setup(&single_step("dns", "wget -T 3 -O /repro/out/page http://example.org/", "\"page\""));
+    let r = setup(&single_step(
+        "dns",
+        "wget -T 3 -O /repro/out/page http://example.org/",
+        "\"page\"",
+    ));
     let out = r.run(&["build", "model.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
@@ -176,8 +221,16 @@ fn a_step_cannot_reach_the_network() {
 #[test]
 #[ignore = "needs Docker and busybox-static"]
 fn a_step_cannot_write_outside_its_output_directory() {
-    for (name, target) in [("etc", "/etc/evil"), ("root", "/evil"), ("input", "/repro/in/raw/evil")] {
-        let mut recipe = single_step(name, &format!("echo x > {target} && echo ok > /repro/out/ok"), "\"ok\"");
+    for (name, target) in [
+        ("etc", "/etc/evil"),
+        ("root", "/evil"),
+        ("input", "/repro/in/raw/evil"),
+    ] {
+        let mut recipe = single_step(
+            name,
+            &format!("echo x > {target} && echo ok > /repro/out/ok"),
+            "\"ok\"",
+        );
         recipe.push_str("inputs = { raw = \"data.raw\" }\n[data.raw]\npath = \"data\"\n");
         let r = setup(&recipe);
         let out = r.run(&["build", "model.toml"]);
@@ -210,10 +263,18 @@ fn a_failing_step_stops_its_dependents_and_shows_its_log() {
 #[test]
 #[ignore = "needs Docker and busybox-static"]
 fn undeclared_outputs_fail_the_step() {
-    let r = setup(&single_step("extra", "echo a > /repro/out/a; echo b > /repro/out/b", "\"a\""));
+    let r = setup(&single_step(
+        "extra",
+        "echo a > /repro/out/a; echo b > /repro/out/b",
+        "\"a\"",
+    ));
     let out = r.run(&["build", "model.toml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("the step wrote undeclared output `b`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the step wrote undeclared output `b`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -226,7 +287,13 @@ fn a_corrupted_store_object_is_detected_and_named() {
     let digest = format!("sha256:{}", sha256_hex(b"one\ntwo\n"));
     flip_byte(&r.blob_path(&digest), 0);
     let out = r.run(&["verify", "pipeline@1"]);
-    assert_eq!(out.status.code(), Some(3), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains(&digest), "{err}");
     assert!(err.contains("corrupt"), "{err}");
@@ -245,7 +312,8 @@ fn a_tampered_record_is_tampering_not_a_mismatch() {
     assert!(out.status.success(), "{}", stderr(&out));
     let record = doc["record"].as_str().unwrap().to_string();
     // Change one output digest inside the signed payload.
-    let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(r.blob_path(&record)).unwrap()).unwrap();
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(&record)).unwrap()).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = String::from_utf8(b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
     let forged = payload.replacen("\"sha256\":\"", "\"sha256\":\"0", 1);
@@ -254,7 +322,11 @@ fn a_tampered_record_is_tampering_not_a_mismatch() {
     let file = r.write("forged.json", &serde_json::to_string(&env).unwrap());
     let out = r.run(&["verify", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("tampering detected"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tampering detected"),
+        "{}",
+        stderr(&out)
+    );
 
     // The record blob itself, flipped in the store.
     flip_byte(&r.blob_path(&record), 10);

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use common::{stderr, stdout, Repro};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -34,7 +37,11 @@ fn the_example_builds_and_verifies_byte_for_byte() {
     let archive = std::env::var_os("REPRO_TEST_IMAGE_ARCHIVE").map(PathBuf::from).expect(
         "REPRO_TEST_IMAGE_ARCHIVE is not set: run examples/images/debian-sklearn/build and point it at the OCI tar",
     );
-    assert!(archive.is_file(), "REPRO_TEST_IMAGE_ARCHIVE `{}` is not a file", archive.display());
+    assert!(
+        archive.is_file(),
+        "REPRO_TEST_IMAGE_ARCHIVE `{}` is not a file",
+        archive.display()
+    );
     let r = Repro::with_key();
     let example = r.work().join("breast-cancer");
     copy_dir(&repo().join("examples/breast-cancer"), &example);
@@ -48,17 +55,42 @@ fn the_example_builds_and_verifies_byte_for_byte() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (out, doc) = r.build_json(&["--locked", "breast-cancer/model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let steps: Vec<&str> = doc["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, ["validate", "featurize", "train", "evaluate"]);
-    let eval = doc["steps"].as_array().unwrap().iter().find(|s| s["name"] == "evaluate").unwrap();
-    let metrics = eval["files"]["metrics.json"]["digest"].as_str().expect("metrics.json");
+    let eval = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "evaluate")
+        .unwrap();
+    let metrics = eval["files"]["metrics.json"]["digest"]
+        .as_str()
+        .expect("metrics.json");
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(r.blob_path(metrics)).unwrap()).unwrap();
-    let auc = metrics["auc"].as_f64().or_else(|| metrics["overall"]["auc"].as_f64()).expect("an AUC");
+    let auc = metrics["auc"]
+        .as_f64()
+        .or_else(|| metrics["overall"]["auc"].as_f64())
+        .expect("an AUC");
     assert!(auc > 0.9 && auc <= 1.0, "AUC {auc}");
 
     let name = doc["model"].as_str().unwrap().to_string();
     let out = r.run(&["verify", &name]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains(&format!("reproduced: {name} (4 steps, byte for byte)")), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("reproduced: {name} (4 steps, byte for byte)")),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -13,7 +13,9 @@ pub struct Repro {
 
 impl Repro {
     pub fn new() -> Repro {
-        let r = Repro { tmp: tempfile::tempdir().expect("temp dir") };
+        let r = Repro {
+            tmp: tempfile::tempdir().expect("temp dir"),
+        };
         std::fs::create_dir_all(r.work()).unwrap();
         r
     }
@@ -104,7 +106,13 @@ pub fn statuses(doc: &serde_json::Value) -> Vec<String> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| format!("{}={}", s["name"].as_str().unwrap_or("?"), s["status"].as_str().unwrap_or("?")))
+                .map(|s| {
+                    format!(
+                        "{}={}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["status"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
