@@ -97,9 +97,7 @@ impl Graph {
         if let Some(cycle) = find_cycle(&graph) {
             return Err(Error::Cycle { steps: cycle });
         }
-        let topo = petgraph::algo::toposort(&graph, None).map_err(|c| Error::Cycle {
-            steps: vec![graph[c.node_id()].clone()],
-        })?;
+        let topo = stable_topo(&graph);
         Ok(Graph { graph, index, topo })
     }
 
@@ -158,6 +156,35 @@ impl Graph {
     pub(crate) fn inner(&self) -> &DiGraph<String, ()> {
         &self.graph
     }
+}
+
+/// A topological order that keeps declaration order wherever the
+/// dependencies allow it (Kahn's algorithm, smallest index first), so that
+/// reports and records list steps the same way every time. The graph has no
+/// cycle (checked before).
+fn stable_topo(graph: &DiGraph<String, ()>) -> Vec<NodeIndex> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut missing: Vec<usize> = graph
+        .node_indices()
+        .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..missing.len())
+        .filter(|&i| missing[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(missing.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        let n = NodeIndex::new(i);
+        order.push(n);
+        for m in graph.neighbors_directed(n, Direction::Outgoing) {
+            missing[m.index()] -= 1;
+            if missing[m.index()] == 0 {
+                ready.push(Reverse(m.index()));
+            }
+        }
+    }
+    order
 }
 
 /// Find one cycle and return its steps in order, starting from the
@@ -233,8 +260,19 @@ mod tests {
         .unwrap();
         let order: Vec<&str> = graph.topo_order().collect();
         assert_eq!(order, ["validate", "featurize", "train"]);
+
         assert_eq!(graph.deps("train"), ["featurize"]);
         assert_eq!(graph.dependents("validate"), ["featurize"]);
+    }
+
+    #[test]
+    fn topological_order_keeps_declaration_order_where_it_can() {
+        let graph = g(&[("b", &[]), ("a", &["b"]), ("c", &[]), ("d", &["a"])]).unwrap();
+        let order: Vec<&str> = graph.topo_order().collect();
+        assert_eq!(order, ["b", "a", "c", "d"]);
+        let graph = g(&[("late", &["early"]), ("other", &[]), ("early", &[])]).unwrap();
+        let order: Vec<&str> = graph.topo_order().collect();
+        assert_eq!(order, ["other", "early", "late"]);
     }
 
     #[test]

@@ -329,6 +329,9 @@ impl Engine {
                 Err(e) => {
                     self.cancel.cancel();
                     while tasks.join_next().await.is_some() {}
+                    if e.is::<crate::exit::Interrupted>() {
+                        return Err(e);
+                    }
                     return Err(e.context(format!("step `{name}`")));
                 }
             };
@@ -357,7 +360,7 @@ impl Engine {
             results.insert(name, r);
         }
         if self.cancel.is_cancelled() {
-            anyhow::bail!("interrupted");
+            return Err(crate::exit::Interrupted.into());
         }
         let steps = plan
             .graph
@@ -447,7 +450,7 @@ impl Engine {
         let outcome = sandbox.run(&spec, self.cancel.clone()).await?;
         let duration = started.elapsed();
         if let Termination::Cancelled = outcome.termination {
-            anyhow::bail!("interrupted");
+            return Err(crate::exit::Interrupted.into());
         }
         let failure = match outcome.termination {
             Termination::Exited(0) => None,

@@ -7,6 +7,7 @@
 //! | 2 | the user's input is wrong: recipe, lock, arguments |
 //! | 3 | could not do it: the environment or the evidence is broken (Docker down, missing input, corrupt or tampered store object, bad signature) |
 //! | 4 | internal error (a bug in repro) |
+//! | 130 | interrupted (Ctrl-C); running steps were stopped and their containers removed |
 
 /// Success; for `verify`: reproduced.
 pub const OK: u8 = 0;
@@ -19,6 +20,14 @@ pub const CANNOT: u8 = 3;
 /// A bug.
 pub const INTERNAL: u8 = 4;
 
+/// Interrupted by Ctrl-C.
+pub const INTERRUPTED: u8 = 130;
+
+/// The build or verification was interrupted (Ctrl-C); exits with [`INTERRUPTED`].
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: running steps were stopped")]
+pub struct Interrupted;
+
 /// An error that is the user's to fix (bad input); exits with [`USER`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -27,6 +36,9 @@ pub struct UserError(pub String);
 /// Pick the exit code for an error by looking through its causes.
 pub fn classify(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.is::<Interrupted>() {
+            return INTERRUPTED;
+        }
         if cause.is::<UserError>()
             || cause.is::<repro_recipes::Error>()
             || cause.is::<repro_dag::Error>()

@@ -64,6 +64,8 @@ enum Command {
     Key(KeyCommand),
     /// Print the JSON Schema of the recipe format
     Schema,
+    /// Re-hash every object in the store and name each one that is corrupt
+    Fsck,
 }
 
 #[derive(Args)]
@@ -279,6 +281,34 @@ async fn run(cli: Cli) -> Result<u8> {
             println!("id:     {}", keys::key_id(&k.verifying_key()));
             println!("public: {}", hex::encode(k.verifying_key().as_bytes()));
             Ok(exit::OK)
+        }
+        Command::Fsck => {
+            let store = open_store(cli.store)?;
+            let blobs = store.list_blobs()?;
+            let mut bad = Vec::new();
+            let mut bytes = 0u64;
+            for d in &blobs {
+                match store.verify_blob(d) {
+                    Ok(n) => bytes += n,
+                    Err(e @ repro_store::Error::Corrupt { .. }) => bad.push(e.to_string()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for b in &bad {
+                eprintln!("error: {b}");
+            }
+            if bad.is_empty() {
+                if !cli.quiet {
+                    eprintln!(
+                        "checked {} objects ({bytes} bytes): all intact",
+                        blobs.len()
+                    );
+                }
+                Ok(exit::OK)
+            } else {
+                eprintln!("{} of {} objects are corrupt", bad.len(), blobs.len());
+                Ok(exit::CANNOT)
+            }
         }
         Command::Schema => {
             println!(

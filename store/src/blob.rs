@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -208,6 +208,12 @@ impl Store {
         }
         fs::set_permissions(path, fs::Permissions::from_mode(BLOB_MODE))
             .map_err(io_err("set permissions of", path))?;
+        // A step's outputs are owned by the sandbox user: hand them to the
+        // store's owner, so that no sandboxed process owns a blob (and could
+        // make it writable again). Only possible, and only needed, as root.
+        if meta.uid() != self.owner_uid() {
+            let _ = std::os::unix::fs::lchown(path, Some(self.owner_uid()), Some(self.owner_gid()));
+        }
         fs::rename(path, &dest).map_err(|err| {
             if err.raw_os_error() == Some(18) {
                 // EXDEV
@@ -220,6 +226,25 @@ impl Store {
         })?;
         sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         Ok((d, n))
+    }
+
+    /// Every blob present in the store, sorted (not verified). Files in
+    /// `blobs/sha256` whose names are not digests are ignored.
+    pub fn list_blobs(&self) -> Result<Vec<BlobDigest>> {
+        let dir = self.layout_dir().join("blobs/sha256");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if let Some(hash) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Hash::from_hex(n).ok())
+            {
+                out.push(BlobDigest(hash));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Copy the file at `path` into the store, hashing in the same pass

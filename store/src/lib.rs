@@ -64,6 +64,8 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct Store {
     root: PathBuf,
     v1: PathBuf,
+    /// The owner (uid, gid) of the layout directory: every blob is handed to it.
+    owner: (u32, u32),
 }
 
 /// A held lock on the whole store; released on drop.
@@ -101,14 +103,20 @@ impl Store {
                 }
             }
         }
+        for sub in ["blobs/sha256", "ac", "refs/records", "refs/images", "tmp"] {
+            let p = v1.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        }
+        let owner = {
+            use std::os::unix::fs::MetadataExt;
+            let m = fs::metadata(&v1).map_err(io_err("inspect", &v1))?;
+            (m.uid(), m.gid())
+        };
         let store = Store {
             root: dir.to_path_buf(),
             v1,
+            owner,
         };
-        for sub in ["blobs/sha256", "ac", "refs/records", "refs/images", "tmp"] {
-            let p = store.v1.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
-        }
         let layout = store.v1.join("oci-layout");
         match fs::read(&layout) {
             Ok(bytes) => {
@@ -163,6 +171,14 @@ impl Store {
     /// The format directory, `<root>/v1` (a valid OCI image layout).
     pub fn layout_dir(&self) -> &Path {
         &self.v1
+    }
+
+    pub(crate) fn owner_uid(&self) -> u32 {
+        self.owner.0
+    }
+
+    pub(crate) fn owner_gid(&self) -> u32 {
+        self.owner.1
     }
 
     /// A fresh, empty directory in `v1/tmp` (same filesystem as the blobs, so

@@ -339,3 +339,218 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// Containers (running or not) whose step label is `step`.
+fn containers_of(step: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=repro.step={step}")])
+        .output()
+        .expect("the docker command line");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+#[ignore = "needs Docker and busybox-static"]
+fn ctrl_c_stops_the_build_and_removes_the_container() {
+    let step = unique("sleeper");
+    let r = setup(&single_step(
+        &step,
+        "sleep 60; echo done > /repro/out/done",
+        "\"done\"",
+    ));
+    let child = r.std_cmd().args(["build", "model.toml"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while containers_of(&step).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step's container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "Ctrl-C took too long"
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(
+        containers_of(&step),
+        Vec::<String>::new(),
+        "the container was left behind"
+    );
+}
+
+#[test]
+#[ignore = "needs Docker and busybox-static"]
+fn two_builds_on_one_store_at_once_are_safe() {
+    let r = setup(PIPELINE);
+    let a = r
+        .std_cmd()
+        .args(["build", "--json", "model.toml"])
+        .spawn()
+        .unwrap();
+    let b = r
+        .std_cmd()
+        .args(["build", "--json", "model.toml"])
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let da: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let db: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let outputs = |d: &serde_json::Value| {
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["output"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outputs(&da), outputs(&db));
+    let (out, doc) = r.build_json(&["model.toml"]);
+    assert!(out.status.success());
+    assert!(
+        statuses(&doc).iter().all(|s| s.ends_with("=cached")),
+        "{:?}",
+        statuses(&doc)
+    );
+    let fsck = r.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+}
+
+#[test]
+#[ignore = "needs Docker and busybox-static"]
+fn a_build_killed_mid_step_leaves_no_partial_object() {
+    let step = unique("writer");
+    // The step writes a large output slowly; the build is killed while it runs.
+    let script = "i=0; while [ $$i -lt 20 ]; do head -c 1000000 /dev/zero >> /repro/out/big; i=$$((i+1)); sleep 0.1; done";
+    let r = setup(&single_step(&step, script, "\"big\""));
+    let mut child = r.std_cmd().args(["build", "model.toml"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while containers_of(&step).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step's container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A SIGKILL leaves no chance to remove the container: clean it up here.
+    for c in containers_of(&step) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &c])
+            .output();
+    }
+    let fsck = r.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+    assert!(r.run(&["verify", &format!("{step}@1")]).status.code() == Some(3));
+    let out = r.run(&["build", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fsck = r.run(&["fsck"]);
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+}
+
+#[test]
+#[ignore = "needs Docker and busybox-static"]
+fn the_record_is_a_signed_in_toto_slsa_statement() {
+    use base64::Engine as _;
+    let r = setup(PIPELINE);
+    let (out, doc) = r.build_json(&["model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record = doc["record"].as_str().unwrap();
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(record)).unwrap()).unwrap();
+    assert_eq!(env["payloadType"], "application/vnd.in-toto+json");
+    let key_id = stdout(&r.run(&["key", "show"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("id:").map(|s| s.trim().to_string()))
+        .unwrap();
+    assert_eq!(env["signatures"][0]["keyid"], key_id.as_str());
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+    let subjects: Vec<&str> = st["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "prepare/prepared.txt",
+            "count/count.txt",
+            "scale/scaled.txt"
+        ]
+    );
+    let def = &st["predicate"]["buildDefinition"];
+    let deps: Vec<&str> = def["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(deps, ["recipe", "lock", "toolchains.bb", "data.raw"]);
+    let recipe_sha = format!(
+        "sha256:{}",
+        sha256_hex(&std::fs::read(r.work().join("model.toml")).unwrap())
+    );
+    assert_eq!(
+        def["externalParameters"]["recipeDigest"],
+        recipe_sha.as_str()
+    );
+    let data = &def["resolvedDependencies"][3];
+    assert_eq!(data["annotations"]["source"], "the test");
+    let platform = &def["internalParameters"]["platform"];
+    assert_eq!(platform["os"], "linux");
+    assert!(platform["cpuFlags"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty()));
+    assert!(
+        platform["backend"].as_str().unwrap().starts_with("docker"),
+        "{platform}"
+    );
+    assert!(!platform["kernel"].as_str().unwrap().is_empty());
+    let byproducts = st["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .unwrap();
+    for (b, s) in byproducts.iter().zip(doc["steps"].as_array().unwrap()) {
+        assert_eq!(
+            b["name"].as_str().unwrap(),
+            format!("steps.{}", s["name"].as_str().unwrap())
+        );
+        assert_eq!(b["annotations"]["stepKey"], s["key"]);
+        assert_eq!(
+            format!("sha256:{}", b["digest"]["sha256"].as_str().unwrap()),
+            s["output"].as_str().unwrap()
+        );
+    }
+    assert_eq!(
+        st["predicate"]["runDetails"]["builder"]["version"]["repro"],
+        env!("CARGO_PKG_VERSION")
+    );
+}

@@ -41,7 +41,15 @@ impl Repro {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("repro").expect("the repro binary");
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The command as a `std::process::Command` with piped output, for
+    /// spawning in the background.
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"));
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.tmp.path())
