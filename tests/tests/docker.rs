@@ -193,6 +193,17 @@ fn verify_names_the_file_and_offset_of_a_nondeterministic_step() {
         text.contains("not reproduced: clock@1 (1 of 1 steps differ)"),
         "{text}"
     );
+
+    // The same verdict as JSON, for CI.
+    let out = r.run(&["verify", "--json", "clock@1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reproduced"], false);
+    assert_eq!(v["model"], "clock@1");
+    let file = &v["steps"][0]["files"][0];
+    assert_eq!(file["path"], "time.txt");
+    assert!(file["first_difference"].as_u64().unwrap() >= 7, "{v}");
+    assert_ne!(file["expected"]["digest"], file["actual"]["digest"]);
 }
 
 #[test]
