@@ -271,7 +271,7 @@ impl Engine {
         cell.get_or_try_init(|| async {
             let sandbox = self.sandbox().await?;
             self.reporter
-                .event(&Event::Note(format!("loading image {image} into Docker")));
+                .event(&Event::Note(format!("image {image}: loading it into the sandbox if needed")));
             sandbox
                 .ensure_image(&self.store, &image)
                 .await
