@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use repro_dag::{Graph, KeyMaterial, Scheduler};
 use repro_recipes::{InputRef, Pins, Recipe};
-use repro_sandbox::{DockerSandbox, Limits, Mount, StepSpec, Termination};
+use repro_sandbox::{BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination};
 use repro_store::{ActionResult, BlobDigest, ImageDigest, Ingest, StepKey, Store, TreeDigest};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -195,17 +195,25 @@ impl BuildReport {
 pub struct Engine {
     store: Arc<Store>,
     reporter: Arc<dyn Reporter>,
-    sandbox: OnceCell<Arc<DockerSandbox>>,
+    backend: BackendKind,
+    sandbox: OnceCell<Arc<Sandbox>>,
     images: Mutex<HashMap<ImageDigest, Arc<OnceCell<()>>>>,
     cancel: CancellationToken,
 }
 
 impl Engine {
-    /// An engine over `store`, reporting to `reporter`, stopped by `cancel`.
-    pub fn new(store: Arc<Store>, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Self {
+    /// An engine over `store` running steps on `backend`, reporting to
+    /// `reporter`, stopped by `cancel`.
+    pub fn new(
+        store: Arc<Store>,
+        backend: BackendKind,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> Self {
         Engine {
             store,
             reporter,
+            backend,
             sandbox: OnceCell::new(),
             images: Mutex::new(HashMap::new()),
             cancel,
@@ -239,7 +247,7 @@ impl Engine {
 
     /// Export an image from the Docker daemon by tag and import it into the store.
     pub async fn import_tag(&self, tag: &str) -> Result<ImageDigest> {
-        let sandbox = self.sandbox().await?;
+        let sandbox = DockerSandbox::connect().await?;
         let scratch = self.store.scratch("docker-save-")?;
         let archive = scratch.path().join("image.tar");
         sandbox.save_image(tag, &archive).await?;
@@ -252,10 +260,15 @@ impl Engine {
     }
 
     /// The sandbox, connected on first use (a fully cached build never needs it).
-    pub async fn sandbox(&self) -> Result<Arc<DockerSandbox>> {
+    pub async fn sandbox(&self) -> Result<Arc<Sandbox>> {
         let s = self
             .sandbox
-            .get_or_try_init(|| async { DockerSandbox::connect().await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let exe = std::env::current_exe()
+                    .context("cannot find the running `repro` executable for the sandbox init")?;
+                let s = Sandbox::connect(self.backend, &self.store, &exe).await?;
+                anyhow::Ok(Arc::new(s))
+            })
             .await?;
         Ok(s.clone())
     }
@@ -270,8 +283,9 @@ impl Engine {
         };
         cell.get_or_try_init(|| async {
             let sandbox = self.sandbox().await?;
-            self.reporter
-                .event(&Event::Note(format!("image {image}: loading it into the sandbox if needed")));
+            self.reporter.event(&Event::Note(format!(
+                "image {image}: loading it into the sandbox if needed"
+            )));
             sandbox
                 .ensure_image(&self.store, &image)
                 .await

@@ -10,3 +10,5 @@ pub const NO_COLOR: &str = "NO_COLOR";
 pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 /// The home directory.
 pub const HOME: &str = "HOME";
+/// The sandbox backend (`native` or `docker`); `--sandbox` overrides it.
+pub const REPRO_SANDBOX: &str = "REPRO_SANDBOX";

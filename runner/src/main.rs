@@ -27,6 +27,7 @@ use engine::{BuildOptions, Engine, StepResult};
 use events::Reporter;
 use exit::UserError;
 use reporter::{Console, Verbosity};
+use repro_sandbox::BackendKind;
 
 /// Reproducible training orchestrator and hermetic runner.
 #[derive(Parser)]
@@ -68,8 +69,18 @@ enum Command {
     Fsck,
 }
 
+/// Which sandbox runs the steps.
+#[derive(Args)]
+struct SandboxArg {
+    /// The sandbox backend: `native` (Linux namespaces, no daemon) or `docker`
+    #[arg(long = "sandbox", env = env_vars::REPRO_SANDBOX, default_value = "native", value_name = "BACKEND")]
+    kind: BackendKind,
+}
+
 #[derive(Args)]
 struct BuildArgs {
+    #[command(flatten)]
+    sandbox: SandboxArg,
     /// The recipe
     recipe: PathBuf,
     /// Refuse any input that the recipe or its lock file does not pin by digest
@@ -91,6 +102,8 @@ struct BuildArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
+    #[command(flatten)]
+    sandbox: SandboxArg,
     /// A record: `name@version`, a record digest `sha256:...`, or a record file
     record: String,
     /// Accept only records signed by this public key file (repeatable); by default the keys kept in the store
@@ -139,6 +152,14 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
+    // The native sandbox re-executes this binary to set up a step's
+    // namespaces in a fresh, single-threaded process (never inside the
+    // async runtime).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(repro_sandbox::native::INIT_ARG))
+    {
+        repro_sandbox::native::init_main();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,6 +258,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let cancel = CancellationToken::new();
             let engine = Arc::new(Engine::new(
                 store,
+                BackendKind::Native,
                 Arc::new(Console::new(verbosity)),
                 cancel,
             ));
@@ -334,7 +356,12 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     let console: Arc<dyn Reporter> = Arc::new(Console::new(verbosity));
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
-    let engine = Arc::new(Engine::new(Arc::clone(&store), console, cancel));
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        args.sandbox.kind,
+        console,
+        cancel,
+    ));
     let (pins, lock_bytes) = if args.locked {
         let lock = repro_recipes::Lock::read(&lock_path)?;
         let pins = recipe.pins_from(lock.as_ref())?;
@@ -472,6 +499,7 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
     on_ctrl_c(cancel.clone());
     let engine = Arc::new(Engine::new(
         Arc::clone(&store),
+        args.sandbox.kind,
         Arc::new(Console::new(verbosity)),
         cancel,
     ));

@@ -11,6 +11,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why the sandbox could not run a step.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The native backend failed (its own error explains how).
+    #[error(transparent)]
+    Native(#[from] Box<crate::native::Error>),
+
     /// The Docker daemon does not answer.
     #[error("cannot reach the Docker daemon: {0}\nhint: start it (`dockerd`) or set DOCKER_HOST")]
     Unreachable(String),

@@ -50,7 +50,8 @@ outputs = ["scaled.txt"]
 /// A work folder with the busybox image layout, a data folder and `model.toml`.
 fn setup(recipe: &str) -> Repro {
     repro_tests::require_docker();
-    let r = Repro::with_key();
+    let mut r = Repro::with_key();
+    r.sandbox = Some("docker".to_string());
     repro_tests::busybox_oci_layout(&r.work().join("image"));
     r.write("data/input.txt", "one\ntwo\n");
     r.write("model.toml", recipe);

@@ -9,12 +9,15 @@ use assert_cmd::Command;
 
 pub struct Repro {
     pub tmp: tempfile::TempDir,
+    /// The sandbox backend passed as `REPRO_SANDBOX` (the binary's default when `None`).
+    pub sandbox: Option<String>,
 }
 
 impl Repro {
     pub fn new() -> Repro {
         let r = Repro {
             tmp: tempfile::tempdir().expect("temp dir"),
+            sandbox: None,
         };
         std::fs::create_dir_all(r.work()).unwrap();
         r
@@ -57,6 +60,9 @@ impl Repro {
             .env("REPRO_KEY", self.key())
             .env("NO_COLOR", "1")
             .current_dir(self.work());
+        if let Some(b) = &self.sandbox {
+            c.env("REPRO_SANDBOX", b);
+        }
         if let Some(h) = std::env::var_os("DOCKER_HOST") {
             c.env("DOCKER_HOST", h);
         }
