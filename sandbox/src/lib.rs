@@ -45,14 +45,20 @@
 //! Not controlled (yet): the umask (the image's default, normally `022`),
 //! the kernel, and the CPU model; the runner records the platform.
 
+mod backend;
 mod docker;
 mod error;
+pub mod native;
+mod rootfs;
 mod spec;
 
 use std::collections::BTreeMap;
 
+pub use backend::{BackendKind, Sandbox};
 pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
 pub use error::{Error, Result};
+pub use native::NativeSandbox;
+pub use rootfs::{check_rootfs, prepare_rootfs, Rootfs, RootfsError};
 pub use spec::{Limits, Mount, Outcome, StepSpec, Termination};
 
 /// The version of the sandbox contract. Bump it when anything in the

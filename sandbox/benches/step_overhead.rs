@@ -1,0 +1,139 @@
+//! End-to-end cost of one sandboxed step that runs `/bin/true`, measured side
+//! by side in one run: the native backend (through the same API the runner
+//! uses), `bwrap --unshare-all` and `docker run --rm --network none`, all on
+//! the same image (the busybox test image). Prints the medians, the ratios
+//! and a Markdown table for the benchmark notes.
+//!
+//! Run as root: `cargo bench -p repro-sandbox --bench step_overhead`
+//! (`REPRO_BENCH_RUNS` sets the number of runs of each, default 100).
+//! `bwrap` (Debian's `bubblewrap`) and a Docker daemon are measured when
+//! present and reported as missing otherwise.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use repro_sandbox::{base_env, Limits, NativeSandbox, Sandbox, StepSpec};
+use repro_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// `docker run` costs hundreds of milliseconds; 60 runs are enough for its median.
+const DOCKER_RUNS: usize = 60;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn time_command(runs: usize, mut make: impl FnMut() -> Command) -> Option<Vec<Duration>> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut cmd = make();
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let t = Instant::now();
+        let status = cmd.status().ok()?;
+        let elapsed = t.elapsed();
+        if !status.success() {
+            return None;
+        }
+        times.push(elapsed);
+    }
+    Some(times)
+}
+
+fn main() {
+    let runs: usize = std::env::var("REPRO_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&tmp.path().join("store")).expect("store");
+    let image = repro_tests::busybox_image(&store);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let init = env!("CARGO_BIN_EXE_repro-sandbox-init");
+
+    // Native, through the API the runner uses: a fresh output directory and
+    // log per run, as a build does.
+    let native = NativeSandbox::new(store.clone(), init.into()).expect("native sandbox (run as root)");
+    let sandbox = Sandbox::Native(native);
+    runtime.block_on(sandbox.ensure_image(&store, &image)).expect("ensure image");
+    let spec = |i: usize| StepSpec {
+        step: "true".into(),
+        image,
+        argv: vec!["/bin/true".into()],
+        env: base_env(0, 0, 1),
+        inputs: vec![],
+        output: tmp.path().join(format!("out/{i}")),
+        log: tmp.path().join(format!("log/{i}")),
+        limits: Limits::default(),
+    };
+    // Warm up (page cache, first cgroup creation).
+    for i in 0..5 {
+        runtime.block_on(sandbox.run(&spec(1_000_000 + i), CancellationToken::new())).expect("warm-up run");
+    }
+    let mut native_times = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let s = spec(i);
+        let t = Instant::now();
+        let outcome = runtime.block_on(sandbox.run(&s, CancellationToken::new())).expect("native run");
+        native_times.push(t.elapsed());
+        assert!(outcome.success(), "/bin/true failed in the native sandbox");
+    }
+
+    // The same root for bwrap: the native backend's unpacked copy.
+    let root = repro_sandbox::prepare_rootfs(&store, &image).expect("rootfs").path;
+    let bwrap = which("bwrap").and_then(|bwrap| {
+        time_command(runs, || {
+            let mut c = Command::new(&bwrap);
+            c.args(["--unshare-all", "--die-with-parent", "--ro-bind"])
+                .arg(&root)
+                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]);
+            c
+        })
+    });
+
+    // Docker on the same image (loaded from the store; referenced by its ID).
+    let docker = runtime.block_on(async {
+        let d = Sandbox::connect(repro_sandbox::BackendKind::Docker, &store, Path::new(init)).await.ok()?;
+        d.ensure_image(&store, &image).await.ok()?;
+        let id = store.get_image(&image).ok()?.config.to_string();
+        Some(id)
+    });
+    let docker = docker.and_then(|id| {
+        time_command(DOCKER_RUNS, || {
+            let mut c = Command::new("docker");
+            c.args(["run", "--rm", "--network", "none", &id, "/bin/true"]);
+            c
+        })
+    });
+
+    let n = median(native_times);
+    println!("runs of each: {runs} (docker: {DOCKER_RUNS})");
+    println!("native sandbox          median {}", ms(n));
+    let mut table = format!(
+        "| what | median | native / it |\n| --- | --- | --- |\n| repro native sandbox ({runs} runs) | {} | 1 |\n",
+        ms(n)
+    );
+    for (name, times) in [("bwrap --unshare-all", bwrap), ("docker run --rm --network none", docker)] {
+        match times {
+            Some(t) => {
+                let m = median(t);
+                let ratio = n.as_secs_f64() / m.as_secs_f64();
+                println!("{name:<24}median {}   native/{name} = {ratio:.3}", ms(m));
+                table.push_str(&format!("| `{name}` | {} | {ratio:.3} |\n", ms(m)));
+            }
+            None => {
+                println!("{name:<24}not measured (not installed or not running)");
+                table.push_str(&format!("| `{name}` | not measured | |\n"));
+            }
+        }
+    }
+    println!("\n{table}");
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
+    })
+}

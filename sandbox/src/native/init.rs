@@ -1,0 +1,916 @@
+//! The init: the small, single-threaded process the runner re-executes
+//! (`repro __sandbox-init`) for each step. It builds the sandbox with
+//! plain system calls (no async runtime, no threads) and then becomes the
+//! step.
+//!
+//! Two processes:
+//!
+//! - **the init** (`P`, host root): reads the [`InitSpec`] from its stdin
+//!   (a Unix socket to the runner), joins the run's cgroups, creates the
+//!   pid, network, IPC, UTS and cgroup namespaces, forks `C`, writes
+//!   `C`'s user namespace maps, then waits for `C` (or a kill request, or
+//!   the runner going away) and reports how it ended;
+//! - **the step** (`C`, PID 1 of the new pid namespace): creates its own
+//!   mount namespace (so that its `pivot_root` leaves `P` alone), mounts the new
+//!   root while it still has host privileges, pivots into it, sets the
+//!   hostname and brings up loopback, enters a new user namespace
+//!   (`65534` mapped to host `65534` only), becomes `65534:65534` with no
+//!   groups, drops every capability, sets no_new_privs, installs the
+//!   seccomp filters and execs the step. Being PID 1, its end kills
+//!   everything else in the sandbox (as in a Docker container without
+//!   `--init`). It dies with the init (`PR_SET_PDEATHSIG`).
+//!
+//! Every failure before the step starts is sent to the runner as a
+//! message, never left as a bare exit code.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, FileTypeExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use seccompiler::BpfProgram;
+
+use super::protocol::{read_frame, write_frame, FromInit, InitSpec, ToInit};
+use crate::{GID, HOSTNAME, UID};
+
+/// `argv[1]` of the re-executed init: `repro __sandbox-init`.
+pub const INIT_ARG: &str = "__sandbox-init";
+/// `argv[2]` that asks the init to probe the kernel instead of running a
+/// step.
+pub(crate) const PROBE_ARG: &str = "--probe";
+
+/// The exit code of the init when it could not report (the runner treats
+/// a missing report as an error).
+const INIT_FAILED: i32 = 125;
+
+/// The namespaces the init creates for its child, with their names (the
+/// child creates its mount namespace itself, so that its `pivot_root`
+/// does not move the init, and then its user namespace).
+const NAMESPACES: &[(CloneFlags, &str)] = &[
+    (CloneFlags::CLONE_NEWPID, "pid"),
+    (CloneFlags::CLONE_NEWNET, "network"),
+    (CloneFlags::CLONE_NEWIPC, "ipc"),
+    (CloneFlags::CLONE_NEWUTS, "uts"),
+    (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+];
+
+/// The host devices bound into the sandbox's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// `/proc` files hidden behind `/dev/null` (as runc does).
+const MASKED_FILES: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+/// `/proc` directories hidden behind an empty read-only tmpfs.
+const MASKED_DIRS: &[&str] = &["acpi", "scsi"];
+
+/// The entry point of the re-executed init (`repro __sandbox-init ...`):
+/// the runner calls it first thing in `main`, before it starts any thread
+/// or async runtime, when `argv[1]` is [`INIT_ARG`]; it is also the whole
+/// `repro-sandbox-init` binary. Never returns.
+pub fn init_main() -> ! {
+    let probe = std::env::args_os().nth(2).is_some_and(|a| a == PROBE_ARG);
+    let code = if probe { probe_main() } else { step_main() };
+    std::process::exit(code)
+}
+
+/// Run one step: read the spec, build the sandbox, report the end.
+fn step_main() -> i32 {
+    // The runner's socket is stdin: move it out of the way (close-on-exec)
+    // and give the step `/dev/null` as stdin.
+    let sock = match nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+        // SAFETY: `fd` was just returned by F_DUPFD_CLOEXEC and is owned
+        // by nobody else.
+        Ok(fd) => unsafe { UnixStream::from_raw_fd(fd) },
+        Err(_) => return INIT_FAILED,
+    };
+    let mut sock = sock;
+    if let Err(e) = null_stdin() {
+        let _ = write_frame(&mut sock, &FromInit::Error(e));
+        return INIT_FAILED;
+    }
+    let spec = match read_frame::<ToInit>(&mut sock) {
+        Ok(Some(ToInit::Run(spec))) => spec,
+        Ok(Some(ToInit::Kill)) | Ok(None) => return 0,
+        Err(e) => {
+            let _ = write_frame(
+                &mut sock,
+                &FromInit::Error(format!("cannot read the step's spec: {e}")),
+            );
+            return INIT_FAILED;
+        }
+    };
+    let report = match run(&spec, &sock) {
+        Ok(status) => status,
+        Err(e) => FromInit::Error(e),
+    };
+    match write_frame(&mut sock, &report) {
+        Ok(()) => 0,
+        Err(_) => INIT_FAILED,
+    }
+}
+
+fn null_stdin() -> Result<(), String> {
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open `/dev/null`: {e}"))?;
+    nix::unistd::dup2(null, 0)
+        .map_err(|e| format!("cannot make `/dev/null` the step's stdin: {e}"))?;
+    let _ = nix::unistd::close(null);
+    Ok(())
+}
+
+/// What the step process needs, prepared before the fork.
+struct Prepared {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    /// Where `argv[0]` may be, in `PATH` order (inside the new root).
+    candidates: Vec<CString>,
+    filters: Vec<BpfProgram>,
+    cap_last: u32,
+}
+
+fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+fn prepare(spec: &InitSpec) -> Result<Prepared, String> {
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes(), "an argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(program) = spec.argv.first() else {
+        return Err("`argv` is empty".into());
+    };
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}"), "the environment"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let candidates = if program.contains('/') {
+        vec![cstring(program.as_bytes(), "the program name")?]
+    } else {
+        let path = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/bin:/usr/bin", |(_, v)| v.as_str());
+        path.split(':')
+            .map(|dir| {
+                let dir = if dir.is_empty() { "." } else { dir };
+                cstring(format!("{}/{program}", dir.trim_end_matches('/')), "`PATH`")
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let filters = super::seccomp::filters()?;
+    let cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    Ok(Prepared {
+        argv,
+        envp,
+        candidates,
+        filters,
+        cap_last,
+    })
+}
+
+/// The message for a namespace the kernel refuses, naming the setting to
+/// change.
+pub(crate) fn namespace_message(name: &str, errno: Errno) -> String {
+    let setting = match (name, errno) {
+        ("user", Errno::ENOSPC) => "; `user.max_user_namespaces` is 0 or used up: raise it (`sysctl -w user.max_user_namespaces=10000`)".to_string(),
+        ("user", Errno::EPERM | Errno::EACCES) => "; check `kernel.unprivileged_userns_clone`, `kernel.apparmor_restrict_unprivileged_userns` and, inside a container, its seccomp profile".to_string(),
+        ("user", Errno::EINVAL) => "; the kernel was built without user namespaces (`CONFIG_USER_NS`)".to_string(),
+        (_, Errno::ENOSPC) => format!("; `user.max_{name}_namespaces` is 0 or used up: raise it"),
+        (_, Errno::EPERM) => "; the runner lacks `CAP_SYS_ADMIN` (is it inside a container?)".to_string(),
+        _ => String::new(),
+    };
+    format!(
+        "the kernel refuses to create a {name} namespace: {}{setting}\nhint: use `--sandbox docker`",
+        errno.desc()
+    )
+}
+
+/// Create every namespace but the user namespace for the children of
+/// this process, naming the one that fails.
+fn unshare_namespaces() -> Result<(), String> {
+    let all = NAMESPACES
+        .iter()
+        .fold(CloneFlags::empty(), |acc, (f, _)| acc | *f);
+    if unshare(all).is_ok() {
+        return Ok(());
+    }
+    for (flag, name) in NAMESPACES {
+        unshare(*flag).map_err(|e| namespace_message(name, e))?;
+    }
+    Ok(())
+}
+
+/// The init's side of one run; returns how the step ended.
+fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
+    let pid = std::process::id().to_string();
+    for procs in &spec.cgroup_procs {
+        fs::write(procs, &pid)
+            .map_err(|e| format!("cannot join the cgroup `{}`: {e}", procs.display()))?;
+    }
+    let prep = prepare(spec)?;
+    unshare_namespaces()?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+
+    // SAFETY: this process is single-threaded (the runner re-executes it
+    // fresh), so the child may allocate and use any function.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot fork the step's process: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(ready_r);
+            drop(go_w);
+            let why = step(spec, &prep, ready_w, go_r);
+            let mut s = sock;
+            let _ = write_frame(&mut s, &FromInit::Error(why));
+            // SAFETY: `_exit` ends the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(INIT_FAILED) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ready_w);
+            drop(go_r);
+            supervise(child, ready_r, go_w, sock)
+        }
+    }
+}
+
+/// Map the child's user namespace, let it go on, then wait for it (or a
+/// kill request, or the runner's end of the socket closing).
+fn supervise(
+    child: Pid,
+    ready: OwnedFd,
+    go: OwnedFd,
+    sock: &UnixStream,
+) -> Result<FromInit, String> {
+    let mut byte = [0u8; 1];
+    let mut ready = fs::File::from(ready);
+    let got = loop {
+        match ready.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    if matches!(got, Ok(1)) {
+        if let Err(e) = write_maps(child) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = wait(child);
+            return Err(e);
+        }
+        let mut go = fs::File::from(go);
+        if go.write_all(&[1]).is_err() {
+            return wait(child);
+        }
+        // `go` stays open: the child polls it to notice this process dying.
+        let status = wait_or_kill(child, sock);
+        drop(go);
+        return status;
+    }
+    // The child failed before it was ready and has reported why.
+    wait(child)
+}
+
+fn write_maps(child: Pid) -> Result<(), String> {
+    let proc = PathBuf::from(format!("/proc/{child}"));
+    let map = |file: &str, text: String| {
+        fs::write(proc.join(file), text).map_err(|e| {
+            format!("cannot write the user namespace's `{file}`: {e}\nhint: use `--sandbox docker`")
+        })
+    };
+    map("setgroups", "deny".into())?;
+    map("uid_map", format!("{UID} {UID} 1\n"))?;
+    map("gid_map", format!("{GID} {GID} 1\n"))
+}
+
+/// Block until the child ends.
+fn wait(child: Pid) -> Result<FromInit, String> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(FromInit::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(FromInit::Signaled(sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("cannot wait for the step's process: {e}")),
+        }
+    }
+}
+
+/// Wait for the child while watching the runner's socket: a kill request
+/// or the socket closing kills the child (and with it the whole pid
+/// namespace).
+fn wait_or_kill(child: Pid, sock: &UnixStream) -> Result<FromInit, String> {
+    // SAFETY: plain system call with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+    if pidfd < 0 {
+        // No pidfd (Linux < 5.3): the runner kills this process instead,
+        // and the child follows through PR_SET_PDEATHSIG.
+        return wait(child);
+    }
+    // SAFETY: `pidfd` was just returned by pidfd_open and is owned here.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let mut sock_fd = sock.as_raw_fd();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sock_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return wait(child);
+        }
+        if fds[0].revents != 0 {
+            return wait(child);
+        }
+        if fds[1].revents != 0 {
+            let mut s = sock;
+            // A kill request, the end of the stream or garbage: all kill.
+            let _ = read_frame::<ToInit>(&mut s);
+            let _ = kill(child, Signal::SIGKILL);
+            sock_fd = -1;
+        }
+    }
+}
+
+/// The step's side: build the sandbox and exec. Returns only on failure,
+/// with the message for the runner.
+fn step(spec: &InitSpec, prep: &Prepared, ready: OwnedFd, go: OwnedFd) -> String {
+    match step_inner(spec, prep, ready, go) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn sys(what: impl FnOnce() -> String) -> impl FnOnce(Errno) -> String {
+    move |e| format!("{}: {}", what(), e.desc())
+}
+
+fn step_inner(
+    spec: &InitSpec,
+    prep: &Prepared,
+    ready: OwnedFd,
+    go: OwnedFd,
+) -> Result<Never, String> {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = nix::unistd::setsid();
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| namespace_message("mount", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys(|| "cannot make the mounts private".into()))?;
+
+    let root = &spec.root;
+    build_root(spec)?;
+
+    // Into the new root.
+    nix::unistd::chdir(root).map_err(sys(|| format!("cannot enter `{}`", root.display())))?;
+    nix::unistd::pivot_root(".", ".").map_err(sys(|| "cannot pivot into the new root".into()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "cannot detach the host's root".into()))?;
+    nix::unistd::chdir(crate::WORKDIR)
+        .map_err(sys(|| format!("cannot enter `{}`", crate::WORKDIR)))?;
+
+    nix::unistd::sethostname(HOSTNAME).map_err(sys(|| "cannot set the hostname".into()))?;
+    loopback_up()?;
+    set_rlimits(spec)?;
+    nix::unistd::setgroups(&[]).map_err(sys(|| "cannot drop the supplementary groups".into()))?;
+
+    // The user namespace, mapped by the init.
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| namespace_message("user", e))?;
+    let mut ready = fs::File::from(ready);
+    ready
+        .write_all(&[1])
+        .map_err(|e| format!("cannot signal the sandbox init: {e}"))?;
+    drop(ready);
+    let mut go = fs::File::from(go);
+    let mut byte = [0u8; 1];
+    match go.read(&mut byte) {
+        Ok(1) => {}
+        _ => return Err("the sandbox init stopped before mapping the user namespace".into()),
+    }
+
+    drop_privileges(prep)?;
+    // The uid change cleared the parent-death signal: set it again, then
+    // make sure the init did not die in between.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut pfd = libc::pollfd {
+        fd: go.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
+        return Err("the sandbox init stopped".into());
+    }
+    drop(go);
+    reset_signals();
+    // Nothing but stdin, stdout and stderr crosses the exec.
+    // SAFETY: plain system call with integer arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    super::seccomp::install(&prep.filters)?;
+    exec(prep)
+}
+
+/// Whether `root/rel` is a directory, with no symlink on the way.
+fn is_real_dir(root: &Path, rel: &str) -> bool {
+    let mut p = root.to_path_buf();
+    for part in rel.split('/') {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), String> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys(|| {
+        format!("cannot bind `{}` on `{}`", src.display(), dst.display())
+    }))?;
+    mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
+        None::<&str>,
+    )
+    .map_err(sys(|| {
+        format!("cannot restrict the mount on `{}`", dst.display())
+    }))
+}
+
+fn tmpfs(dst: &Path, flags: MsFlags, data: &str) -> Result<(), String> {
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(data)).map_err(sys(|| {
+        format!("cannot mount a tmpfs on `{}`", dst.display())
+    }))
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(mode).create(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(format!("cannot create `{}`: {e}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Mount everything under `spec.root` (see the crate docs for the
+/// contract), ending with the root read-only.
+fn build_root(spec: &InitSpec) -> Result<(), String> {
+    let root = &spec.root;
+    let mut needed = vec!["dev", "proc", "tmp", "repro/out"];
+    if !spec.inputs.is_empty() {
+        needed.push("repro/in");
+    }
+    let plain = needed.iter().all(|d| is_real_dir(root, d));
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if plain {
+        mount(
+            Some(root),
+            root,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(|| {
+            format!("cannot bind the image root `{}`", root.display())
+        }))?;
+    } else {
+        // The image lacks mount points: lay a throwaway overlay on it (in
+        // this mount namespace only) and create them there, as Docker
+        // does in a container's first layer.
+        let staging = &spec.staging;
+        tmpfs(staging, nosuid_nodev, "size=4m,mode=700")?;
+        let (upper, work) = (staging.join("upper"), staging.join("work"));
+        mkdir(&upper, 0o755)?;
+        mkdir(&work, 0o700)?;
+        let opt = |p: &Path| -> Result<String, String> {
+            let s = p.to_str().unwrap_or(",");
+            if s.contains([',', ':', '\\']) {
+                return Err(format!(
+                    "the path `{}` cannot be an overlay option",
+                    p.display()
+                ));
+            }
+            Ok(s.to_string())
+        };
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            opt(root)?,
+            opt(&upper)?,
+            opt(&work)?
+        );
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            nosuid_nodev,
+            Some(data.as_str()),
+        )
+        .map_err(sys(|| {
+            format!(
+                "cannot lay an overlay on the image root `{}` to create its mount points",
+                root.display()
+            )
+        }))?;
+        for d in &needed {
+            let mut p = root.clone();
+            for part in d.split('/') {
+                p.push(part);
+                mkdir(&p, 0o755)?;
+            }
+        }
+        for (name, _) in &spec.inputs {
+            mkdir(&root.join("repro/in").join(name), 0o755)?;
+        }
+        let names = spec.inputs.iter().map(|(n, _)| format!("repro/in/{n}"));
+        for d in needed.iter().map(|d| d.to_string()).chain(names) {
+            if !is_real_dir(root, &d) {
+                return Err(format!(
+                    "the image's `/{d}` is not a directory (a symlink or a file), so it cannot be a mount point"
+                ));
+            }
+        }
+    }
+
+    let tmp_data = format!("size={},mode=1777", spec.tmp_bytes);
+    tmpfs(&root.join("tmp"), nosuid_nodev, &tmp_data)?;
+
+    let dev = root.join("dev");
+    tmpfs(
+        &dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "size=64k,mode=755",
+    )?;
+    for d in DEVICES {
+        let target = dev.join(d);
+        fs::File::create(&target)
+            .map_err(|e| format!("cannot create `{}`: {e}", target.display()))?;
+        let host = Path::new("/dev").join(d);
+        let meta =
+            fs::metadata(&host).map_err(|e| format!("cannot use `{}`: {e}", host.display()))?;
+        if !meta.file_type().is_char_device() {
+            return Err(format!("`{}` is not a character device", host.display()));
+        }
+        bind(&host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link)).map_err(|e| format!("cannot create `/dev/{link}`: {e}"))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o1777)?;
+    tmpfs(
+        &shm,
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        "size=64m,mode=1777",
+    )?;
+
+    let proc = root.join("proc");
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(sys(|| "cannot mount `/proc`".into()))?;
+    for f in MASKED_FILES {
+        let p = proc.join(f);
+        if p.exists() {
+            bind(
+                &dev.join("null"),
+                &p,
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            )?;
+        }
+    }
+    for d in MASKED_DIRS {
+        let p = proc.join(d);
+        if p.is_dir() {
+            tmpfs(
+                &p,
+                MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                "size=0",
+            )?;
+        }
+    }
+
+    if !spec.inputs.is_empty() {
+        let inputs = root.join("repro/in");
+        if plain {
+            tmpfs(&inputs, nosuid_nodev, "size=64k,mode=755")?;
+            for (name, _) in &spec.inputs {
+                mkdir(&inputs.join(name), 0o755)?;
+            }
+        }
+        for (name, host) in &spec.inputs {
+            bind(host, &inputs.join(name), MsFlags::MS_RDONLY | nosuid_nodev)?;
+        }
+        if plain {
+            mount(
+                None::<&str>,
+                &inputs,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
+                Some("size=64k,mode=755"),
+            )
+            .map_err(sys(|| "cannot make `/repro/in` read-only".into()))?;
+        }
+    }
+    bind(&spec.output, &root.join("repro/out"), nosuid_nodev)?;
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev,
+        None::<&str>,
+    )
+    .map_err(sys(|| "cannot make the root read-only".into()))
+}
+
+/// Bring up `lo`, the only interface of the new network namespace.
+fn loopback_up() -> Result<(), String> {
+    let fail = |e: Errno| format!("cannot bring up the loopback interface: {}", e.desc());
+    // SAFETY: plain socket call; the fd is wrapped at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail(Errno::last()));
+    }
+    // SAFETY: `fd` is a fresh socket owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq for these ioctls.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(fail(Errno::last()));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(fail(Errno::last()));
+    }
+    Ok(())
+}
+
+fn set_rlimits(spec: &InitSpec) -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let r = &spec.rlimits;
+    for (res, value, name) in [
+        (Resource::RLIMIT_AS, r.address_space, "RLIMIT_AS"),
+        (Resource::RLIMIT_CPU, r.cpu_seconds, "RLIMIT_CPU"),
+        (Resource::RLIMIT_NPROC, r.processes, "RLIMIT_NPROC"),
+    ] {
+        if let Some(v) = value {
+            setrlimit(res, v, v).map_err(sys(|| format!("cannot set `{name}`")))?;
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Become `UID:GID` with every capability gone, for good.
+fn drop_privileges(prep: &Prepared) -> Result<(), String> {
+    for cap in 0..=prep.cap_last {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+            && Errno::last() != Errno::EINVAL
+        {
+            return Err(format!(
+                "cannot drop capability {cap} from the bounding set: {}",
+                Errno::last().desc()
+            ));
+        }
+    }
+    let gid = Gid::from_raw(GID);
+    let uid = Uid::from_raw(UID);
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys(|| format!("cannot become group {GID}")))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys(|| format!("cannot become user {UID}")))?;
+    let header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: header and data are valid for capset version 3.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(format!(
+            "cannot drop the capabilities: {}",
+            Errno::last().desc()
+        ));
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("cannot set no_new_privs: {}", Errno::last().desc()));
+    }
+    Ok(())
+}
+
+/// Default dispositions and an empty mask, as a fresh container has (the
+/// Rust runtime ignores `SIGPIPE`, and ignored signals survive exec).
+fn reset_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: setting a default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Exec the step, searching `PATH` like `execvpe`; on failure write the
+/// reason to the step's log and exit 127 (not found) or 126.
+fn exec(prep: &Prepared) -> Result<Never, String> {
+    let mut denied = None;
+    for path in &prep.candidates {
+        let e = match nix::unistd::execve(path, &prep.argv, &prep.envp) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG => {}
+            other => {
+                denied.get_or_insert((path, other));
+            }
+        }
+    }
+    let program = OsStr::from_bytes(prep.argv[0].as_bytes()).to_string_lossy();
+    let (msg, code) = match denied {
+        Some((path, e)) => (
+            format!(
+                "repro-sandbox: cannot run `{}`: {}\n",
+                OsStr::from_bytes(path.as_bytes()).to_string_lossy(),
+                e.desc()
+            ),
+            126,
+        ),
+        None => (
+            format!("repro-sandbox: `{program}`: command not found\n"),
+            127,
+        ),
+    };
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+    // SAFETY: ends the process without unwinding.
+    unsafe { libc::_exit(code) }
+}
+
+/// Probe the kernel: create each namespace and a mapped user namespace
+/// the way a step does. Writes one [`FromInit`] frame to stdout:
+/// `Exited(0)` when everything works, `Error` naming what the kernel
+/// refused.
+fn probe_main() -> i32 {
+    let result = probe();
+    let msg = match result {
+        Ok(()) => FromInit::Exited(0),
+        Err(e) => FromInit::Error(e),
+    };
+    let mut out = std::io::stdout();
+    match write_frame(&mut out, &msg).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => INIT_FAILED,
+    }
+}
+
+fn probe() -> Result<(), String> {
+    let mount_ns = (CloneFlags::CLONE_NEWNS, "mount");
+    for (flag, name) in NAMESPACES.iter().chain([&mount_ns]) {
+        unshare(*flag).map_err(|e| namespace_message(name, e))?;
+    }
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    // SAFETY: single-threaded process (see `run`).
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(ready_r);
+            drop(go_w);
+            let code = match unshare(CloneFlags::CLONE_NEWUSER) {
+                Err(e) => e as i32,
+                Ok(()) => {
+                    let mut w = fs::File::from(ready_w);
+                    let _ = w.write_all(&[1]);
+                    let mut byte = [0u8; 1];
+                    match fs::File::from(go_r).read(&mut byte) {
+                        Ok(1) => {
+                            let uid = Uid::from_raw(UID);
+                            match nix::unistd::setresuid(uid, uid, uid) {
+                                Ok(()) => 0,
+                                Err(e) => 200 + e as i32 % 50,
+                            }
+                        }
+                        _ => 199,
+                    }
+                }
+            };
+            // SAFETY: ends the child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ready_w);
+            drop(go_r);
+            let mut byte = [0u8; 1];
+            let ready = fs::File::from(ready_r).read(&mut byte);
+            if matches!(ready, Ok(1)) {
+                let mapped = write_maps(child);
+                let _ = fs::File::from(go_w).write_all(&[1]);
+                mapped?;
+            }
+            match wait(child)? {
+                FromInit::Exited(0) => Ok(()),
+                FromInit::Exited(code) if code < 199 => {
+                    Err(namespace_message("user", Errno::from_raw(code)))
+                }
+                other => Err(format!(
+                    "a process in a new user namespace cannot become user {UID} ({other:?})\nhint: use `--sandbox docker`"
+                )),
+            }
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! The native backend: Linux namespaces, no daemon. The same contract as
+//! the Docker backend (see the crate docs), so a step's key and output do
+//! not depend on the backend.
+//!
+//! # How a step runs
+//!
+//! [`NativeSandbox::run`] never forks inside the async runtime: it spawns
+//! the init executable (`repro __sandbox-init`, see [`init_main`]) with
+//! `tokio::process::Command`, its stdin a Unix socket to the runner and
+//! its stdout and stderr the step's log file. The runner sends the step's
+//! resolved spec; the init (a fresh single-threaded process) joins the
+//! run's cgroups, creates the namespaces, forks the step's process, which
+//! builds the new root and execs the step as PID 1 of a new pid namespace.
+//! The init reports how the step ended, or why the sandbox could not be
+//! built, over the socket.
+//!
+//! # What the step gets
+//!
+//! - A root that is the image's unpacked root filesystem
+//!   ([`prepare_rootfs`](crate::prepare_rootfs)), bind-mounted read-only,
+//!   `nosuid`, `nodev`. When the image lacks a mount point (`/dev`,
+//!   `/proc`, `/tmp`, `/repro/out`, `/repro/in` with inputs), a throwaway
+//!   overlay on a private tmpfs is laid over the root first, and the
+//!   directories are created in it (the cached root is never written).
+//!   Otherwise `/repro/in` is a small read-only tmpfs holding the input
+//!   mount points (hiding anything the image has there).
+//! - Inputs bound read-only at `/repro/in/<name>`, the output directory
+//!   bound read-write at `/repro/out`, a private tmpfs at `/tmp` (mode
+//!   `1777`, `nosuid`, `nodev`, its size the memory limit or 1 GiB), a
+//!   `/dev` tmpfs with the host's `null`, `zero`, `full`, `random` and
+//!   `urandom`, the `fd`, `stdin`, `stdout`, `stderr` links and a 64 MiB
+//!   `/dev/shm`, a new `/proc` of the sandbox's pid namespace (with
+//!   `kcore`, `keys`, `timer_list`, `sched_debug`, `acpi` and `scsi`
+//!   masked), and no `/sys`.
+//! - New mount, pid, network (only `lo`, up), IPC, UTS (hostname `repro`)
+//!   and cgroup namespaces, and a user namespace in which only `65534` is
+//!   mapped (to host `65534`; `setgroups` denied). Files of the root and
+//!   the inputs belong to host root, which is not mapped, so the step sees
+//!   them owned by `65534` (the overflow id), where Docker shows `0`.
+//! - User and group `65534`, no supplementary groups, every capability
+//!   dropped (bounding, ambient, inheritable, effective, permitted),
+//!   no_new_privs, and a seccomp filter refusing mount, ptrace, bpf,
+//!   keyctl, kernel modules, clock setting, namespaces and the like (see
+//!   the `seccomp` module), working directory `/tmp`, stdin `/dev/null`,
+//!   default signal dispositions, exactly [`StepSpec::env`] as its
+//!   environment (`argv[0]` searched on its `PATH`; a missing program
+//!   exits 127 with a message in the log).
+//! - Limits: a cgroup per run (v1 or v2: memory with no swap, pids, CPU
+//!   quota) under a `repro` parent, removed afterwards; without writable
+//!   cgroups, rlimits (`RLIMIT_AS`, `RLIMIT_NPROC`, `RLIMIT_CPU` as CPUs
+//!   times the timeout), and running out of memory then shows as a failed
+//!   allocation, not as [`Termination::OutOfMemory`]. The wall-time limit
+//!   and cancellation kill the step's PID 1, which takes every process of
+//!   the sandbox with it.
+//!
+//! Needs root (the init mounts as host root before entering the user
+//! namespace) and Linux 5.3 or later.
+
+mod cgroup;
+mod init;
+mod protocol;
+mod seccomp;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use repro_store::{ImageDigest, Store};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+pub use init::{init_main, INIT_ARG};
+
+use crate::spec::{Outcome, StepSpec, Termination};
+use crate::BackendInfo;
+use cgroup::{Cgroup, CgroupMode};
+use protocol::{FromInit, InitSpec, Rlimits, ToInit};
+
+/// The size of `/tmp` when the step has no memory limit (as in Docker).
+const DEFAULT_TMP_BYTES: u64 = 1 << 30;
+/// How long a killed step may take to report before its init is killed.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// A `Result` with the native backend's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the native sandbox could not run a step (a step that fails is an
+/// [`Outcome`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runner is not root.
+    #[error("the native sandbox needs root (it mounts the step's root as root before entering a user namespace)\nhint: run as root, or use `--sandbox docker`")]
+    NotRoot,
+
+    /// The kernel refuses a namespace (the message names it and the
+    /// setting to change).
+    #[error("{0}")]
+    Namespaces(String),
+
+    /// The init executable could not be started.
+    #[error("cannot start the sandbox init `{}`: {source}", path.display())]
+    InitExe {
+        /// The executable.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The init ended without reporting.
+    #[error("the sandbox init of step `{step}` ended without a report ({status})\nhint: this is a bug of `repro`; the step's log may say more")]
+    InitDied {
+        /// The step.
+        step: String,
+        /// How the init ended.
+        status: String,
+    },
+
+    /// Building the sandbox failed before the step started.
+    #[error("cannot set up the sandbox of step `{step}`: {why}")]
+    Setup {
+        /// The step.
+        step: String,
+        /// What failed, from inside the init.
+        why: String,
+    },
+
+    /// `run` was called before `ensure_image` for the step's image.
+    #[error("the root filesystem of image `{image}` is not prepared\nhint: call `ensure_image` before `run`")]
+    ImageNotEnsured {
+        /// The image's manifest digest.
+        image: ImageDigest,
+    },
+
+    /// The image's root filesystem could not be prepared.
+    #[error(transparent)]
+    Rootfs(#[from] crate::RootfsError),
+
+    /// An error shared with the other backend (invalid spec, output
+    /// directory not empty, host files).
+    #[error(transparent)]
+    Sandbox(#[from] crate::Error),
+
+    /// A cgroup could not be created, joined or removed.
+    #[error("cannot {action} the cgroup of step `{step}`: {source}\nhint: the native sandbox falls back to rlimits only where cgroups are not writable at all")]
+    Cgroup {
+        /// What was being done.
+        action: &'static str,
+        /// The step.
+        step: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Talking to the init failed.
+    #[error("cannot {action} the sandbox init of step `{step}`: {source}")]
+    Init {
+        /// What was being done.
+        action: &'static str,
+        /// The step.
+        step: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| {
+        Error::Sandbox(crate::Error::Io {
+            action,
+            path,
+            source,
+        })
+    }
+}
+
+/// Runs steps in Linux namespaces under the sandbox contract (see the
+/// crate docs and the module docs).
+#[derive(Debug)]
+pub struct NativeSandbox {
+    store: Store,
+    init_exe: PathBuf,
+    cgroups: CgroupMode,
+    /// An empty directory each init mounts its private staging tmpfs on.
+    staging: tempfile::TempDir,
+    /// Prepared roots, by image.
+    roots: Mutex<HashMap<ImageDigest, PathBuf>>,
+    /// Makes cgroup names unique within this process.
+    runs: AtomicU64,
+}
+
+impl NativeSandbox {
+    /// Check that this machine can run native sandboxes: root, and every
+    /// namespace (the init executable `init_exe`, run with
+    /// [`INIT_ARG`]` --probe`, creates them as a step would). A refused
+    /// namespace is [`Error::Namespaces`], naming it and the setting to
+    /// change. Also finds the cgroup interface (v1, v2 or none).
+    ///
+    /// `init_exe` is normally the `repro` binary itself
+    /// (`std::env::current_exe()`), which must call [`init_main`] when its
+    /// first argument is [`INIT_ARG`].
+    pub fn new(store: Store, init_exe: PathBuf) -> Result<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(Error::NotRoot);
+        }
+        let out = std::process::Command::new(&init_exe)
+            .arg(INIT_ARG)
+            .arg(init::PROBE_ARG)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|source| Error::InitExe {
+                path: init_exe.clone(),
+                source,
+            })?;
+        match protocol::read_frame::<FromInit>(&mut out.stdout.as_slice()) {
+            Ok(Some(FromInit::Exited(0))) => {}
+            Ok(Some(FromInit::Error(why))) => return Err(Error::Namespaces(why)),
+            other => {
+                return Err(Error::InitExe {
+                    path: init_exe,
+                    source: std::io::Error::other(format!(
+                        "its probe answered {other:?} and ended with {}",
+                        out.status
+                    )),
+                })
+            }
+        }
+        let cgroups = CgroupMode::detect();
+        let staging = store.scratch("native-staging-").map_err(|e| {
+            Error::Sandbox(crate::Error::Io {
+                action: "create the staging directory in",
+                path: store.dir().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+        Ok(NativeSandbox {
+            store,
+            init_exe,
+            cgroups,
+            staging,
+            roots: Mutex::new(HashMap::new()),
+            runs: AtomicU64::new(0),
+        })
+    }
+
+    /// The backend's name and the machine's kernel, for the build record:
+    /// `backend` is `native`, `server_version` this crate's version,
+    /// `api_version` how limits are enforced (`cgroup-v1`, `cgroup-v2` or
+    /// `rlimits`).
+    pub async fn describe(&self) -> Result<BackendInfo> {
+        let release = Path::new("/proc/sys/kernel/osrelease");
+        let kernel = std::fs::read_to_string(release).map_err(io_err("read", release))?;
+        Ok(BackendInfo {
+            backend: "native".to_string(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: self.cgroups.name().to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: oci_arch().to_string(),
+            kernel_version: kernel.trim().to_string(),
+        })
+    }
+
+    /// Unpack (or find in the store's cache) the root filesystem of
+    /// `image` and check it, once per image in this process. Must be
+    /// called before [`run`](Self::run) for each image.
+    pub async fn ensure_image(&self, image: &ImageDigest) -> Result<()> {
+        if self.root_of(image).is_some() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let digest = *image;
+        let root = tokio::task::spawn_blocking(move || {
+            let root = crate::prepare_rootfs(&store, &digest)?;
+            crate::check_rootfs(&root)?;
+            Ok::<_, crate::RootfsError>(root)
+        })
+        .await
+        .map_err(|e| Error::Setup {
+            step: String::new(),
+            why: format!("preparing the root of `{image}` panicked: {e}"),
+        })??;
+        let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        roots.insert(*image, root.path);
+        Ok(())
+    }
+
+    fn root_of(&self, image: &ImageDigest) -> Option<PathBuf> {
+        let roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        roots.get(image).cloned()
+    }
+
+    /// Run one step in a fresh sandbox on the image's prepared root.
+    ///
+    /// Returns `Ok` with the outcome whenever the step ran, whatever its
+    /// exit code; `Err` only when the sandbox failed. When `cancel` fires,
+    /// the step is killed and the outcome is [`Termination::Cancelled`].
+    /// Nothing is left behind (processes, cgroups, mounts), also when the
+    /// future is dropped.
+    pub async fn run(&self, spec: &StepSpec, cancel: CancellationToken) -> Result<Outcome> {
+        let root = self
+            .root_of(&spec.image)
+            .ok_or(Error::ImageNotEnsured { image: spec.image })?;
+        self.run_in_root(&root, spec, cancel).await
+    }
+
+    /// [`run`](Self::run) with `root` as the image root, whatever
+    /// `spec.image` says: for tests and for roots prepared elsewhere.
+    pub async fn run_in_root(
+        &self,
+        root: &Path,
+        spec: &StepSpec,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
+        spec.validate()?;
+        if cancel.is_cancelled() {
+            return Ok(Outcome {
+                termination: Termination::Cancelled,
+                duration: Duration::ZERO,
+            });
+        }
+        let root = std::fs::canonicalize(root).map_err(io_err("use the image root", root))?;
+        let inputs = prepare_inputs(spec)?;
+        let output = prepare_output(spec)?;
+        let log = open_log(&spec.log)?;
+
+        let name = format!(
+            "{}-{}-{}",
+            path_safe(&spec.step),
+            std::process::id(),
+            self.runs.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroup =
+            Cgroup::create(&self.cgroups, &name, &spec.limits).map_err(|source| Error::Cgroup {
+                action: "create",
+                step: spec.step.clone(),
+                source,
+            })?;
+        let limits = &spec.limits;
+        let rlimits = if cgroup.is_none() {
+            Rlimits {
+                address_space: limits.memory_bytes,
+                cpu_seconds: limits
+                    .cpus
+                    .map(|c| (c * limits.timeout.as_secs_f64()).ceil().max(1.0) as u64),
+                processes: Some(limits.pids),
+            }
+        } else {
+            Rlimits::default()
+        };
+        let init_spec = InitSpec {
+            root,
+            staging: self.staging.path().to_path_buf(),
+            inputs,
+            output,
+            argv: spec.argv.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tmp_bytes: limits.memory_bytes.unwrap_or(DEFAULT_TMP_BYTES),
+            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
+            rlimits,
+        };
+        let mut cgroup = cgroup;
+        let result = self
+            .drive(spec, &init_spec, log, cgroup.as_ref(), cancel)
+            .await;
+        if let Some(cg) = cgroup.as_mut() {
+            cg.remove().map_err(|source| Error::Cgroup {
+                action: "remove",
+                step: spec.step.clone(),
+                source,
+            })?;
+        }
+        result
+    }
+
+    /// Start the init, send the spec, wait with the timeout and the
+    /// cancellation, and turn the report into an outcome.
+    async fn drive(
+        &self,
+        spec: &StepSpec,
+        init_spec: &InitSpec,
+        log: std::fs::File,
+        cgroup: Option<&Cgroup>,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
+        let step = spec.step.as_str();
+        let init_err = |action| {
+            move |source| Error::Init {
+                action,
+                step: step.to_string(),
+                source,
+            }
+        };
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(init_err("connect to"))?;
+        let log_err = log.try_clone().map_err(io_err("use the log", &spec.log))?;
+        let mut cmd = tokio::process::Command::new(&self.init_exe);
+        cmd.arg(INIT_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| Error::InitExe {
+            path: self.init_exe.clone(),
+            source,
+        })?;
+        // The command holds the init's ends of the socket and the log:
+        // close them here, so the socket ends when the init does.
+        drop(cmd);
+        ours.set_nonblocking(true).map_err(init_err("connect to"))?;
+        let sock = tokio::net::UnixStream::from_std(ours).map_err(init_err("connect to"))?;
+        let (mut rd, mut wr) = sock.into_split();
+        let frame = protocol::encode(&ToInit::Run(Box::new(init_spec.clone())));
+        // A failed send shows as a missing report below.
+        let _ = wr.write_all(&frame).await;
+
+        let mut report = Box::pin(async move {
+            let mut first_error = None;
+            let mut status = None;
+            while let Ok(Some(msg)) = protocol::read_frame_async::<FromInit>(&mut rd).await {
+                match msg {
+                    FromInit::Error(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                    other => status = Some(other),
+                }
+            }
+            (first_error, status)
+        });
+        let finished = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Termination::Cancelled),
+            () = tokio::time::sleep(spec.limits.timeout) => Err(Termination::TimedOut),
+            r = &mut report => Ok(r),
+        };
+        let duration = started.elapsed();
+        let (stopped, (first_error, status)) = match finished {
+            Ok(r) => (None, r),
+            Err(t) => {
+                let _ = wr.write_all(&protocol::encode(&ToInit::Kill)).await;
+                let r = match tokio::time::timeout(KILL_WAIT, &mut report).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The init does not answer: kill it; the step's
+                        // PID 1 dies with it (PR_SET_PDEATHSIG).
+                        let _ = child.start_kill();
+                        report.await
+                    }
+                };
+                (Some(t), r)
+            }
+        };
+        drop(wr);
+        let exit = child.wait().await.map_err(init_err("wait for"))?;
+        if let Some(t) = stopped {
+            return Ok(Outcome {
+                termination: t,
+                duration,
+            });
+        }
+        if let Some(why) = first_error {
+            return Err(Error::Setup {
+                step: step.to_string(),
+                why,
+            });
+        }
+        let oom = cgroup.is_some_and(Cgroup::oom_killed);
+        let termination = match status {
+            _ if oom => Termination::OutOfMemory,
+            Some(FromInit::Exited(code)) => Termination::Exited(code),
+            Some(FromInit::Signaled(sig)) => Termination::Exited(128 + sig),
+            _ => {
+                return Err(Error::InitDied {
+                    step: step.to_string(),
+                    status: exit.to_string(),
+                })
+            }
+        };
+        Ok(Outcome {
+            termination,
+            duration,
+        })
+    }
+}
+
+/// `name` with anything but `[A-Za-z0-9_-]` replaced, at most 64 bytes.
+fn path_safe(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The OCI name of this machine's architecture (as Docker reports it).
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Canonical host paths of the inputs, each checked to be a directory.
+fn prepare_inputs(spec: &StepSpec) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::with_capacity(spec.inputs.len());
+    for m in &spec.inputs {
+        let host =
+            std::fs::canonicalize(&m.host).map_err(io_err("use input directory", &m.host))?;
+        let meta = std::fs::metadata(&host).map_err(io_err("use input directory", &m.host))?;
+        if !meta.is_dir() {
+            return Err(io_err("use input directory", &m.host)(
+                std::io::Error::other("not a directory"),
+            ));
+        }
+        out.push((m.name.clone(), host));
+    }
+    Ok(out)
+}
+
+/// Create the output directory if needed, check that it is empty, and
+/// make it writable by the step's user.
+fn prepare_output(spec: &StepSpec) -> Result<PathBuf> {
+    let path = &spec.output;
+    std::fs::create_dir_all(path).map_err(io_err("create output directory", path))?;
+    let host = std::fs::canonicalize(path).map_err(io_err("use output directory", path))?;
+    let mut entries = std::fs::read_dir(&host).map_err(io_err("read output directory", path))?;
+    if entries.next().is_some() {
+        return Err(Error::Sandbox(crate::Error::OutputNotEmpty {
+            step: spec.step.clone(),
+            path: path.clone(),
+        }));
+    }
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))
+        .map_err(io_err("make writable output directory", path))?;
+    Ok(host)
+}
+
+/// Create (or truncate) the log file, and its directory.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err("create the log directory", path))?;
+    }
+    std::fs::File::create(path).map_err(io_err("create the log file", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_names_are_path_safe() {
+        assert_eq!(path_safe("train/../x y"), "train____x_y");
+        assert_eq!(path_safe(&"a".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn namespace_errors_name_the_setting_and_the_docker_hint() {
+        use nix::errno::Errno;
+        let m = init::namespace_message("user", Errno::ENOSPC);
+        assert!(m.contains("`user.max_user_namespaces`"), "{m}");
+        assert!(m.contains("hint: use `--sandbox docker`"), "{m}");
+        let m = init::namespace_message("user", Errno::EPERM);
+        assert!(m.contains("`kernel.unprivileged_userns_clone`"), "{m}");
+        assert!(
+            m.contains("`kernel.apparmor_restrict_unprivileged_userns`"),
+            "{m}"
+        );
+        let m = init::namespace_message("network", Errno::ENOSPC);
+        assert!(m.contains("`user.max_network_namespaces`"), "{m}");
+    }
+}

@@ -1,0 +1,181 @@
+//! What the runner and the re-executed init say to each other over the
+//! init's standard input (a Unix stream socket): length-prefixed JSON
+//! frames, so a message may hold newlines and any size of environment.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest frame either side accepts (a step's whole spec).
+pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+/// Everything the init needs to set up one step, resolved by the runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct InitSpec {
+    /// The unpacked image root on the host (read-only bind).
+    pub root: PathBuf,
+    /// An empty host directory on which the init mounts its private
+    /// staging tmpfs (in its own mount namespace).
+    pub staging: PathBuf,
+    /// `(name, host directory)` of each input, canonical.
+    pub inputs: Vec<(String, PathBuf)>,
+    /// The host output directory, canonical.
+    pub output: PathBuf,
+    /// The command.
+    pub argv: Vec<String>,
+    /// The complete environment, in order.
+    pub env: Vec<(String, String)>,
+    /// The size of the `/tmp` tmpfs in bytes.
+    pub tmp_bytes: u64,
+    /// The `cgroup.procs` files the init joins before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Limits enforced with rlimits (when there are no cgroups).
+    pub rlimits: Rlimits,
+}
+
+/// Limits enforced with `setrlimit` when the machine has no writable
+/// cgroups; `None` leaves a limit as inherited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Rlimits {
+    /// `RLIMIT_AS`, bytes.
+    pub address_space: Option<u64>,
+    /// `RLIMIT_CPU`, seconds.
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_NPROC` (counted per user on the whole host).
+    pub processes: Option<u64>,
+}
+
+/// A message from the runner to the init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ToInit {
+    /// Run this step.
+    Run(Box<InitSpec>),
+    /// Kill the step (everything in its pid namespace) and report.
+    Kill,
+}
+
+/// A message from the init to the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FromInit {
+    /// Setting up the sandbox failed before the step started.
+    Error(String),
+    /// The step's first process exited with this code.
+    Exited(i32),
+    /// The step's first process was killed by this signal.
+    Signaled(i32),
+}
+
+/// Write one frame: a little-endian `u32` length, then the JSON.
+pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Write one frame to a blocking writer.
+pub(crate) fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    w.write_all(&encode(msg))
+}
+
+/// Read one frame from a blocking reader; `None` at a clean end of stream.
+pub(crate) fn read_frame<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+) -> std::io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let body = read_body(r, u32::from_le_bytes(len) as usize)?;
+    decode(&body).map(Some)
+}
+
+fn read_body(r: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes is larger than {MAX_FRAME}"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Parse a frame's JSON body.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> std::io::Result<T> {
+    serde_json::from_slice(body).map_err(std::io::Error::other)
+}
+
+/// Read one frame from an async reader; `None` at a clean end of stream.
+pub(crate) async fn read_frame_async<T: for<'de> Deserialize<'de>>(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<Option<T>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes is larger than {MAX_FRAME}"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_end_cleanly() {
+        let spec = InitSpec {
+            root: "/r".into(),
+            staging: "/s".into(),
+            inputs: vec![("data".into(), "/d".into())],
+            output: "/o".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo 'a\nb'".into()],
+            env: vec![("PATH".into(), "/bin".into())],
+            tmp_bytes: 1 << 20,
+            cgroup_procs: vec!["/sys/fs/cgroup/pids/repro/x/cgroup.procs".into()],
+            rlimits: Rlimits {
+                address_space: Some(7),
+                ..Rlimits::default()
+            },
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &ToInit::Run(Box::new(spec.clone()))).expect("write");
+        write_frame(&mut buf, &ToInit::Kill).expect("write");
+        let mut r = buf.as_slice();
+        assert_eq!(
+            read_frame::<ToInit>(&mut r).expect("read"),
+            Some(ToInit::Run(Box::new(spec)))
+        );
+        assert_eq!(
+            read_frame::<ToInit>(&mut r).expect("read"),
+            Some(ToInit::Kill)
+        );
+        assert_eq!(read_frame::<ToInit>(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn a_truncated_or_oversized_frame_is_an_error() {
+        let buf = encode(&FromInit::Error("multi\nline".into()));
+        let mut r = &buf[..buf.len() - 1];
+        assert!(read_frame::<FromInit>(&mut r).is_err());
+        let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(read_frame::<FromInit>(&mut &huge[..]).is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! The native backend (Linux namespaces) against the real kernel, with the
+//! busybox test image: the hermeticity suite.
+//!
+//! All ignored in a plain `cargo test` (they need root and user
+//! namespaces); CI runs them with `--run-ignored all`, and then a machine
+//! that cannot run them fails them loudly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use repro_sandbox::native::Error;
+use repro_sandbox::{base_env, Limits, Mount, NativeSandbox, StepSpec, Termination};
+use repro_store::{ImageDigest, Store};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+const NEEDS: &str = "needs root and user namespaces";
+
+struct Fixture {
+    dir: TempDir,
+    image: ImageDigest,
+    sandbox: NativeSandbox,
+}
+
+/// Panics loudly when this machine cannot run native sandboxes.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("store")).expect("store");
+    let image = repro_tests::busybox_image(&store);
+    let init = PathBuf::from(env!("CARGO_BIN_EXE_repro-sandbox-init"));
+    let sandbox = NativeSandbox::new(store, init).unwrap_or_else(|e| {
+        panic!("this test {NEEDS}, and the native sandbox is unavailable: {e}\nhint: run without `--run-ignored` to skip")
+    });
+    sandbox.ensure_image(&image).await.expect("ensure_image");
+    Fixture {
+        dir,
+        image,
+        sandbox,
+    }
+}
+
+/// A token no other test (or test run) uses, to find leftover processes.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+impl Fixture {
+    fn spec(&self, step: &str, script: &str) -> StepSpec {
+        let step = unique(step);
+        StepSpec {
+            image: self.image,
+            // `$0` of the script is the unique step name: it shows in the
+            // command line of every process of the step.
+            argv: vec!["sh".into(), "-c".into(), script.into(), step.clone()],
+            env: base_env(0, 0, 1),
+            inputs: vec![],
+            output: self.dir.path().join(format!("{step}-out")),
+            log: self.dir.path().join("logs").join(format!("{step}.log")),
+            limits: Limits {
+                timeout: Duration::from_secs(60),
+                ..Limits::default()
+            },
+            step,
+        }
+    }
+
+    async fn run(&self, spec: &StepSpec) -> (Termination, String) {
+        let outcome = self
+            .sandbox
+            .run(spec, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("run `{}`: {e}", spec.step));
+        let log = std::fs::read_to_string(&spec.log).expect("read log");
+        (outcome.termination, log)
+    }
+}
+
+/// The host processes whose command line contains `token`.
+fn processes_with(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(token) {
+                found.push(format!("{name}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+/// The cgroup directories (v1 or v2) whose name starts with the step's.
+fn cgroups_of(step: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for parent in [
+        "/sys/fs/cgroup/repro",
+        "/sys/fs/cgroup/pids/repro",
+        "/sys/fs/cgroup/memory/repro",
+        "/sys/fs/cgroup/cpu/repro",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(step) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+fn line_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no `{key}` in:\n{text}"))
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn exit_code_and_interleaved_log() {
+    let f = fixture().await;
+    let spec = f.spec("exit", "echo out; echo err >&2; echo out2; exit 3");
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(3));
+    assert_eq!(log, "out\nerr\nout2\n");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_environment_is_exactly_the_spec() {
+    let f = fixture().await;
+    let mut spec = f.spec("env", "");
+    // Not through `sh`, which adds `SHLVL` and `PWD`.
+    spec.argv = vec!["env".into()];
+    spec.env.insert("EXTRA".into(), "a b=c".into());
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    let got: BTreeMap<String, String> = log
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(got, spec.env, "{log}");
+    assert!(!log.contains("IMAGE_ONLY"), "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn identity_hostname_cwd_and_privileges_are_fixed() {
+    let f = fixture().await;
+    let spec = f.spec(
+        "identity",
+        "hostname; id -u; id -g; id -G; pwd; echo \"$HOME\"; cat /proc/self/status",
+    );
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    let mut lines = log.lines();
+    assert_eq!(lines.next(), Some("repro"));
+    assert_eq!(lines.next(), Some("65534"));
+    assert_eq!(lines.next(), Some("65534"));
+    assert_eq!(
+        lines.next(),
+        Some("65534"),
+        "no supplementary groups:\n{log}"
+    );
+    assert_eq!(lines.next(), Some("/tmp"));
+    assert_eq!(lines.next(), Some("/tmp"));
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(line_value(&log, cap), "0000000000000000", "{cap}\n{log}");
+    }
+    assert_eq!(line_value(&log, "NoNewPrivs:"), "1");
+    assert_eq!(line_value(&log, "Seccomp:"), "2");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn only_the_output_and_tmp_are_writable() {
+    let f = fixture().await;
+    let input = f.dir.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    std::fs::write(input.join("data.txt"), "in\n").expect("write");
+    std::fs::set_permissions(&input, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let mut spec = f.spec(
+        "writes",
+        "for p in /x /etc/x /bin/x /repro/in/data/x /repro/x /dev/x /proc/x; do \
+           if touch $p 2>/dev/null; then echo \"WROTE $p\"; fi; done; \
+         cat /repro/in/data/data.txt; \
+         echo ok > /repro/out/result && echo ok > /tmp/t && cat /tmp/t",
+    );
+    spec.inputs = vec![Mount {
+        name: "data".into(),
+        host: input.clone(),
+    }];
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    assert_eq!(log, "in\nok\n");
+    assert_eq!(
+        std::fs::read_to_string(spec.output.join("result")).expect("output"),
+        "ok\n"
+    );
+    assert!(!input.join("x").exists());
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_network_is_loopback_only_and_the_host_is_unreachable() {
+    let f = fixture().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let spec = f.spec(
+        "net",
+        &format!(
+            "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; \
+             if echo hi | nc -w 2 127.0.0.1 {port}; then echo CONNECTED; else echo refused; fi"
+        ),
+    );
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    assert_eq!(log.lines().next(), Some("lo"), "{log}");
+    assert!(log.contains("refused"), "{log}");
+    assert!(!log.contains("CONNECTED"), "{log}");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn proc_shows_only_the_sandbox() {
+    let f = fixture().await;
+    let spec = f.spec(
+        "proc",
+        "ls /proc | grep -c '^[0-9]'; tr '\\0' ' ' < /proc/1/cmdline; echo; \
+         ls /sys 2>/dev/null | wc -l; cat /proc/keys /proc/timer_list 2>/dev/null | wc -c",
+    );
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    let mut lines = log.lines();
+    let count: usize = lines.next().expect("count").parse().expect("number");
+    // sh (PID 1), ls and grep at most.
+    assert!(count <= 3, "{log}");
+    assert!(lines.next().expect("cmdline").starts_with("sh -c"), "{log}");
+    assert_eq!(lines.next(), Some("0"), "no /sys:\n{log}");
+    assert_eq!(
+        lines.next(),
+        Some("0"),
+        "keys and timer_list masked:\n{log}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn mount_mknod_namespaces_and_ptrace_are_refused() {
+    let f = fixture().await;
+    let spec = f.spec(
+        "refused",
+        "busybox mount -t tmpfs x /tmp && echo MOUNTED; \
+         busybox mount -o remount,rw / && echo REMOUNTED; \
+         busybox mknod /tmp/null c 1 3 && echo MKNOD; \
+         busybox unshare -n true && echo UNSHARED; \
+         busybox unshare -r true && echo USERNS; \
+         sleep 5 & busybox nsenter -t $! -m true && echo NSENTER; \
+         kill $!; echo done",
+    );
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    for bad in [
+        "MOUNTED",
+        "REMOUNTED",
+        "MKNOD",
+        "UNSHARED",
+        "USERNS",
+        "NSENTER",
+    ] {
+        assert!(!log.contains(bad), "{bad}:\n{log}");
+    }
+    assert!(log.contains("Operation not permitted"), "{log}");
+    assert!(log.ends_with("done\n"), "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_missing_program_exits_127_with_a_message() {
+    let f = fixture().await;
+    let mut spec = f.spec("missing", "");
+    spec.argv = vec!["no-such-program".into()];
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(127));
+    assert!(log.contains("`no-such-program`"), "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_pids_limit_contains_a_fork_bomb() {
+    let f = fixture().await;
+    let mut spec = f.spec(
+        "forks",
+        "i=0; while [ $i -lt 64 ]; do sleep 30 & i=$((i+1)); done; echo spawned",
+    );
+    spec.limits.pids = 16;
+    let (t, log) = f.run(&spec).await;
+    // The shell gives up at the first failed fork.
+    assert!(matches!(t, Termination::Exited(_)), "{t:?}");
+    assert!(log.contains("can't fork"), "{log}");
+    assert!(!log.contains("spawned"), "{log}");
+    assert!(processes_with(&spec.step).is_empty(), "leftovers");
+
+    let mut bomb = f.spec("bomb", "b() { b | b & }; b; sleep 100");
+    bomb.limits.pids = 32;
+    bomb.limits.timeout = Duration::from_secs(3);
+    let (t, _) = f.run(&bomb).await;
+    assert_eq!(t, Termination::TimedOut);
+    assert_eq!(processes_with(&bomb.step), Vec::<String>::new());
+    assert_eq!(cgroups_of(&bomb.step), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_memory_hog_is_out_of_memory() {
+    let f = fixture().await;
+    let mut spec = f.spec(
+        "hog",
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    );
+    spec.limits.memory_bytes = Some(32 << 20);
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::OutOfMemory, "{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn an_endless_loop_times_out_and_leaves_nothing() {
+    let f = fixture().await;
+    let mut spec = f.spec("loop", "sleep 1000 & while :; do :; done");
+    spec.limits.timeout = Duration::from_secs(1);
+    let start = Instant::now();
+    let (t, _) = f.run(&spec).await;
+    assert_eq!(t, Termination::TimedOut);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(processes_with(&spec.step), Vec::<String>::new());
+    assert_eq!(cgroups_of(&spec.step), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn cancel_kills_and_cleans_up() {
+    let f = fixture().await;
+    let spec = f.spec("cancel", "sleep 1000 & sleep 1000");
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let step = spec.step.clone();
+    tokio::spawn(async move {
+        // Cancel once the step is running.
+        for _ in 0..500 {
+            if processes_with(&step).len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        c.cancel();
+    });
+    let outcome = f.sandbox.run(&spec, cancel).await.expect("run");
+    assert_eq!(outcome.termination, Termination::Cancelled);
+    assert_eq!(processes_with(&spec.step), Vec::<String>::new());
+    assert_eq!(cgroups_of(&spec.step), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_dropped_run_leaves_nothing() {
+    let f = fixture().await;
+    let spec = f.spec("dropped", "sleep 1000");
+    let run = f.sandbox.run(&spec, CancellationToken::new());
+    assert!(tokio::time::timeout(Duration::from_millis(500), run)
+        .await
+        .is_err());
+    // The init is killed on drop and the step with it, asynchronously.
+    let start = Instant::now();
+    while !processes_with(&spec.step).is_empty() && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(processes_with(&spec.step), Vec::<String>::new());
+    assert_eq!(cgroups_of(&spec.step), Vec::<PathBuf>::new());
+}
+
+/// A root with every mount point, a setuid-root copy of busybox, and a
+/// `/tmp` symlink variant.
+fn hand_made_root(dir: &Path, tmp_is_symlink: bool) -> PathBuf {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let root = dir.join(if tmp_is_symlink { "bad-root" } else { "root" });
+    for d in ["bin", "dev", "proc", "repro/in", "repro/out", "etc"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    if tmp_is_symlink {
+        symlink("/etc", root.join("tmp")).expect("symlink");
+    } else {
+        std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+    }
+    std::fs::copy(repro_tests::BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
+    // busybox picks the applet by its name: one setuid copy per applet.
+    std::fs::create_dir_all(root.join("suid")).expect("mkdir");
+    for a in ["id", "cat"] {
+        let p = root.join("suid").join(a);
+        std::fs::copy(repro_tests::BUSYBOX, &p).expect("copy busybox");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4755)).expect("setuid");
+    }
+    for a in ["sh", "id", "cat", "true", "ls"] {
+        symlink("busybox", root.join("bin").join(a)).expect("symlink");
+    }
+    root
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_setuid_root_binary_gives_no_root() {
+    let f = fixture().await;
+    let root = hand_made_root(f.dir.path(), false);
+    let mut spec = f.spec("setuid", "/suid/id -u; /suid/cat /proc/self/status");
+    spec.inputs = vec![Mount {
+        name: "code".into(),
+        host: f.dir.path().to_path_buf(),
+    }];
+    let outcome = f
+        .sandbox
+        .run_in_root(&root, &spec, CancellationToken::new())
+        .await
+        .expect("run");
+    let log = std::fs::read_to_string(&spec.log).expect("log");
+    assert_eq!(outcome.termination, Termination::Exited(0), "{log}");
+    assert_eq!(log.lines().next(), Some("65534"), "{log}");
+    assert_eq!(line_value(&log, "Uid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(line_value(&log, "CapEff:"), "0000000000000000");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_mount_point_that_is_a_symlink_is_a_clear_error() {
+    let f = fixture().await;
+    let root = hand_made_root(f.dir.path(), true);
+    let spec = f.spec("symlink", "true");
+    let err = f
+        .sandbox
+        .run_in_root(&root, &spec, CancellationToken::new())
+        .await
+        .expect_err("a symlinked /tmp");
+    assert!(matches!(err, Error::Setup { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`/tmp`") && msg.contains("not a directory"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn describe_names_the_backend_and_kernel() {
+    let f = fixture().await;
+    let info = f.sandbox.describe().await.expect("describe");
+    assert_eq!(info.backend, "native");
+    assert!(!info.kernel_version.is_empty());
+    assert!(
+        ["cgroup-v1", "cgroup-v2", "rlimits"].contains(&info.api_version.as_str()),
+        "{info:?}"
+    );
+}
+
+/// Not a timed test: measures the end-to-end cost of a `/bin/true` step
+/// (median of 60) on both root paths and prints it, and checks that every
+/// run succeeds.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn overhead_of_a_true_step() {
+    let f = fixture().await;
+    let plain_root = hand_made_root(f.dir.path(), false);
+    for (label, root) in [
+        ("plain root", Some(plain_root)),
+        ("overlay (busybox image)", None),
+    ] {
+        let mut times = Vec::new();
+        for i in 0..60 {
+            let mut spec = f.spec("true", "");
+            spec.argv = vec!["/bin/true".into()];
+            spec.output = f.dir.path().join(format!("true-{label}-{i}"));
+            let start = Instant::now();
+            let outcome = match &root {
+                Some(r) => {
+                    f.sandbox
+                        .run_in_root(r, &spec, CancellationToken::new())
+                        .await
+                }
+                None => f.sandbox.run(&spec, CancellationToken::new()).await,
+            }
+            .expect("run");
+            times.push(start.elapsed());
+            assert_eq!(outcome.termination, Termination::Exited(0));
+        }
+        times.sort();
+        eprintln!(
+            "native /bin/true, {label}: median {:?}, min {:?}, max {:?}",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        );
+    }
+}
