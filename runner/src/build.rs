@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
-use repro_recipes::{ImageRef, Lock, Pins, Recipe, TreeRef};
-use repro_store::{Ingest, RecordDigest, Store};
+use repro_recipes::{Floating, FloatingRef, ImageRef, Kind, Lock, Pins, Recipe, TreeRef};
+use repro_store::{Hash, ImageDigest, Ingest, RecordDigest, Store, TreeDigest};
+
+use crate::exit::UserError;
 
 use crate::engine::{BuildOptions, BuildReport, Engine, Plan, StepStatus};
 use crate::events::Event;
@@ -14,78 +16,132 @@ use crate::keys;
 use crate::platform::Platform;
 use crate::record::*;
 
+/// Resolve one floating reference: import an image archive, export a
+/// Docker tag, or snapshot a folder into the store.
+async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Result<Hash> {
+    let store = engine.store();
+    match &f.reference {
+        FloatingRef::Archive(path) => {
+            let full = recipe.resolve(path);
+            engine.note(format!("importing image archive `{}`", full.display()));
+            let d = tokio::task::spawn_blocking(move || {
+                repro_toolchains::import_archive(&store, &full)
+            })
+            .await??;
+            Ok(d.hash())
+        }
+        FloatingRef::Tag(tag) => {
+            engine.note(format!("exporting image `{tag}` from Docker"));
+            Ok(engine.import_tag(tag).await?.hash())
+        }
+        FloatingRef::Path(path) => {
+            let full = recipe.resolve(path);
+            engine.note(format!(
+                "snapshotting `{}` from `{}`",
+                f.key,
+                full.display()
+            ));
+            let d = tokio::task::spawn_blocking(move || store.snapshot_dir(&full, Ingest::Copy))
+                .await??;
+            Ok(d.hash())
+        }
+    }
+}
+
+/// The pins of everything the recipe pins itself.
+fn inline_pins(recipe: &Recipe) -> Pins {
+    let mut pins = Pins::default();
+    for (name, tc) in &recipe.toolchains {
+        if let ImageRef::Pinned(d) = &tc.reference {
+            pins.toolchains.insert(name.clone(), *d);
+        }
+    }
+    for (name, d) in &recipe.data {
+        if let TreeRef::Pinned(t) = &d.reference {
+            pins.data.insert(name.clone(), *t);
+        }
+    }
+    for (name, c) in &recipe.code {
+        if let TreeRef::Pinned(t) = &c.reference {
+            pins.code.insert(name.clone(), *t);
+        }
+    }
+    pins
+}
+
+fn insert_pin(pins: &mut Pins, kind: Kind, name: &str, digest: Hash) {
+    let name = name.to_string();
+    match kind {
+        Kind::Toolchain => {
+            pins.toolchains.insert(name, ImageDigest(digest));
+        }
+        Kind::Data => {
+            pins.data.insert(name, TreeDigest(digest));
+        }
+        Kind::Code => {
+            pins.code.insert(name, TreeDigest(digest));
+        }
+    }
+}
+
+fn pin_of(pins: &Pins, kind: Kind, name: &str) -> Option<Hash> {
+    match kind {
+        Kind::Toolchain => pins.toolchains.get(name).map(|d| d.hash()),
+        Kind::Data => pins.data.get(name).map(|d| d.hash()),
+        Kind::Code => pins.code.get(name).map(|d| d.hash()),
+    }
+}
+
 /// Resolve every floating reference of `recipe` (snapshot folders, import
 /// image archives) and return the pins with the lock that records them.
 pub async fn resolve(engine: &Arc<Engine>, recipe: &Recipe) -> Result<(Pins, Lock)> {
-    let store = engine.store();
-    let mut pins = Pins::default();
-    let mut resolved = repro_recipes::Resolved::default();
-    for (name, tc) in &recipe.toolchains {
-        let digest = match &tc.reference {
-            ImageRef::Pinned(d) => *d,
-            ImageRef::Archive(path) => {
-                let full = recipe.resolve(path);
-                engine.note(format!("importing image archive `{}`", full.display()));
-                let store = Arc::clone(&store);
-                let d = tokio::task::spawn_blocking(move || {
-                    repro_toolchains::import_archive(&store, &full)
-                })
-                .await??;
-                resolved.toolchains.insert(name.clone(), d);
-                d
-            }
-            ImageRef::Tag(tag) => {
-                engine.note(format!("exporting image `{tag}` from Docker"));
-                let d = engine.import_tag(tag).await?;
-                resolved.toolchains.insert(name.clone(), d);
-                d
-            }
-        };
-        pins.toolchains.insert(name.clone(), digest);
+    let mut pins = inline_pins(recipe);
+    let mut resolved = Pins::default();
+    for f in recipe.floating() {
+        let digest = resolve_one(engine, recipe, &f).await?;
+        insert_pin(&mut pins, f.kind, &f.name, digest);
+        insert_pin(&mut resolved, f.kind, &f.name, digest);
     }
-    for (kind, map, out) in [
-        (
-            "data",
-            tree_refs(recipe.data.iter().map(|(n, d)| (n, &d.reference))),
-            &mut resolved.data,
-        ),
-        (
-            "code",
-            tree_refs(recipe.code.iter().map(|(n, c)| (n, &c.reference))),
-            &mut resolved.code,
-        ),
-    ] {
-        for (name, r) in map {
-            let digest = match r {
-                TreeRef::Pinned(d) => d,
-                TreeRef::Path(path) => {
-                    let full = recipe.resolve(&path);
-                    engine.note(format!(
-                        "snapshotting {kind} `{name}` from `{}`",
-                        full.display()
-                    ));
-                    let store = Arc::clone(&store);
-                    let d = tokio::task::spawn_blocking(move || {
-                        store.snapshot_dir(&full, Ingest::Copy)
-                    })
-                    .await??;
-                    out.insert(name.clone(), d);
-                    d
-                }
-            };
-            if kind == "data" {
-                pins.data.insert(name, digest);
-            } else {
-                pins.code.insert(name, digest);
-            }
-        }
-    }
-    let lock = recipe.lock_with(&resolved);
+    let lock = recipe.lock_with(&repro_recipes::Resolved {
+        toolchains: resolved.toolchains,
+        data: resolved.data,
+        code: resolved.code,
+    });
     Ok((pins, lock))
 }
 
-fn tree_refs<'a>(it: impl Iterator<Item = (&'a String, &'a TreeRef)>) -> Vec<(String, TreeRef)> {
-    it.map(|(n, r)| (n.clone(), r.clone())).collect()
+/// `--locked`: the lock's pins, refusing anything unpinned. A pinned object
+/// that the store lacks (a fresh store) is resolved from its floating
+/// reference and must come out exactly as the lock says.
+pub async fn resolve_locked(engine: &Arc<Engine>, recipe: &Recipe) -> Result<Pins> {
+    let lock_path = recipe.lock_path();
+    let lock = Lock::read(&lock_path)?;
+    let pins = recipe.pins_from(lock.as_ref())?;
+    let store = engine.store();
+    for f in recipe.floating() {
+        let Some(want) = pin_of(&pins, f.kind, &f.name) else {
+            continue;
+        };
+        let present = match f.kind {
+            Kind::Toolchain => store.get_image(&ImageDigest(want)).is_ok(),
+            Kind::Data | Kind::Code => store.tree_is_complete(&TreeDigest(want)).unwrap_or(false),
+        };
+        if present {
+            continue;
+        }
+        let got = resolve_one(engine, recipe, &f).await?;
+        if got != want {
+            return Err(UserError(format!(
+                "`{}` no longer matches `{}`: the lock pins {want}, but {} now gives {got}\nhint: run `repro lock {}` to accept the change, or restore the input",
+                f.key,
+                lock_path.display(),
+                f.reference,
+                recipe.path.display(),
+            ))
+            .into());
+        }
+    }
+    Ok(pins)
 }
 
 /// Everything a finished build produced.

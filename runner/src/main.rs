@@ -363,8 +363,7 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
         cancel,
     ));
     let (pins, lock_bytes) = if args.locked {
-        let lock = repro_recipes::Lock::read(&lock_path)?;
-        let pins = recipe.pins_from(lock.as_ref())?;
+        let pins = build::resolve_locked(&engine, &recipe).await?;
         let bytes = std::fs::read(&lock_path).ok();
         (pins, bytes)
     } else {
