@@ -46,18 +46,27 @@ fn time_command(runs: usize, mut make: impl FnMut() -> Command) -> Option<Vec<Du
 }
 
 fn main() {
-    let runs: usize = std::env::var("REPRO_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let runs: usize = std::env::var("REPRO_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let tmp = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&tmp.path().join("store")).expect("store");
     let image = repro_tests::busybox_image(&store);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let init = env!("CARGO_BIN_EXE_repro-sandbox-init");
 
     // Native, through the API the runner uses: a fresh output directory and
     // log per run, as a build does.
-    let native = NativeSandbox::new(store.clone(), init.into()).expect("native sandbox (run as root)");
+    let native =
+        NativeSandbox::new(store.clone(), init.into()).expect("native sandbox (run as root)");
     let sandbox = Sandbox::Native(native);
-    runtime.block_on(sandbox.ensure_image(&store, &image)).expect("ensure image");
+    runtime
+        .block_on(sandbox.ensure_image(&store, &image))
+        .expect("ensure image");
     let spec = |i: usize| StepSpec {
         step: "true".into(),
         image,
@@ -70,32 +79,49 @@ fn main() {
     };
     // Warm up (page cache, first cgroup creation).
     for i in 0..5 {
-        runtime.block_on(sandbox.run(&spec(1_000_000 + i), CancellationToken::new())).expect("warm-up run");
+        runtime
+            .block_on(sandbox.run(&spec(1_000_000 + i), CancellationToken::new()))
+            .expect("warm-up run");
     }
     let mut native_times = Vec::with_capacity(runs);
     for i in 0..runs {
         let s = spec(i);
         let t = Instant::now();
-        let outcome = runtime.block_on(sandbox.run(&s, CancellationToken::new())).expect("native run");
+        let outcome = runtime
+            .block_on(sandbox.run(&s, CancellationToken::new()))
+            .expect("native run");
         native_times.push(t.elapsed());
         assert!(outcome.success(), "/bin/true failed in the native sandbox");
     }
 
     // The same root for bwrap: the native backend's unpacked copy.
-    let root = repro_sandbox::prepare_rootfs(&store, &image).expect("rootfs").path;
+    let root = repro_sandbox::prepare_rootfs(&store, &image)
+        .expect("rootfs")
+        .path;
     let bwrap = which("bwrap").and_then(|bwrap| {
         time_command(runs, || {
             let mut c = Command::new(&bwrap);
             c.args(["--unshare-all", "--die-with-parent", "--ro-bind"])
                 .arg(&root)
-                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]);
+                .args([
+                    "/",
+                    "--proc",
+                    "/proc",
+                    "--dev",
+                    "/dev",
+                    "--tmpfs",
+                    "/tmp",
+                    "/bin/true",
+                ]);
             c
         })
     });
 
     // Docker on the same image (loaded from the store; referenced by its ID).
     let docker = runtime.block_on(async {
-        let d = Sandbox::connect(repro_sandbox::BackendKind::Docker, &store, Path::new(init)).await.ok()?;
+        let d = Sandbox::connect(repro_sandbox::BackendKind::Docker, &store, Path::new(init))
+            .await
+            .ok()?;
         d.ensure_image(&store, &image).await.ok()?;
         let id = store.get_image(&image).ok()?.config.to_string();
         Some(id)
@@ -115,7 +141,10 @@ fn main() {
         "| what | median | native / it |\n| --- | --- | --- |\n| repro native sandbox ({runs} runs) | {} | 1 |\n",
         ms(n)
     );
-    for (name, times) in [("bwrap --unshare-all", bwrap), ("docker run --rm --network none", docker)] {
+    for (name, times) in [
+        ("bwrap --unshare-all", bwrap),
+        ("docker run --rm --network none", docker),
+    ] {
         match times {
             Some(t) => {
                 let m = median(t);
@@ -134,6 +163,8 @@ fn main() {
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
     })
 }

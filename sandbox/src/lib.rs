@@ -2,9 +2,11 @@
 //!
 //! # The contract
 //!
-//! Every backend (today [`DockerSandbox`]; later a native one built on Linux
-//! namespaces) gives a step exactly this, and [`POLICY_VERSION`] is bumped
-//! whenever any of it changes, because the version is part of every step key:
+//! Both backends, [`NativeSandbox`] (Linux namespaces, no daemon, the
+//! default; see [`native`]) and [`DockerSandbox`], give a step exactly this,
+//! so a step's key and output bytes do not depend on the backend (the
+//! [`Sandbox`] enum runs either). [`POLICY_VERSION`] is bumped whenever any
+//! of it changes, because the version is part of every step key:
 //!
 //! - **Image.** The image is pinned by its OCI manifest digest and lives in
 //!   the store ([`repro_store::Store`]); the backend loads it itself (the
@@ -37,13 +39,22 @@
 //!   memory, or cancelled, with the wall-clock duration ([`Outcome`]). A
 //!   step that fails is an [`Outcome`], not an error: errors are for
 //!   problems of the sandbox itself.
-//! - **Cleanup.** The container is removed afterwards, whatever happened:
+//! - **Cleanup.** The container (native: every process, mount and cgroup)
+//!   is removed afterwards, whatever happened:
 //!   success, failure, timeout, cancellation (through a
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken)), or the
 //!   future being dropped.
 //!
 //! Not controlled (yet): the umask (the image's default, normally `022`),
 //! the kernel, and the CPU model; the runner records the platform.
+//!
+//! Known differences between the backends that do not touch the contract:
+//! files of the image and of the inputs appear owned by `65534` under the
+//! native backend (host root is not mapped into its user namespace) and by
+//! `0` under Docker, so a step that records file owners (for example by
+//! tarring its inputs with owners) writes different bytes on the two; the
+//! native backend also refuses `ptrace` by seccomp, where Docker's default
+//! profile allows it inside the container.
 
 mod backend;
 mod docker;
