@@ -117,7 +117,8 @@ impl Plan {
                     argv,
                     env,
                     inputs,
-                    outputs: s.outputs.iter().map(|o| o.as_str().to_string()).collect(),
+                    // Display keeps the trailing `/` of a directory output.
+                    outputs: s.outputs.iter().map(|o| o.to_string()).collect(),
                     limits: Limits {
                         memory_bytes: s.limits.memory_bytes,
                         cpus: s.limits.cpus,

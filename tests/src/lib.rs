@@ -1,5 +1,7 @@
 //! Support code for the tests of `repro`: a tiny busybox image built from
-//! the host's static busybox (no registry needed), and a loud Docker check.
+//! the host's static busybox (no registry needed), the same image with the
+//! hermeticity probe (`probes/probe.c`) added, and loud checks for Docker
+//! and for Linux namespaces.
 //!
 //! Test-support code panics with a clear message instead of returning
 //! errors: a broken fixture should stop the test right there.
@@ -141,6 +143,61 @@ fn has_interpreter(elf: &[u8]) -> bool {
 /// Build the busybox image's layer, config and manifest. Deterministic:
 /// sorted entries, mtime 0, owner 0:0.
 pub fn busybox_blobs() -> BusyboxBlobs {
+    image_blobs(&[], "repro-tests busybox_blobs")
+}
+
+/// The path of the hermeticity probe, a static binary compiled from
+/// `tests/probes/probe.c` by the crate's build script.
+pub const PROBE: &str = env!("REPRO_PROBE");
+
+/// Where the probe image puts [`PROBE`] (mode `0755`).
+pub const PROBE_IN_IMAGE: &str = "/bin/probe";
+
+/// Where the probe image puts a setuid-root copy of [`PROBE`] (mode `04755`,
+/// owner 0:0).
+pub const SUID_PROBE_IN_IMAGE: &str = "/bin/suid-probe";
+
+/// A file added to the busybox layer: its path inside the image (relative,
+/// no leading `/`), mode bits (including setuid) and content. Owned by 0:0.
+pub struct ExtraFile {
+    /// The path in the image, e.g. `bin/probe`.
+    pub path: String,
+    /// The mode, e.g. `0o4755`.
+    pub mode: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// The busybox image plus the probe: `/bin/probe` (0755), `/bin/suid-probe`
+/// (04755, owner 0), and an empty `/usr` (so a write there meets the
+/// read-only root, not a missing directory). Panics when the probe is not
+/// a static binary.
+pub fn probe_blobs() -> BusyboxBlobs {
+    let probe = std::fs::read(PROBE).unwrap_or_else(|e| {
+        panic!("cannot read the probe `{PROBE}`: {e}\nhint: `cargo build -p repro-tests` builds it")
+    });
+    assert!(
+        !has_interpreter(&probe),
+        "the probe `{PROBE}` is dynamically linked\nhint: install the static C library (`apt-get install libc6-dev`)"
+    );
+    let extra = [
+        ExtraFile {
+            path: PROBE_IN_IMAGE.trim_start_matches('/').to_string(),
+            mode: 0o755,
+            data: probe.clone(),
+        },
+        ExtraFile {
+            path: SUID_PROBE_IN_IMAGE.trim_start_matches('/').to_string(),
+            mode: 0o4755,
+            data: probe,
+        },
+    ];
+    image_blobs(&extra, "repro-tests probe_blobs")
+}
+
+/// The busybox image with `extra` files added to its layer (and, when there
+/// are any, an empty `usr/` directory); `created_by` goes into the history.
+pub fn image_blobs(extra: &[ExtraFile], created_by: &str) -> BusyboxBlobs {
     let busybox = read_static_busybox();
     let passwd =
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
@@ -167,6 +224,14 @@ pub fn busybox_blobs() -> BusyboxBlobs {
             .iter()
             .map(|a| (format!("bin/{a}"), Entry::Link("busybox"))),
     );
+    entries.extend(
+        extra
+            .iter()
+            .map(|f| (f.path.clone(), Entry::File(f.mode, &f.data))),
+    );
+    if !extra.is_empty() {
+        entries.push(("usr/".into(), Entry::Dir(0o755)));
+    }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut layer = tar::Builder::new(Vec::new());
@@ -213,7 +278,7 @@ pub fn busybox_blobs() -> BusyboxBlobs {
             "WorkingDir": "/",
         },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "repro-tests busybox_blobs" }],
+        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": created_by }],
     });
     let config = serde_json::to_vec(&config).expect("json");
     let manifest = json!({
@@ -243,7 +308,19 @@ pub fn busybox_blobs() -> BusyboxBlobs {
 /// and return `dest_dir`. Panics with "install busybox-static" when
 /// the host has no static busybox.
 pub fn busybox_oci_layout(dest_dir: &Path) -> PathBuf {
-    let blobs = busybox_blobs();
+    write_oci_layout(&busybox_blobs(), dest_dir)
+}
+
+/// Write the probe image ([`probe_blobs`]: busybox plus `/bin/probe` and
+/// `/bin/suid-probe`) as an OCI image layout into `dest_dir`, and return
+/// `dest_dir`.
+pub fn probe_oci_layout(dest_dir: &Path) -> PathBuf {
+    write_oci_layout(&probe_blobs(), dest_dir)
+}
+
+/// Write `blobs` as an OCI image layout into `dest_dir` (created if
+/// missing), and return `dest_dir`.
+pub fn write_oci_layout(blobs: &BusyboxBlobs, dest_dir: &Path) -> PathBuf {
     let dir = dest_dir.to_path_buf();
     let blob_dir = dir.join("blobs").join("sha256");
     let write = |path: &Path, bytes: &[u8]| {
@@ -305,6 +382,62 @@ pub fn require_docker() {
             "this test needs a running Docker daemon, and it is unreachable: {why}\nhint: start it (`dockerd`) or set DOCKER_HOST; run without `--run-ignored` to skip"
         );
     }
+}
+
+/// Panic, loudly and with the reason, when this process cannot run the
+/// native sandbox: it must be root, the kernel must allow user namespaces
+/// (`/proc/sys/user/max_user_namespaces` above 0), and creating user, mount,
+/// pid, network, ipc and uts namespaces must work (tried with `unshare`).
+/// Tests of the native backend call this first (and are `#[ignore = "needs
+/// root and user namespaces: ..."]`).
+pub fn require_namespaces() {
+    if let Err(why) = check_namespaces() {
+        panic!(
+            "this test needs root and Linux namespaces, and the kernel refuses them: {why}\nhint: run as root on a kernel with user namespaces enabled (`sysctl user.max_user_namespaces=15000`); run without `--run-ignored` to skip"
+        );
+    }
+}
+
+fn check_namespaces() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read `/proc/self/status`: {e}"))?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .ok_or("no effective uid in `/proc/self/status`")?;
+    if euid != "0" {
+        return Err(format!("the effective uid is {euid}, not 0 (root)"));
+    }
+    let max = "/proc/sys/user/max_user_namespaces";
+    let limit = std::fs::read_to_string(max).map_err(|e| format!("cannot read `{max}`: {e}"))?;
+    if limit.trim() == "0" {
+        return Err(format!("`{max}` is 0: user namespaces are disabled"));
+    }
+    let args = [
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--net",
+        "--ipc",
+        "--uts",
+        "true",
+    ];
+    let out = std::process::Command::new("unshare")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `unshare`: {e} (install util-linux)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`unshare {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 fn ping_docker() -> Result<(), String> {
@@ -408,6 +541,58 @@ mod tests {
             .expect("blobs")
             .count();
         assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn the_probe_image_adds_a_static_probe_and_a_setuid_root_copy() {
+        let blobs = probe_blobs();
+        let mut archive = tar::Archive::new(&blobs.layer[..]);
+        let mut found = std::collections::BTreeMap::new();
+        let mut paths = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            let h = entry.header();
+            found.insert(
+                path.clone(),
+                (
+                    h.mode().expect("mode"),
+                    h.uid().expect("uid"),
+                    h.size().expect("size"),
+                ),
+            );
+            paths.push(path);
+        }
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted, "the layer must stay sorted");
+        let size = std::fs::metadata(PROBE).expect("probe").len();
+        assert_eq!(found.get("bin/probe"), Some(&(0o755, 0, size)));
+        assert_eq!(found.get("bin/suid-probe"), Some(&(0o4755, 0, size)));
+        assert!(found.contains_key("usr/"), "{paths:?}");
+        assert!(found.contains_key("bin/busybox"));
+        assert!(!has_interpreter(&std::fs::read(PROBE).expect("probe")));
+        // A different image from plain busybox, and as deterministic.
+        assert_ne!(blobs.manifest, busybox_blobs().manifest);
+        assert_eq!(blobs.manifest, probe_blobs().manifest);
+        assert!(!busybox_blobs().layer.windows(8).any(|w| w == b"bin/prob"));
+    }
+
+    #[test]
+    fn the_probe_reports_refusals_with_exit_status_1() {
+        let run = |args: &[&str]| {
+            std::process::Command::new(PROBE)
+                .args(args)
+                .output()
+                .expect("run the probe")
+        };
+        let out = run(&["read", "/nonexistent/repro-probe"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("refused: stat"));
+        let out = run(&["read", "/proc/self/status"]);
+        assert_eq!(out.status.code(), Some(0));
+        let out = run(&["no-such-subcommand"]);
+        assert_eq!(out.status.code(), Some(2));
     }
 
     #[test]

@@ -566,3 +566,17 @@ fn the_record_is_a_signed_in_toto_slsa_statement() {
         env!("CARGO_PKG_VERSION")
     );
 }
+
+#[test]
+#[ignore = "needs Docker and busybox-static"]
+fn a_declared_directory_output_collects_everything_under_it() {
+    let r = setup(&single_step(
+        "reports",
+        "mkdir -p /repro/out/reports/deep && echo a > /repro/out/reports/a.json && echo c > /repro/out/reports/deep/c.txt && echo m > /repro/out/model.bin",
+        "\"reports/\", \"model.bin\"",
+    ));
+    let (out, doc) = r.build_json(&["model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files: Vec<&String> = doc["steps"][0]["files"].as_object().unwrap().keys().collect();
+    assert_eq!(files, ["model.bin", "reports/a.json", "reports/deep/c.txt"]);
+}

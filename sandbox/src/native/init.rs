@@ -411,7 +411,11 @@ fn step_inner(
     nix::unistd::sethostname(HOSTNAME).map_err(sys(|| "cannot set the hostname".into()))?;
     loopback_up()?;
     set_rlimits(spec)?;
-    nix::unistd::setgroups(&[]).map_err(sys(|| "cannot drop the supplementary groups".into()))?;
+    // Supplementary groups: exactly the step's own group, as Docker gives
+    // (`id` prints `groups=65534`). Set while still host root; the user
+    // namespace then denies setgroups, so the step cannot change them.
+    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(GID)])
+        .map_err(sys(|| "cannot set the supplementary groups".into()))?;
 
     // The user namespace, mapped by the init.
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| namespace_message("user", e))?;
