@@ -98,21 +98,23 @@ fn main() {
     let root = repro_sandbox::prepare_rootfs(&store, &image)
         .expect("rootfs")
         .path;
+    // bwrap needs mount points for /proc, /dev and /tmp; the image has none,
+    // so (like the native backend) it builds the root on a tmpfs and binds
+    // each top-level entry of the image read-only.
+    let tops: Vec<String> = std::fs::read_dir(&root)
+        .expect("read the unpacked root")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !matches!(n.as_str(), "proc" | "dev" | "tmp"))
+        .collect();
     let bwrap = which("bwrap").and_then(|bwrap| {
         time_command(runs, || {
             let mut c = Command::new(&bwrap);
-            c.args(["--unshare-all", "--die-with-parent", "--ro-bind"])
-                .arg(&root)
-                .args([
-                    "/",
-                    "--proc",
-                    "/proc",
-                    "--dev",
-                    "/dev",
-                    "--tmpfs",
-                    "/tmp",
-                    "/bin/true",
-                ]);
+            c.args(["--unshare-all", "--die-with-parent", "--tmpfs", "/"]);
+            for t in &tops {
+                c.arg("--ro-bind").arg(root.join(t)).arg(format!("/{t}"));
+            }
+            c.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+            c.args(["--remount-ro", "/", "/bin/true"]);
             c
         })
     });
