@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use repro_store::{Ingest, Store};
 use tokio_util::sync::CancellationToken;
 
+mod attest;
 mod build;
 mod compare;
 mod engine;
@@ -63,6 +64,9 @@ enum Command {
     /// Signing keys
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Verification attestations: signed results of `repro verify`, yours and others'
+    #[command(subcommand)]
+    Attest(AttestCommand),
     /// Print the JSON Schema of the recipe format
     Schema,
     /// Re-hash every object in the store and name each one that is corrupt
@@ -115,6 +119,32 @@ struct VerifyArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// The key that signs the verification attestation [default: as for `build`]
+    #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AttestCommand {
+    /// List the attestations of a record, checking each signature against the store's keys
+    List {
+        /// `name@version` or a record digest
+        record: String,
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import another party's attestation: its signature must check out and it must be about a record in this store
+    Import {
+        /// The attestation (a DSSE envelope, as `repro verify` writes)
+        file: PathBuf,
+        /// The signer's public key (`.pub` file); without it the key must already be in the store
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<PathBuf>,
+        /// Refuse it unless it is about this record (`name@version` or a record digest)
+        #[arg(long = "for", value_name = "RECORD")]
+        for_record: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +172,12 @@ enum KeyCommand {
         /// Where [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
         #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
         key: Option<PathBuf>,
+        /// Your name, written into every attestation you sign
+        #[arg(long)]
+        name: Option<String>,
+        /// Your e-mail, written into every attestation you sign
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Print the public key and its id
     Show {
@@ -286,9 +322,12 @@ async fn run(cli: Cli) -> Result<u8> {
             println!("{d}");
             Ok(exit::OK)
         }
-        Command::Key(KeyCommand::Generate { key }) => {
+        Command::Key(KeyCommand::Generate { key, name, email }) => {
             let path = key_path(key)?;
             let k = keys::generate(&path)?;
+            if name.is_some() || email.is_some() {
+                attest::write_identity(&path, name, email)?;
+            }
             eprintln!(
                 "wrote `{}` and `{}`",
                 path.display(),
@@ -331,6 +370,73 @@ async fn run(cli: Cli) -> Result<u8> {
                 eprintln!("{} of {} objects are corrupt", bad.len(), blobs.len());
                 Ok(exit::CANNOT)
             }
+        }
+        Command::Attest(AttestCommand::List { record, json }) => {
+            let store = open_store(cli.store)?;
+            let d = verify::resolve_record_ref(&store, &record)?;
+            let found = attest::list(&store, &d)?;
+            if json {
+                let docs: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "attestation": c.digest.to_string(),
+                            "signature": match &c.signature { Ok(k) => serde_json::json!({"ok": true, "keyid": k}), Err(e) => serde_json::json!({"ok": false, "error": e}) },
+                            "statement": c.statement,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&docs)?);
+                return Ok(exit::OK);
+            }
+            if found.is_empty() {
+                println!("no attestations of {record} ({d})");
+            }
+            for c in &found {
+                let p = &c.statement.predicate;
+                let sig = match &c.signature {
+                    Ok(_) => "signature ok".to_string(),
+                    Err(e) => format!("SIGNATURE NOT VERIFIED: {e}"),
+                };
+                println!(
+                    "{}  {}  by {}  on {} ({}, {})  [{sig}]  {}",
+                    p.verification_result,
+                    p.time_verified,
+                    p.repro.identity,
+                    p.repro.platform.cpu_model,
+                    p.repro.platform.kernel,
+                    p.repro.platform.backend,
+                    c.digest.short(),
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Attest(AttestCommand::Import {
+            file,
+            key,
+            for_record,
+        }) => {
+            let store = open_store(cli.store)?;
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            let key = key
+                .map(|p| {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read `{}`", p.display()))?;
+                    keys::parse_public(&text).with_context(|| format!("`{}`", p.display()))
+                })
+                .transpose()?;
+            let expect = for_record
+                .map(|r| verify::resolve_record_ref(&store, &r))
+                .transpose()?;
+            let (d, st) = attest::import(&store, &bytes, key, expect)?;
+            println!(
+                "imported {d}: {} of {} by {}",
+                st.predicate.verification_result,
+                st.predicate.repro.model,
+                st.predicate.repro.identity
+            );
+            Ok(exit::OK)
         }
         Command::Schema => {
             println!(
@@ -502,11 +608,31 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
         Arc::new(Console::new(verbosity)),
         cancel,
     ));
+    let record = opened.digest;
     let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores)).await?;
+    // Sign what was found: the verification becomes evidence.
+    let attestation = match key_path(args.key).and_then(|p| Ok((keys::load(&p)?, p))) {
+        Ok((key, path)) => {
+            let identity = attest::identity_of(&path, &key);
+            let platform = platform::Platform::detect(engine.backend_description().await);
+            let envelope = attest::sign_verification(&v, &record, identity, platform, &key)?;
+            keys::publish(&store, &key.verifying_key())?;
+            Some(store.put_attestation(&record, &serde_json::to_vec_pretty(&envelope)?)?)
+        }
+        Err(e) => {
+            eprintln!("warning: the verification is not attested: {}", chain(&e));
+            None
+        }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let mut doc = serde_json::to_value(&v)?;
+        doc["attestation"] = serde_json::json!(attestation.map(|a| a.to_string()));
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", verify::render(&v));
+        if let Some(a) = attestation {
+            println!("attestation {a} (list them: repro attest list {})", v.model);
+        }
     }
     Ok(if v.reproduced { exit::OK } else { exit::FAILED })
 }

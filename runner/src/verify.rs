@@ -23,8 +23,8 @@ pub struct CannotVerify(pub String);
 
 /// A record, opened and checked.
 pub struct OpenedRecord {
-    /// Its digest, when it came from the store.
-    pub digest: Option<RecordDigest>,
+    /// Its digest (the SHA-256 of the envelope's bytes, wherever it came from).
+    pub digest: RecordDigest,
     /// The statement.
     pub statement: Statement,
     /// The key that signed it.
@@ -36,13 +36,11 @@ pub struct OpenedRecord {
 pub fn open_record(store: &Store, what: &str, trust: &[VerifyingKey]) -> Result<OpenedRecord> {
     let (bytes, digest) = if Path::new(what).is_file() {
         let b = std::fs::read(what).with_context(|| format!("cannot read `{what}`"))?;
-        (b, None)
-    } else if what.starts_with("sha256:") {
-        let d: RecordDigest = what.parse().map_err(|e| UserError(format!("{e}")))?;
-        (store.get_record(&d).map_err(tamper_or_missing)?, Some(d))
-    } else if let Some((name, version)) = what.split_once('@') {
-        let d = store.resolve_record(name, version)?;
-        (store.get_record(&d).map_err(tamper_or_missing)?, Some(d))
+        let d = RecordDigest(repro_store::Hash::of(&b));
+        (b, d)
+    } else if what.starts_with("sha256:") || what.contains('@') {
+        let d = resolve_record_ref(store, what)?;
+        (store.get_record(&d).map_err(tamper_or_missing)?, d)
     } else {
         return Err(UserError(format!(
             "`{what}` is not a record file, a record digest or `name@version`\nhint: for example `repro verify breast-cancer-classifier@1.0.0`"
@@ -75,6 +73,20 @@ pub fn open_record(store: &Store, what: &str, trust: &[VerifyingKey]) -> Result<
     })
 }
 
+/// A record digest (`sha256:...`) or `name@version`, resolved in the store.
+pub fn resolve_record_ref(store: &Store, what: &str) -> Result<RecordDigest> {
+    if what.starts_with("sha256:") {
+        return Ok(what.parse().map_err(|e| UserError(format!("{e}")))?);
+    }
+    match what.split_once('@') {
+        Some((name, version)) => Ok(store.resolve_record(name, version)?),
+        None => Err(UserError(format!(
+            "`{what}` is not a record digest or `name@version`\nhint: for example `breast-cancer-classifier@1.0.0`"
+        ))
+        .into()),
+    }
+}
+
 fn tamper_or_missing(e: repro_store::Error) -> anyhow::Error {
     anyhow::Error::new(e).context(CannotVerify(
         "the record in the store cannot be read".into(),
@@ -105,8 +117,8 @@ pub struct StepCheck {
 pub struct Verification {
     /// `name@version`.
     pub model: String,
-    /// The record's digest, if it came from the store.
-    pub record: Option<String>,
+    /// The record's digest.
+    pub record: String,
     /// The key id that signed it.
     pub signed_by: String,
     /// Every step.
@@ -196,7 +208,7 @@ pub async fn verify(
     let reproduced = steps.iter().all(|s| s.reproduced);
     Ok(Verification {
         model: format!("{}@{}", ext.name, ext.version),
-        record: opened.digest.map(|d| d.to_string()),
+        record: opened.digest.to_string(),
         signed_by: opened.signed_by,
         steps,
         reproduced,

@@ -94,6 +94,37 @@ impl Store {
         list_names(&self.record_ref_dir(name))
     }
 
+    /// Store an attestation envelope (opaque bytes) about record `record`;
+    /// returns its blob digest. Idempotent.
+    pub fn put_attestation(&self, record: &RecordDigest, envelope: &[u8]) -> Result<BlobDigest> {
+        let d = self.put_bytes(envelope)?;
+        let dir = self
+            .layout_dir()
+            .join("refs/attestations")
+            .join(record.hex());
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        self.write_atomic(&dir.join(d.hex()), b"")?;
+        Ok(d)
+    }
+
+    /// The attestations stored about record `record`, sorted by digest (not verified).
+    pub fn attestations_of(&self, record: &RecordDigest) -> Result<Vec<BlobDigest>> {
+        let dir = self
+            .layout_dir()
+            .join("refs/attestations")
+            .join(record.hex());
+        let mut out = Vec::new();
+        for name in list_names(&dir)? {
+            let hash = crate::Hash::from_hex(&name).map_err(|e| Error::Malformed {
+                what: "attestation ref",
+                digest: name.clone(),
+                why: format!("{e} (in `{}`)", dir.display()),
+            })?;
+            out.push(BlobDigest(hash));
+        }
+        Ok(out)
+    }
+
     /// The model names that have at least one record, sorted.
     pub fn record_names(&self) -> Result<Vec<String>> {
         list_names(&self.layout_dir().join("refs/records"))
