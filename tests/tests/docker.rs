@@ -577,6 +577,10 @@ fn a_declared_directory_output_collects_everything_under_it() {
     ));
     let (out, doc) = r.build_json(&["model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let files: Vec<&String> = doc["steps"][0]["files"].as_object().unwrap().keys().collect();
+    let files: Vec<&String> = doc["steps"][0]["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(files, ["model.bin", "reports/a.json", "reports/deep/c.txt"]);
 }
