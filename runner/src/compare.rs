@@ -8,7 +8,7 @@ use repro_store::{BlobDigest, FileEntry, Store, TreeDigest};
 use serde::Serialize;
 
 /// One file that differs between the recorded and the rebuilt tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileDiff {
     /// The path inside the step's outputs.
     pub path: String,
@@ -18,6 +18,37 @@ pub struct FileDiff {
     pub actual: Option<Side>,
     /// The first byte offset at which the contents differ (both regular files).
     pub first_difference: Option<u64>,
+    /// What differs, in terms of the file's format (both regular files).
+    pub explanation: Option<Explained>,
+}
+
+/// A [`repro_explain::Explanation`] as a verification reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explained {
+    /// The format the file was compared as.
+    pub format: String,
+    /// `metadata only`, `order only`, `numeric`, `unknown`.
+    pub class: String,
+    /// One line, e.g. `metadata only: zip entry timestamps`.
+    pub summary: String,
+    /// Lines for a person.
+    pub details: Vec<String>,
+    /// The same facts, structured.
+    pub facts: serde_json::Value,
+    /// The report of diffoscope, when asked for and installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diffoscope: Option<String>,
+}
+
+/// Files larger than this are compared byte by byte only (no format-aware
+/// explanation), to keep memory bounded.
+pub const EXPLAIN_LIMIT: u64 = 256 << 20;
+
+/// Options of a comparison.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompareOptions {
+    /// Hand each differing pair to diffoscope too, when it is installed.
+    pub diffoscope: bool,
 }
 
 /// One side of a differing file.
@@ -83,6 +114,7 @@ pub fn diff_trees(
     store: &Store,
     expected: &TreeDigest,
     actual: &TreeDigest,
+    opts: CompareOptions,
 ) -> Result<Vec<FileDiff>> {
     if expected == actual {
         return Ok(Vec::new());
@@ -98,21 +130,76 @@ pub fn diff_trees(
         if ea == eb {
             continue;
         }
-        let first_difference = match (ea, eb) {
+        let (first_difference, explanation) = match (ea, eb) {
             (
-                Some(FileEntry::File { digest: da, .. }),
-                Some(FileEntry::File { digest: db, .. }),
-            ) if da != db => first_difference(store, da, db)?,
-            _ => None,
+                Some(FileEntry::File {
+                    digest: da,
+                    size: sa,
+                    ..
+                }),
+                Some(FileEntry::File {
+                    digest: db,
+                    size: sb,
+                    ..
+                }),
+            ) if da != db => {
+                let first = first_difference(store, da, db)?;
+                let explained = if *sa <= EXPLAIN_LIMIT && *sb <= EXPLAIN_LIMIT {
+                    Some(explain_blobs(store, p, da, db, opts)?)
+                } else {
+                    None
+                };
+                (first, explained)
+            }
+            _ => (None, None),
         };
         out.push(FileDiff {
             path: p.clone(),
             expected: ea.map(Side::from),
             actual: eb.map(Side::from),
             first_difference,
+            explanation,
         });
     }
     Ok(out)
+}
+
+/// Explain why two versions of the file at `path` differ.
+pub fn explain_blobs(
+    store: &Store,
+    path: &str,
+    a: &BlobDigest,
+    b: &BlobDigest,
+    opts: CompareOptions,
+) -> Result<Explained> {
+    let (ba, bb) = (store.read_blob(a)?, store.read_blob(b)?);
+    let mut explained = explained(path, &ba, &bb);
+    if opts.diffoscope {
+        explained.diffoscope = run_diffoscope(&store.blob_path(a), &store.blob_path(b));
+    }
+    Ok(explained)
+}
+
+/// Explain two byte strings (two versions of the file at `path`).
+pub fn explained(path: &str, a: &[u8], b: &[u8]) -> Explained {
+    let e = repro_explain::explain(path, a, b);
+    Explained {
+        format: e.format.to_string(),
+        class: e.class.to_string(),
+        summary: e.summary,
+        details: e.details,
+        facts: e.json,
+        diffoscope: None,
+    }
+}
+
+/// diffoscope's report on two files, or a line saying why there is none.
+pub fn run_diffoscope(a: &std::path::Path, b: &std::path::Path) -> Option<String> {
+    Some(match repro_explain::diffoscope(a, b) {
+        Some(Ok(report)) => report,
+        Some(Err(e)) => format!("diffoscope failed: {e}"),
+        None => "diffoscope is not installed (hint: apt-get install diffoscope)".to_string(),
+    })
 }
 
 /// The first offset at which two blobs differ (both are re-hashed first).

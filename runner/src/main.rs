@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 mod attest;
 mod build;
 mod compare;
+mod diff;
 mod engine;
 mod env_vars;
 mod events;
@@ -50,6 +51,19 @@ enum Command {
     Build(BuildArgs),
     /// Rebuild a recorded model from scratch and compare it byte for byte
     Verify(VerifyArgs),
+    /// Explain what differs between two files, two output trees (`sha256:...`) or two records (`name@version`)
+    Diff {
+        /// The first: a file, a tree or record digest, or `name@version`
+        a: String,
+        /// The second, of the same kind
+        b: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+        /// Also hand each differing file to diffoscope (when installed) and attach its report
+        #[arg(long)]
+        diffoscope: bool,
+    },
     /// Pin every floating reference of a recipe (image archives and tags, data and code folders) in `model.lock`
     Lock {
         /// The recipe
@@ -119,6 +133,9 @@ struct VerifyArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// Also hand each differing file to diffoscope (when installed) and attach its report
+    #[arg(long)]
+    diffoscope: bool,
     /// The key that signs the verification attestation [default: as for `build`]
     #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -342,6 +359,21 @@ async fn run(cli: Cli) -> Result<u8> {
             println!("id:     {}", keys::key_id(&k.verifying_key()));
             println!("public: {}", hex::encode(k.verifying_key().as_bytes()));
             Ok(exit::OK)
+        }
+        Command::Diff {
+            a,
+            b,
+            json,
+            diffoscope,
+        } => {
+            let store = open_store(cli.store)?;
+            let d = diff::diff(&store, &a, &b, compare::CompareOptions { diffoscope })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", diff::render(&d));
+            }
+            Ok(if d.identical { exit::OK } else { exit::FAILED })
         }
         Command::Fsck => {
             let store = open_store(cli.store)?;
@@ -609,7 +641,10 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
         cancel,
     ));
     let record = opened.digest;
-    let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores)).await?;
+    let compare = compare::CompareOptions {
+        diffoscope: args.diffoscope,
+    };
+    let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores), compare).await?;
     // Sign what was found: the verification becomes evidence.
     let attestation = match key_path(args.key).and_then(|p| Ok((keys::load(&p)?, p))) {
         Ok((key, path)) => {

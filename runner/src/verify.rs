@@ -10,7 +10,7 @@ use repro_store::{RecordDigest, Store, TreeDigest};
 use serde::Serialize;
 
 use crate::build::pins_of;
-use crate::compare::{diff_trees, FileDiff};
+use crate::compare::{diff_trees, CompareOptions, FileDiff};
 use crate::engine::{BuildOptions, Engine, Plan, StepStatus};
 use crate::exit::UserError;
 use crate::keys::{self, Envelope};
@@ -132,6 +132,7 @@ pub async fn verify(
     engine: &Arc<Engine>,
     opened: OpenedRecord,
     jobs: usize,
+    compare: CompareOptions,
 ) -> Result<Verification> {
     let store = engine.store();
     let st = &opened.statement;
@@ -192,7 +193,7 @@ pub async fn verify(
             _ => None,
         });
         let files = match actual {
-            Some(a) => diff_trees(&store, &expected, &a)?,
+            Some(a) => diff_trees(&store, &expected, &a, compare)?,
             None => Vec::new(),
         };
         steps.push(StepCheck {
@@ -261,6 +262,9 @@ pub fn render(v: &Verification) -> String {
                     "             first differing byte at offset {o}\n"
                 ));
             }
+            if let Some(e) = &f.explanation {
+                render_explanation(&mut out, e, "             ");
+            }
         }
     }
     if v.reproduced {
@@ -278,4 +282,18 @@ pub fn render(v: &Verification) -> String {
         ));
     }
     out
+}
+
+/// Append an explanation: its summary, then its details indented.
+pub fn render_explanation(out: &mut String, e: &crate::compare::Explained, indent: &str) {
+    out.push_str(&format!("{indent}{}\n", e.summary));
+    for d in &e.details {
+        out.push_str(&format!("{indent}  {d}\n"));
+    }
+    if let Some(report) = &e.diffoscope {
+        out.push_str(&format!("{indent}diffoscope:\n"));
+        for line in report.lines() {
+            out.push_str(&format!("{indent}  {line}\n"));
+        }
+    }
 }
