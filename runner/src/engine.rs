@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use repro_dag::{Graph, KeyMaterial, Scheduler};
 use repro_recipes::{InputRef, Pins, Recipe};
-use repro_sandbox::{BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination};
+use repro_sandbox::{
+    BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination, Variation,
+};
 use repro_store::{ActionResult, BlobDigest, ImageDigest, Ingest, StepKey, Store, TreeDigest};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -391,15 +393,7 @@ impl Engine {
         inputs: BTreeMap<String, TreeDigest>,
         opts: BuildOptions,
     ) -> Result<StepResult> {
-        let key = KeyMaterial {
-            policy_version: repro_sandbox::POLICY_VERSION,
-            image: step.image,
-            argv: step.argv.clone(),
-            env: step.env.clone(),
-            inputs: inputs.clone(),
-            outputs: step.outputs.clone(),
-        }
-        .key();
+        let key = step_key(step, &inputs);
         let store = Arc::clone(&self.store);
         if opts.read_cache {
             let hit = blocking(move || Ok(store.ac_get(&key)?)).await?;
@@ -420,6 +414,22 @@ impl Engine {
                 });
             }
         }
+        self.execute(step, inputs, key, opts.write_cache, &|_, _| {})
+            .await
+    }
+
+    /// Run `step` in the sandbox on `inputs` (no cache lookup), move its
+    /// outputs into the store, and, if `write_cache`, remember the result
+    /// under `key`. `adjust` may change the sandbox spec first (`repro
+    /// check` uses it to vary the environment on purpose).
+    pub async fn execute(
+        &self,
+        step: &PlannedStep,
+        inputs: BTreeMap<String, TreeDigest>,
+        key: StepKey,
+        write_cache: bool,
+        adjust: &(dyn Fn(&mut StepSpec, &mut Variation) + Send + Sync),
+    ) -> Result<StepResult> {
         self.ensure_image(step.image).await?;
         let sandbox = self.sandbox().await?;
         self.reporter.event(&Event::StepStarted {
@@ -451,7 +461,7 @@ impl Engine {
         .await?;
         let out = scratch.path().join("out");
         let log_path = scratch.path().join("log");
-        let spec = StepSpec {
+        let mut spec = StepSpec {
             step: step.name.clone(),
             image: step.image,
             argv: step.argv.clone(),
@@ -461,8 +471,12 @@ impl Engine {
             log: log_path.clone(),
             limits: step.limits.clone(),
         };
+        let mut variation = Variation::default();
+        adjust(&mut spec, &mut variation);
         let started = Instant::now();
-        let outcome = sandbox.run(&spec, self.cancel.clone()).await?;
+        let outcome = sandbox
+            .run_varied(&spec, &variation, self.cancel.clone())
+            .await?;
         let duration = started.elapsed();
         if let Termination::Cancelled = outcome.termination {
             return Err(crate::exit::Interrupted.into());
@@ -486,7 +500,6 @@ impl Engine {
             Termination::Exited(c) => c,
             _ => -1,
         };
-        let write_cache = opts.write_cache;
         let failed = failure.is_some();
         let (log, output) = blocking(move || {
             if !log_path.exists() {
@@ -549,6 +562,19 @@ impl Engine {
             }
         }
     }
+}
+
+/// The key of `step` run on `inputs`.
+pub fn step_key(step: &PlannedStep, inputs: &BTreeMap<String, TreeDigest>) -> StepKey {
+    KeyMaterial {
+        policy_version: repro_sandbox::POLICY_VERSION,
+        image: step.image,
+        argv: step.argv.clone(),
+        env: step.env.clone(),
+        inputs: inputs.clone(),
+        outputs: step.outputs.clone(),
+    }
+    .key()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

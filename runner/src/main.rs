@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 mod attest;
 mod build;
+mod check;
 mod compare;
 mod diff;
 mod engine;
@@ -51,6 +52,8 @@ enum Command {
     Build(BuildArgs),
     /// Rebuild a recorded model from scratch and compare it byte for byte
     Verify(VerifyArgs),
+    /// Run each step several times under controlled variations and name what its output depends on
+    Check(CheckArgs),
     /// Explain what differs between two files, two output trees (`sha256:...`) or two records (`name@version`)
     Diff {
         /// The first: a file, a tree or record digest, or `name@version`
@@ -116,6 +119,20 @@ struct BuildArgs {
     /// The signing key [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
     #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
     key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    sandbox: SandboxArg,
+    /// The recipe
+    recipe: PathBuf,
+    /// Refuse any input that the recipe or its lock file does not pin by digest
+    #[arg(long)]
+    locked: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -305,6 +322,7 @@ async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Build(args) => build_cmd(cli.store, verbosity, args).await,
         Command::Verify(args) => verify_cmd(cli.store, verbosity, args).await,
+        Command::Check(args) => check_cmd(cli.store, verbosity, args).await,
         Command::Lock { recipe } => {
             let store = open_store(cli.store)?;
             let recipe = repro_recipes::parse_file(&recipe)?;
@@ -594,6 +612,43 @@ fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
         "duration_ms": s.duration.as_millis() as u64,
         "reason": s.reason,
         "files": files,
+    })
+}
+
+async fn check_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: CheckArgs) -> Result<u8> {
+    let store = open_store(store)?;
+    let recipe = repro_recipes::parse_file(&args.recipe)?;
+    engine::check_graph(&recipe)?;
+    let verbosity = if args.json {
+        Verbosity::Quiet
+    } else {
+        verbosity
+    };
+    let cancel = CancellationToken::new();
+    on_ctrl_c(cancel.clone());
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&store),
+        args.sandbox.kind,
+        Arc::new(Console::new(verbosity)),
+        cancel,
+    ));
+    let pins = if args.locked {
+        build::resolve_locked(&engine, &recipe).await?
+    } else {
+        build::resolve(&engine, &recipe).await?.0
+    };
+    let plan = engine::Plan::new(&recipe, &pins)?;
+    let model = format!("{}@{}", recipe.model.name, recipe.model.version);
+    let report = check::check(&engine, &plan, model).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", check::render(&report));
+    }
+    Ok(if report.stable {
+        exit::OK
+    } else {
+        exit::FAILED
     })
 }
 

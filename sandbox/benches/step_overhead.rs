@@ -5,11 +5,19 @@
 //! and a Markdown table for the benchmark notes.
 //!
 //! Run as root: `cargo bench -p repro-sandbox --bench step_overhead`
-//! (`REPRO_BENCH_RUNS` sets the number of runs of each, default 100).
+//! (`REPRO_BENCH_RUNS` sets the number of runs of each, default 100;
+//! `REPRO_BENCH_INIT` the init executable, default the small
+//! `repro-sandbox-init`: point it at a built `target/release/repro` to
+//! measure the production binary, which runs the same init as
+//! `repro __sandbox-init`). A bare `/bin/true` (fork and exec, no sandbox)
+//! is measured too, as the floor, and the native sandbox a second time
+//! with a pause of [`SPACED_GAP`] before each step
+//! ([`SPACED_RUNS`] runs): steps of a real build are seconds apart, and some
+//! kernel costs (an RCU grace period taken by a cgroup move, for one) show
+//! only when the previous step is not a few milliseconds old.
 //! `bwrap` (Debian's `bubblewrap`) and a Docker daemon are measured when
 //! present and reported as missing otherwise.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 /// `docker run` costs hundreds of milliseconds; 60 runs are enough for its median.
 const DOCKER_RUNS: usize = 60;
+
+/// The pause before each step of the spaced native runs.
+const SPACED_GAP: Duration = Duration::from_millis(50);
+/// How many spaced native runs.
+const SPACED_RUNS: usize = 30;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -57,12 +70,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let init = env!("CARGO_BIN_EXE_repro-sandbox-init");
+    let init = std::env::var_os("REPRO_BENCH_INIT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_repro-sandbox-init").into());
+    let init = init.as_path();
 
     // Native, through the API the runner uses: a fresh output directory and
     // log per run, as a build does.
-    let native =
-        NativeSandbox::new(store.clone(), init.into()).expect("native sandbox (run as root)");
+    let native = NativeSandbox::new(store.clone(), init.to_path_buf())
+        .expect("native sandbox (run as root)");
     let sandbox = Sandbox::Native(native);
     runtime
         .block_on(sandbox.ensure_image(&store, &image))
@@ -93,6 +109,17 @@ fn main() {
         native_times.push(t.elapsed());
         assert!(outcome.success(), "/bin/true failed in the native sandbox");
     }
+    let mut spaced_times = Vec::with_capacity(SPACED_RUNS);
+    for i in 0..SPACED_RUNS {
+        std::thread::sleep(SPACED_GAP);
+        let s = spec(2_000_000 + i);
+        let t = Instant::now();
+        let outcome = runtime
+            .block_on(sandbox.run(&s, CancellationToken::new()))
+            .expect("native run");
+        spaced_times.push(t.elapsed());
+        assert!(outcome.success(), "/bin/true failed in the native sandbox");
+    }
 
     // The same root for bwrap: the native backend's unpacked copy.
     let root = repro_sandbox::prepare_rootfs(&store, &image)
@@ -121,7 +148,7 @@ fn main() {
 
     // Docker on the same image (loaded from the store; referenced by its ID).
     let docker = runtime.block_on(async {
-        let d = Sandbox::connect(repro_sandbox::BackendKind::Docker, &store, Path::new(init))
+        let d = Sandbox::connect(repro_sandbox::BackendKind::Docker, &store, init)
             .await
             .ok()?;
         d.ensure_image(&store, &image).await.ok()?;
@@ -136,14 +163,23 @@ fn main() {
         })
     });
 
+    let bare = time_command(runs, || Command::new("/bin/true"));
+
     let n = median(native_times);
     println!("runs of each: {runs} (docker: {DOCKER_RUNS})");
-    println!("native sandbox          median {}", ms(n));
+    println!("init executable: {}", init.display());
+    println!("native sandbox                  median {}", ms(n));
     let mut table = format!(
         "| what | median | native / it |\n| --- | --- | --- |\n| repro native sandbox ({runs} runs) | {} | 1 |\n",
         ms(n)
     );
+    let spaced_name = format!(
+        "native, {} ms apart ({SPACED_RUNS} runs)",
+        SPACED_GAP.as_millis()
+    );
     for (name, times) in [
+        (spaced_name.as_str(), Some(spaced_times)),
+        ("/bin/true (no sandbox)", bare),
         ("bwrap --unshare-all", bwrap),
         ("docker run --rm --network none", docker),
     ] {
@@ -151,11 +187,11 @@ fn main() {
             Some(t) => {
                 let m = median(t);
                 let ratio = n.as_secs_f64() / m.as_secs_f64();
-                println!("{name:<24}median {}   native/{name} = {ratio:.3}", ms(m));
+                println!("{name:<32}median {}   native/{name} = {ratio:.3}", ms(m));
                 table.push_str(&format!("| `{name}` | {} | {ratio:.3} |\n", ms(m)));
             }
             None => {
-                println!("{name:<24}not measured (not installed or not running)");
+                println!("{name:<32}not measured (not installed or not running)");
                 table.push_str(&format!("| `{name}` | not measured | |\n"));
             }
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use repro_store::{ImageDigest, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::{BackendInfo, DockerSandbox, NativeSandbox, Outcome, Result, StepSpec};
+use crate::{BackendInfo, DockerSandbox, NativeSandbox, Outcome, Result, StepSpec, Variation};
 
 /// Which backend runs the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,27 @@ impl Sandbox {
         match self {
             Sandbox::Native(s) => s.run(spec, cancel).await.map_err(boxed),
             Sandbox::Docker(s) => s.run(spec, cancel).await,
+        }
+    }
+
+    /// Run one step with deliberate changes to the contract (`repro check`).
+    /// Only the native backend can vary the sandbox; Docker refuses any
+    /// variation other than none.
+    pub async fn run_varied(
+        &self,
+        spec: &StepSpec,
+        variation: &Variation,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
+        if variation.is_none() {
+            return self.run(spec, cancel).await;
+        }
+        match self {
+            Sandbox::Native(s) => s.run_varied(spec, variation, cancel).await.map_err(boxed),
+            Sandbox::Docker(_) => Err(crate::Error::InvalidSpec {
+                step: spec.step.clone(),
+                why: "the Docker backend cannot vary the sandbox; run `repro check` with `--sandbox native`".to_string(),
+            }),
         }
     }
 

@@ -62,6 +62,7 @@ mod error;
 pub mod native;
 mod rootfs;
 mod spec;
+mod variation_stub;
 
 use std::collections::BTreeMap;
 
@@ -70,7 +71,7 @@ pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
 pub use error::{Error, Result};
 pub use native::NativeSandbox;
 pub use rootfs::{check_rootfs, prepare_rootfs, Rootfs, RootfsError};
-pub use spec::{Limits, Mount, Outcome, StepSpec, Termination};
+pub use spec::{Limits, Mount, Outcome, StepSpec, Termination, Variation};
 
 /// The version of the sandbox contract. Bump it when anything in the
 /// contract changes: it is part of every step key, so old cache entries stop

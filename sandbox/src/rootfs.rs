@@ -54,6 +54,14 @@
 //!   directory of `1000:1000` with mode `0700`) differ: under Docker the
 //!   step cannot read them either, here it cannot write them; neither is
 //!   the step's user.
+//! - **Mount points.** After the last layer, the directories the native
+//!   sandbox mounts on (`/dev`, `/proc`, `/tmp`, `/repro`, `/repro/in`,
+//!   `/repro/out`) are created, mode `0755`, where the image has nothing at
+//!   that path (an image's own file or symlink there is left alone). They
+//!   are part of the tree and of its listing like any other directory. With
+//!   them the sandbox binds the cached root as it is; without them (a root
+//!   unpacked by an older version) it must lay a throwaway overlay on it
+//!   for every step, which costs time.
 //! - **Times.** Every modification time is set to 0 (the Unix epoch).
 //! - **Durability.** The listing files are fsynced before the rename, the
 //!   unpacked files are not (that would cost seconds for a large image). A
@@ -294,6 +302,7 @@ pub fn prepare_rootfs(store: &Store, image: &ImageDigest) -> Result<Rootfs> {
         unpacker.apply_layer(store, layer)?;
     }
     let dir_modes = std::mem::take(&mut unpacker.dir_modes);
+    add_mount_points(&root).map_err(io_err("create the mount points in", &root_path))?;
     finish_dirs(&root, &[], &dir_modes).map_err(io_err("set the modes in", &root_path))?;
     let root_mode = dir_modes.get(&Vec::new()).copied().unwrap_or(0o755);
     fs::set_permissions(&root_path, fs::Permissions::from_mode(root_mode))
@@ -1021,6 +1030,34 @@ impl Unpacker<'_> {
 /// time 0, children first so a read-only directory is finished last.
 /// (`cap_std` directory handles are `O_PATH`, so each directory is changed
 /// through its parent.)
+/// The directories the native sandbox mounts on, parents first.
+const MOUNT_POINTS: &[&str] = &["dev", "proc", "tmp", "repro", "repro/in", "repro/out"];
+
+/// Create each of [`MOUNT_POINTS`] that is missing, mode `0755` (see the
+/// module docs); anything already at that path is left as it is.
+fn add_mount_points(root: &Dir) -> io::Result<()> {
+    for p in MOUNT_POINTS {
+        // A missing parent (because the image has a file or symlink there)
+        // makes the child fail too: skip it, the sandbox then overlays.
+        let parent_ok = match p.rsplit_once('/') {
+            Some((parent, _)) => root.symlink_metadata(parent).is_ok_and(|m| m.is_dir()),
+            None => true,
+        };
+        if !parent_ok {
+            continue;
+        }
+        match root.symlink_metadata(p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                root.create_dir(p)?;
+                root.set_permissions(p, cap_std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn finish_dirs(d: &Dir, k: &[u8], modes: &BTreeMap<Vec<u8>, u32>) -> io::Result<()> {
     let mut subdirs = Vec::new();
     for e in d.entries()? {
@@ -1255,6 +1292,37 @@ fn diff_listings(recorded: &[u8], actual: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_added_but_an_images_own_entries_are_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path();
+        std::os::unix::fs::symlink("/var/tmp", p.join("tmp")).expect("symlink");
+        fs::write(p.join("repro"), b"a file").expect("write");
+        fs::create_dir(p.join("proc")).expect("mkdir");
+        fs::set_permissions(p.join("proc"), fs::Permissions::from_mode(0o555)).expect("chmod");
+        let dir = Dir::open_ambient_dir(p, ambient_authority()).expect("open");
+        add_mount_points(&dir).expect("mount points");
+        let mode = |n: &str| {
+            fs::symlink_metadata(p.join(n))
+                .expect(n)
+                .permissions()
+                .mode()
+        };
+        assert!(p.join("dev").is_dir());
+        assert_eq!(mode("dev") & 0o7777, 0o755);
+        assert_eq!(
+            mode("proc") & 0o7777,
+            0o555,
+            "an existing directory is left alone"
+        );
+        assert!(fs::symlink_metadata(p.join("tmp"))
+            .expect("tmp")
+            .is_symlink());
+        assert!(!p.join("var").exists(), "a symlink was followed");
+        assert!(p.join("repro").is_file());
+        add_mount_points(&dir).expect("a second time changes nothing");
+    }
 
     #[test]
     fn components_refuse_absolute_and_dotdot_and_drop_dots() {

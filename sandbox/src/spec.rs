@@ -65,6 +65,34 @@ pub struct StepSpec {
     pub limits: Limits,
 }
 
+/// Deliberate changes to the sandbox contract, used by `repro check` to
+/// find what a step secretly depends on. The default changes nothing; a run
+/// with any change is never cached or recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variation {
+    /// Another hostname instead of [`HOSTNAME`](crate::HOSTNAME).
+    pub hostname: Option<String>,
+    /// Another uid and gid instead of [`UID`](crate::UID):[`GID`](crate::GID).
+    pub uid: Option<u32>,
+    /// A umask for the step's process (the contract leaves the image's default, `022`).
+    pub umask: Option<u32>,
+    /// Restrict the step to this many CPUs (its affinity mask).
+    pub cpus: Option<usize>,
+    /// Mount the inputs and outputs under this directory instead of `/repro`
+    /// (`<root>/in/<name>`, `<root>/out`); the caller rewrites argv and env.
+    pub mount_root: Option<String>,
+    /// Lay the inputs out so that listing a directory returns its entries in
+    /// another order than the plain bind mount does.
+    pub reverse_listing: bool,
+}
+
+impl Variation {
+    /// Whether this changes nothing.
+    pub fn is_none(&self) -> bool {
+        *self == Variation::default()
+    }
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {

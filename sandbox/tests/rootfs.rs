@@ -225,11 +225,17 @@ fn two_layers_with_whiteouts_and_an_opaque_dir_give_the_expected_tree() {
     assert_eq!(meta.mtime(), 0);
     assert_eq!(meta.uid(), own_uid());
     assert_eq!(std::fs::metadata(r.join("opt")).expect("opt").mtime(), 0);
+    // The sandbox's mount points are added, like any directory, at mtime 0.
+    assert_eq!(
+        std::fs::metadata(r.join("repro/out")).expect("out").mtime(),
+        0
+    );
 
     let listing = listing(&root);
     let expected = format!(
         "repro-rootfs-listing 1
 . dir 0755
+dev dir 0755
 etc dir 0755
 etc/b file 0644 1 {}
 new dir 0755
@@ -237,6 +243,11 @@ new/implicit dir 0755
 new/implicit/parents file 0644 1 {}
 opt dir 0750
 opt/new file 0644 3 {}
+proc dir 0755
+repro dir 0755
+repro/in dir 0755
+repro/out dir 0755
+tmp dir 0755
 var dir 0755
 var/becomes-dir dir 0700
 var/becomes-file file 0644 10 {}

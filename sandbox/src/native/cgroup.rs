@@ -196,9 +196,22 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files the init writes its pid to.
-    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    /// The files the init writes `0` (itself) to, to join the run's
+    /// cgroups before it creates anything.
+    ///
+    /// On v1 these are the `tasks` files, not `cgroup.procs`: the kernel
+    /// moves a whole thread group (`cgroup.procs`) only under the global
+    /// `cgroup_threadgroup_rwsem` write lock, whose first taking after an
+    /// idle moment waits for an RCU grace period (10 to 20 ms on a small
+    /// VM, which was the largest single cost of a step), while a thread
+    /// moving itself through `tasks` skips that lock. The init is
+    /// single-threaded, so moving its one thread moves the process (and
+    /// the step is forked by that thread, so it is born in the cgroup even
+    /// if the init had other threads). v2 refuses thread moves into
+    /// domain cgroups, so it keeps `cgroup.procs`.
+    pub(crate) fn join_files(&self) -> Vec<PathBuf> {
+        let file = if self.v2 { "cgroup.procs" } else { "tasks" };
+        self.dirs.iter().map(|d| d.join(file)).collect()
     }
 
     /// Whether the kernel killed a process of this cgroup for running out
@@ -365,7 +378,9 @@ mod tests {
             fs::read_to_string(dir.path().join("cpu/repro/run-1/cpu.cfs_quota_us")).expect("read"),
             "50000"
         );
-        assert_eq!(cg.procs_files().len(), 3);
+        let join = cg.join_files();
+        assert_eq!(join.len(), 3);
+        assert!(join.iter().all(|f| f.ends_with("tasks")), "{join:?}");
         assert!(!cg.oom_killed());
         // A real cgroup directory holds only kernel files; the fake one
         // holds the files written above, so empty it first.

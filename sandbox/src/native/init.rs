@@ -223,10 +223,11 @@ fn unshare_namespaces() -> Result<(), String> {
 
 /// The init's side of one run; returns how the step ended.
 fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
-    let pid = std::process::id().to_string();
-    for procs in &spec.cgroup_procs {
-        fs::write(procs, &pid)
-            .map_err(|e| format!("cannot join the cgroup `{}`: {e}", procs.display()))?;
+    // `0` is the writing thread itself; this process has only one (see
+    // `Cgroup::join_files` for why v1 joins through `tasks`).
+    for file in &spec.cgroup_join {
+        fs::write(file, "0")
+            .map_err(|e| format!("cannot join the cgroup `{}`: {e}", file.display()))?;
     }
     let prep = prepare(spec)?;
     unshare_namespaces()?;

@@ -369,7 +369,7 @@ impl NativeSandbox {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             tmp_bytes: limits.memory_bytes.unwrap_or(DEFAULT_TMP_BYTES),
-            cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
+            cgroup_join: cgroup.as_ref().map(Cgroup::join_files).unwrap_or_default(),
             rlimits,
         };
         let mut cgroup = cgroup;

@@ -28,8 +28,9 @@ pub(crate) struct InitSpec {
     pub env: Vec<(String, String)>,
     /// The size of the `/tmp` tmpfs in bytes.
     pub tmp_bytes: u64,
-    /// The `cgroup.procs` files the init joins before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The cgroup files (`tasks` on v1, `cgroup.procs` on v2) the init
+    /// writes `0` to, joining the run's cgroups before anything else.
+    pub cgroup_join: Vec<PathBuf>,
     /// Limits enforced with rlimits (when there are no cgroups).
     pub rlimits: Rlimits,
 }
@@ -149,7 +150,7 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), "echo 'a\nb'".into()],
             env: vec![("PATH".into(), "/bin".into())],
             tmp_bytes: 1 << 20,
-            cgroup_procs: vec!["/sys/fs/cgroup/pids/repro/x/cgroup.procs".into()],
+            cgroup_join: vec!["/sys/fs/cgroup/pids/repro/x/tasks".into()],
             rlimits: Rlimits {
                 address_space: Some(7),
                 ..Rlimits::default()
