@@ -722,6 +722,17 @@ mod tests {
         assert!(err.contains("is a directory"), "{err}");
     }
 
+    /// The recipe format refuses exactly the variables the sandbox fixes
+    /// (the two crates cannot share the list: neither depends on the other).
+    #[test]
+    fn recipes_refuse_exactly_the_variables_the_sandbox_fixes() {
+        let recipes: BTreeSet<&str> = repro_recipes::SANDBOX_FIXED_ENV.iter().copied().collect();
+        let sandbox: BTreeSet<&str> = repro_sandbox::FIXED_ENV_NAMES.iter().copied().collect();
+        assert_eq!(recipes, sandbox);
+        let base = repro_sandbox::base_env(0, 0, 1);
+        assert_eq!(base.keys().map(String::as_str).collect::<BTreeSet<_>>(), sandbox);
+    }
+
     #[test]
     fn log_tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
