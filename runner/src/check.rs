@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use repro_sandbox::{StepSpec, Variation};
@@ -93,6 +93,10 @@ impl Knob {
 pub const WALL_CLOCK: &str = "wall-clock time (or unseeded randomness)";
 
 const ALT_ROOT: &str = "/repro-check";
+
+/// The pause between the end of the first baseline and the start of the
+/// second.
+const BASELINE_GAP: Duration = Duration::from_millis(2100);
 
 /// Apply `knobs` to a step's spec and sandbox variation.
 fn apply(knobs: &BTreeSet<Knob>, spec: &mut StepSpec, variation: &mut Variation) {
@@ -256,7 +260,6 @@ pub async fn check(engine: &Arc<Engine>, plan: &Plan, model: String) -> Result<C
             runs: 0,
         };
         let none = BTreeSet::new();
-        let started = Instant::now();
         let base = match r.run(&none).await? {
             Ok(t) => t,
             Err(why) => {
@@ -272,10 +275,13 @@ pub async fn check(engine: &Arc<Engine>, plan: &Plan, model: String) -> Result<C
             }
         };
         outputs.insert(name.to_string(), base);
-        // The second baseline starts over two seconds after the first (zip
-        // entries store times in two-second steps).
-        let gap = Duration::from_millis(2100).saturating_sub(started.elapsed());
-        tokio::time::sleep(gap).await;
+        // The second baseline starts over two seconds after the first one
+        // ended (zip entries store times in two-second steps), so whatever
+        // either run read from the clock, at any point of the run, differs
+        // by more than two seconds. Counting from the first run's start is
+        // not enough: its time may go to preparing the image's root before
+        // the step reads the clock at its very end.
+        tokio::time::sleep(BASELINE_GAP).await;
         let mut causes = Vec::new();
         let changed = match r.run(&none).await? {
             Ok(t) if t == base => {

@@ -730,7 +730,10 @@ mod tests {
         let sandbox: BTreeSet<&str> = repro_sandbox::FIXED_ENV_NAMES.iter().copied().collect();
         assert_eq!(recipes, sandbox);
         let base = repro_sandbox::base_env(0, 0, 1);
-        assert_eq!(base.keys().map(String::as_str).collect::<BTreeSet<_>>(), sandbox);
+        assert_eq!(
+            base.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+            sandbox
+        );
     }
 
     #[test]

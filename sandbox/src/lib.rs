@@ -48,6 +48,12 @@
 //! Not controlled (yet): the umask (the image's default, normally `022`),
 //! the kernel, and the CPU model; the runner records the platform.
 //!
+//! `repro check` breaks the contract on purpose, one setting at a time
+//! ([`Variation`]: hostname, uid, umask, visible CPUs, mount path, listing
+//! order of the inputs), through [`Sandbox::run_varied`]; only the native
+//! backend applies variations, and `Variation::default()` is exactly the
+//! contract.
+//!
 //! Known differences between the backends that do not touch the contract:
 //! files of the image and of the inputs appear owned by `65534` under the
 //! native backend (host root is not mapped into its user namespace) and by
@@ -62,7 +68,6 @@ mod error;
 pub mod native;
 mod rootfs;
 mod spec;
-mod variation_stub;
 
 use std::collections::BTreeMap;
 

@@ -67,22 +67,39 @@ pub struct StepSpec {
 
 /// Deliberate changes to the sandbox contract, used by `repro check` to
 /// find what a step secretly depends on. The default changes nothing; a run
-/// with any change is never cached or recorded.
+/// with any change is never cached or recorded. Only the native backend
+/// applies them ([`NativeSandbox::run_varied`](crate::NativeSandbox::run_varied));
+/// what it cannot apply is [`Error::InvalidSpec`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variation {
-    /// Another hostname instead of [`HOSTNAME`](crate::HOSTNAME).
+    /// The UTS hostname inside instead of [`HOSTNAME`](crate::HOSTNAME)
+    /// (1 to 64 bytes).
     pub hostname: Option<String>,
-    /// Another uid and gid instead of [`UID`](crate::UID):[`GID`](crate::GID).
+    /// Run as this uid, with the same number as gid and as the one
+    /// supplementary group, instead of [`UID`](crate::UID):[`GID`](crate::GID).
+    /// The user namespace maps this id (to the same host id) instead of
+    /// `65534`, so files the step writes belong to it on the host. Not `0`.
     pub uid: Option<u32>,
-    /// A umask for the step's process (the contract leaves the image's default, `022`).
+    /// The umask set right before the step is executed (at most `0777`);
+    /// without it the step keeps the image's default, `022`.
     pub umask: Option<u32>,
-    /// Restrict the step to this many CPUs (its affinity mask).
+    /// Restrict the step's CPU affinity to the first this many CPUs it may
+    /// use (all of them when there are fewer), so `nproc` (without
+    /// `OMP_NUM_THREADS`) and `os.sched_getaffinity` see this many. At
+    /// least 1. The CPU quota of [`Limits::cpus`] is unchanged.
     pub cpus: Option<usize>,
-    /// Mount the inputs and outputs under this directory instead of `/repro`
-    /// (`<root>/in/<name>`, `<root>/out`); the caller rewrites argv and env.
+    /// Mount the inputs and the output under this directory instead of
+    /// `/repro` (`<root>/in/<name>`, `<root>/out`); the caller rewrites argv
+    /// and env. An absolute path of plain components, not `/` and not under
+    /// `/tmp`, `/dev` or `/proc`; its directories are created in a
+    /// throwaway overlay on the image root (the cached root is not written).
     pub mount_root: Option<String>,
-    /// Lay the inputs out so that listing a directory returns its entries in
-    /// another order than the plain bind mount does.
+    /// Lay the inputs out so that listing any of their directories returns
+    /// the entries in the reverse of the order the plain bind mount gives:
+    /// each input is copied into a private tmpfs at its mount point (file
+    /// bytes streamed, modes, owners and modification times kept, read-only
+    /// afterwards). Directory sizes, as `stat` reports them, are the
+    /// tmpfs's. The copies count against the step's memory limit.
     pub reverse_listing: bool,
 }
 

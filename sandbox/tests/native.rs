@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use repro_sandbox::native::Error;
-use repro_sandbox::{base_env, Limits, Mount, NativeSandbox, StepSpec, Termination};
+use repro_sandbox::{base_env, Limits, Mount, NativeSandbox, StepSpec, Termination, Variation};
 use repro_store::{ImageDigest, Store};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,27 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("run `{}`: {e}", spec.step));
         let log = std::fs::read_to_string(&spec.log).expect("read log");
         (outcome.termination, log)
+    }
+
+    /// Run `spec` under `variation` (a fresh output directory and log, so
+    /// the same spec can run again); exit 0 expected, returns the log.
+    async fn run_varied(&self, spec: &StepSpec, variation: &Variation) -> String {
+        let mut spec = spec.clone();
+        let tag = unique("varied");
+        spec.output = self.dir.path().join(format!("{tag}-out"));
+        spec.log = self.dir.path().join("logs").join(format!("{tag}.log"));
+        let outcome = self
+            .sandbox
+            .run_varied(&spec, variation, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("run `{}` with {variation:?}: {e}", spec.step));
+        let log = std::fs::read_to_string(&spec.log).expect("read log");
+        assert_eq!(
+            outcome.termination,
+            Termination::Exited(0),
+            "{variation:?}:\n{log}"
+        );
+        log
     }
 }
 
@@ -515,4 +536,251 @@ async fn overhead_of_a_true_step() {
             times[times.len() - 1]
         );
     }
+}
+
+/// A script printing what the identity variations change, one per line:
+/// hostname, uid, gid, groups, umask, visible CPUs, the CPUs of the
+/// affinity mask, and the mode of a file the step creates.
+const IDENTITY: &str = "hostname; id -u; id -g; id -G; umask; nproc; \
+    grep Cpus_allowed_list /proc/self/status; \
+    touch /repro/out/f; stat -c %a /repro/out/f";
+
+/// The CPUs of this process's affinity mask (what a sandbox sees without
+/// the CPU variation).
+fn host_cpus() -> usize {
+    std::thread::available_parallelism()
+        .expect("available_parallelism")
+        .get()
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_default_variation_changes_nothing() {
+    let f = fixture().await;
+    let input = f.dir.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    for i in 0..12 {
+        std::fs::write(input.join(format!("f{i:02}")), format!("{i}\n")).expect("write");
+    }
+    let mut spec = f.spec(
+        "novariation",
+        &format!("{IDENTITY}; find /repro/in/data; cat /repro/in/data/f07"),
+    );
+    spec.inputs = vec![Mount {
+        name: "data".into(),
+        host: input,
+    }];
+    let (t, plain) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{plain}");
+    let varied = f.run_varied(&spec, &Variation::default()).await;
+    assert_eq!(varied, plain);
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines[..5], ["repro", "65534", "65534", "65534", "0022"]);
+    assert_eq!(lines[5], host_cpus().to_string(), "{plain}");
+    assert_eq!(lines[7], "644", "{plain}");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn hostname_uid_umask_and_cpus_variations_take_effect() {
+    let f = fixture().await;
+    let spec = f.spec("identityvaried", IDENTITY);
+    let variation = Variation {
+        hostname: Some("elsewhere".into()),
+        uid: Some(1000),
+        umask: Some(0o077),
+        cpus: Some(1),
+        ..Variation::default()
+    };
+    let log = f.run_varied(&spec, &variation).await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[..6],
+        ["elsewhere", "1000", "1000", "1000", "0077", "1"],
+        "{log}"
+    );
+    assert_eq!(lines[7], "600", "umask 077 gives a file mode 600:\n{log}");
+    // One CPU: a single number, no range or list.
+    let cpus = line_value(&log, "Cpus_allowed_list:");
+    assert!(cpus.parse::<u32>().is_ok(), "{log}");
+
+    // Each alone changes only its own line.
+    let single = [
+        (
+            Variation {
+                hostname: Some("other".into()),
+                ..Variation::default()
+            },
+            0,
+            "other",
+        ),
+        (
+            Variation {
+                uid: Some(4242),
+                ..Variation::default()
+            },
+            1,
+            "4242",
+        ),
+        (
+            Variation {
+                umask: Some(0o027),
+                ..Variation::default()
+            },
+            4,
+            "0027",
+        ),
+    ];
+    let (_, plain) = f.run(&spec).await;
+    let plain: Vec<&str> = plain.lines().collect();
+    for (v, line, want) in single {
+        let log = f.run_varied(&spec, &v).await;
+        let got: Vec<&str> = log.lines().collect();
+        assert_eq!(got[line], want, "{v:?}:\n{log}");
+        for (i, (a, b)) in got.iter().zip(&plain).enumerate() {
+            let changed_too =
+                (v.uid.is_some() && (i == 2 || i == 3)) || (v.umask.is_some() && i == 7);
+            if i != line && !changed_too {
+                assert_eq!(a, b, "{v:?} changed line {i}:\n{log}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_listing_variation_reverses_input_listings_and_keeps_the_bytes() {
+    let f = fixture().await;
+    let input = f.dir.path().join("listing-input");
+    std::fs::create_dir_all(input.join("sub")).expect("mkdir");
+    for i in 0..12 {
+        let name = format!("part-{i:02}-{}.csv", ["q", "b", "x", "m"][i % 4]);
+        std::fs::write(input.join(&name), format!("a,b\n{i},2\n")).expect("write");
+        std::fs::write(input.join("sub").join(&name), "nested\n").expect("write");
+    }
+    std::fs::set_permissions(
+        input.join("part-03-m.csv"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("part-00-q.csv", input.join("link")).expect("symlink");
+    let mut spec = f.spec(
+        "listing",
+        "find /repro/in/data -mindepth 1 -maxdepth 1 > /repro/out/top; \
+         find /repro/in/data/sub -mindepth 1 > /repro/out/sub; \
+         cd /repro/in/data && for p in $(find . | sort); do \
+           if [ -L $p ]; then echo \"$p -> $(readlink $p)\"; \
+           elif [ -f $p ]; then echo \"$p $(stat -c '%a %s' $p) $(md5sum < $p)\"; \
+           else echo \"$p $(stat -c %a $p)\"; fi; \
+         done > /repro/out/content; \
+         touch /repro/in/data/new 2>/dev/null && echo WROTE; true",
+    );
+    spec.inputs = vec![Mount {
+        name: "data".into(),
+        host: input.clone(),
+    }];
+    let read = |out: &Path, f: &str| std::fs::read_to_string(out.join(f)).expect("read");
+    let (t, log) = f.run(&spec).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    let plain_out = spec.output.clone();
+
+    let mut varied_spec = spec.clone();
+    varied_spec.output = f.dir.path().join(format!("{}-varied-out", spec.step));
+    let variation = Variation {
+        reverse_listing: true,
+        ..Variation::default()
+    };
+    let outcome = f
+        .sandbox
+        .run_varied(&varied_spec, &variation, CancellationToken::new())
+        .await
+        .expect("run varied");
+    let log = std::fs::read_to_string(&varied_spec.log).expect("log");
+    assert_eq!(outcome.termination, Termination::Exited(0), "{log}");
+    assert!(!log.contains("WROTE"), "the copy is writable:\n{log}");
+    assert!(!input.join("new").exists());
+
+    for listing in ["top", "sub"] {
+        let plain = read(&plain_out, listing);
+        let varied = read(&varied_spec.output, listing);
+        let plain: Vec<&str> = plain.lines().collect();
+        let mut varied: Vec<&str> = varied.lines().collect();
+        assert!(plain.len() >= 12, "{plain:?}");
+        assert_ne!(varied, plain, "`{listing}` lists in the same order");
+        varied.reverse();
+        assert_eq!(varied, plain, "`{listing}` is not the reverse");
+    }
+    let content = read(&plain_out, "content");
+    assert!(content.contains("./part-03-m.csv 755 8"), "{content}");
+    assert!(content.contains("./link -> part-00-q.csv"), "{content}");
+    assert_eq!(read(&varied_spec.output, "content"), content);
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_mount_root_variation_moves_inputs_and_output() {
+    let f = fixture().await;
+    let input = f.dir.path().join("moved-input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    std::fs::write(input.join("a.txt"), "moved\n").expect("write");
+    let mut spec = f.spec(
+        "mountroot",
+        "cat /elsewhere/in/data/a.txt; echo out > /elsewhere/out/o; \
+         ls /repro/in/data 2>/dev/null || echo 'no /repro/in/data'; \
+         touch /elsewhere/in/data/x 2>/dev/null && echo WROTE; true",
+    );
+    spec.inputs = vec![Mount {
+        name: "data".into(),
+        host: input.clone(),
+    }];
+    let variation = Variation {
+        mount_root: Some("/elsewhere".into()),
+        ..Variation::default()
+    };
+    let mut varied = spec.clone();
+    varied.output = f.dir.path().join(format!("{}-varied-out", spec.step));
+    let outcome = f
+        .sandbox
+        .run_varied(&varied, &variation, CancellationToken::new())
+        .await
+        .expect("run varied");
+    let log = std::fs::read_to_string(&varied.log).expect("log");
+    assert_eq!(outcome.termination, Termination::Exited(0), "{log}");
+    assert_eq!(log, "moved\nno /repro/in/data\n");
+    assert_eq!(
+        std::fs::read_to_string(varied.output.join("o")).expect("output"),
+        "out\n"
+    );
+    assert!(!input.join("x").exists());
+
+    // Together with the listing variation, the copies go to the new place.
+    let both = Variation {
+        reverse_listing: true,
+        ..variation
+    };
+    let mut again = spec.clone();
+    again.output = f.dir.path().join(format!("{}-both-out", spec.step));
+    let log = f.run_varied(&again, &both).await;
+    assert_eq!(log, "moved\nno /repro/in/data\n");
+}
+
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_variation_the_sandbox_cannot_apply_is_refused_before_running() {
+    let f = fixture().await;
+    let spec = f.spec("refused", "echo ran > /repro/out/ran");
+    let err = f
+        .sandbox
+        .run_varied(
+            &spec,
+            &Variation {
+                mount_root: Some("/tmp/x".into()),
+                ..Variation::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("`/tmp/x`"), "{err}");
+    assert!(!spec.output.join("ran").exists());
 }

@@ -140,6 +140,9 @@ struct Prepared {
     candidates: Vec<CString>,
     filters: Vec<BpfProgram>,
     cap_last: u32,
+    /// The step's uid and gid (the same number).
+    uid: u32,
+    gid: u32,
 }
 
 fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
@@ -180,12 +183,18 @@ fn prepare(spec: &InitSpec) -> Result<Prepared, String> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
+    let (uid, gid) = match spec.variation.uid {
+        Some(id) => (id, id),
+        None => (UID, GID),
+    };
     Ok(Prepared {
         argv,
         envp,
         candidates,
         filters,
         cap_last,
+        uid,
+        gid,
     })
 }
 
@@ -253,7 +262,7 @@ fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
         Ok(ForkResult::Parent { child }) => {
             drop(ready_w);
             drop(go_r);
-            supervise(child, ready_r, go_w, sock)
+            supervise(child, (prep.uid, prep.gid), ready_r, go_w, sock)
         }
     }
 }
@@ -262,6 +271,7 @@ fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
 /// kill request, or the runner's end of the socket closing).
 fn supervise(
     child: Pid,
+    (uid, gid): (u32, u32),
     ready: OwnedFd,
     go: OwnedFd,
     sock: &UnixStream,
@@ -275,7 +285,7 @@ fn supervise(
         }
     };
     if matches!(got, Ok(1)) {
-        if let Err(e) = write_maps(child) {
+        if let Err(e) = write_maps(child, uid, gid) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = wait(child);
             return Err(e);
@@ -293,7 +303,9 @@ fn supervise(
     wait(child)
 }
 
-fn write_maps(child: Pid) -> Result<(), String> {
+/// Map `uid` and `gid` of the child's user namespace to the same host ids,
+/// and nothing else.
+fn write_maps(child: Pid, uid: u32, gid: u32) -> Result<(), String> {
     let proc = PathBuf::from(format!("/proc/{child}"));
     let map = |file: &str, text: String| {
         fs::write(proc.join(file), text).map_err(|e| {
@@ -301,8 +313,8 @@ fn write_maps(child: Pid) -> Result<(), String> {
         })
     };
     map("setgroups", "deny".into())?;
-    map("uid_map", format!("{UID} {UID} 1\n"))?;
-    map("gid_map", format!("{GID} {GID} 1\n"))
+    map("uid_map", format!("{uid} {uid} 1\n"))?;
+    map("gid_map", format!("{gid} {gid} 1\n"))
 }
 
 /// Block until the child ends.
@@ -409,13 +421,14 @@ fn step_inner(
     nix::unistd::chdir(crate::WORKDIR)
         .map_err(sys(|| format!("cannot enter `{}`", crate::WORKDIR)))?;
 
-    nix::unistd::sethostname(HOSTNAME).map_err(sys(|| "cannot set the hostname".into()))?;
+    let hostname = spec.variation.hostname.as_deref().unwrap_or(HOSTNAME);
+    nix::unistd::sethostname(hostname).map_err(sys(|| "cannot set the hostname".into()))?;
     loopback_up()?;
     set_rlimits(spec)?;
     // Supplementary groups: exactly the step's own group, as Docker gives
     // (`id` prints `groups=65534`). Set while still host root; the user
     // namespace then denies setgroups, so the step cannot change them.
-    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(GID)])
+    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(prep.gid)])
         .map_err(sys(|| "cannot set the supplementary groups".into()))?;
 
     // The user namespace, mapped by the init.
@@ -433,6 +446,9 @@ fn step_inner(
     }
 
     drop_privileges(prep)?;
+    if let Some(n) = spec.variation.cpus {
+        restrict_cpus(n)?;
+    }
     // The uid change cleared the parent-death signal: set it again, then
     // make sure the init did not die in between.
     // SAFETY: prctl with integer arguments.
@@ -459,6 +475,9 @@ fn step_inner(
         )
     };
     super::seccomp::install(&prep.filters)?;
+    if let Some(mask) = spec.variation.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     exec(prep)
 }
 
@@ -511,9 +530,17 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
 /// contract), ending with the root read-only.
 fn build_root(spec: &InitSpec) -> Result<(), String> {
     let root = &spec.root;
-    let mut needed = vec!["dev", "proc", "tmp", "repro/out"];
+    // Where the inputs and the output go, relative to the root: `repro`,
+    // or the variation's mount root.
+    let base = spec
+        .variation
+        .mount_root
+        .as_deref()
+        .map_or("repro", |r| r.trim_matches('/'));
+    let (in_rel, out_rel) = (format!("{base}/in"), format!("{base}/out"));
+    let mut needed = vec!["dev", "proc", "tmp", out_rel.as_str()];
     if !spec.inputs.is_empty() {
-        needed.push("repro/in");
+        needed.push(in_rel.as_str());
     }
     let plain = needed.iter().all(|d| is_real_dir(root, d));
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -574,9 +601,9 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
             }
         }
         for (name, _) in &spec.inputs {
-            mkdir(&root.join("repro/in").join(name), 0o755)?;
+            mkdir(&root.join(&in_rel).join(name), 0o755)?;
         }
-        let names = spec.inputs.iter().map(|(n, _)| format!("repro/in/{n}"));
+        let names = spec.inputs.iter().map(|(n, _)| format!("{in_rel}/{n}"));
         for d in needed.iter().map(|d| d.to_string()).chain(names) {
             if !is_real_dir(root, &d) {
                 return Err(format!(
@@ -654,7 +681,7 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
     }
 
     if !spec.inputs.is_empty() {
-        let inputs = root.join("repro/in");
+        let inputs = root.join(&in_rel);
         if plain {
             tmpfs(&inputs, nosuid_nodev, "size=64k,mode=755")?;
             for (name, _) in &spec.inputs {
@@ -662,7 +689,12 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
             }
         }
         for (name, host) in &spec.inputs {
-            bind(host, &inputs.join(name), MsFlags::MS_RDONLY | nosuid_nodev)?;
+            let dst = inputs.join(name);
+            if spec.variation.reverse_listing {
+                super::listing::copy_input_reversed(host, &dst)?;
+            } else {
+                bind(host, &dst, MsFlags::MS_RDONLY | nosuid_nodev)?;
+            }
         }
         if plain {
             mount(
@@ -672,10 +704,10 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
                 MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
                 Some("size=64k,mode=755"),
             )
-            .map_err(sys(|| "cannot make `/repro/in` read-only".into()))?;
+            .map_err(sys(|| format!("cannot make `/{in_rel}` read-only")))?;
         }
     }
-    bind(&spec.output, &root.join("repro/out"), nosuid_nodev)?;
+    bind(&spec.output, &root.join(&out_rel), nosuid_nodev)?;
     mount(
         None::<&str>,
         root,
@@ -745,7 +777,22 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Become `UID:GID` with every capability gone, for good.
+/// Keep only the first `n` CPUs of this process's affinity mask (all of
+/// them when it has fewer), so `nproc` and `os.sched_getaffinity` see `n`.
+fn restrict_cpus(n: usize) -> Result<(), String> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let me = Pid::from_raw(0);
+    let now = sched_getaffinity(me).map_err(sys(|| "cannot read the CPU affinity".into()))?;
+    let mut keep = CpuSet::new();
+    let allowed = (0..CpuSet::count()).filter(|&c| now.is_set(c).unwrap_or(false));
+    for cpu in allowed.take(n) {
+        keep.set(cpu)
+            .map_err(sys(|| format!("cannot add CPU {cpu} to the affinity mask")))?;
+    }
+    sched_setaffinity(me, &keep).map_err(sys(|| format!("cannot restrict the step to {n} CPUs")))
+}
+
+/// Become the step's uid and gid with every capability gone, for good.
 fn drop_privileges(prep: &Prepared) -> Result<(), String> {
     for cap in 0..=prep.cap_last {
         // SAFETY: prctl with integer arguments.
@@ -758,10 +805,10 @@ fn drop_privileges(prep: &Prepared) -> Result<(), String> {
             ));
         }
     }
-    let gid = Gid::from_raw(GID);
-    let uid = Uid::from_raw(UID);
-    nix::unistd::setresgid(gid, gid, gid).map_err(sys(|| format!("cannot become group {GID}")))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(sys(|| format!("cannot become user {UID}")))?;
+    let gid = Gid::from_raw(prep.gid);
+    let uid = Uid::from_raw(prep.uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys(|| format!("cannot become group {gid}")))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys(|| format!("cannot become user {uid}")))?;
     let header = CapHeader {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
@@ -903,7 +950,7 @@ fn probe() -> Result<(), String> {
             let mut byte = [0u8; 1];
             let ready = fs::File::from(ready_r).read(&mut byte);
             if matches!(ready, Ok(1)) {
-                let mapped = write_maps(child);
+                let mapped = write_maps(child, UID, GID);
                 let _ = fs::File::from(go_w).write_all(&[1]);
                 mapped?;
             }

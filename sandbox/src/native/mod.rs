@@ -53,11 +53,23 @@
 //!   and cancellation kill the step's PID 1, which takes every process of
 //!   the sandbox with it.
 //!
+//! # Variations
+//!
+//! [`NativeSandbox::run_varied`] applies a [`Variation`] (for `repro
+//! check`) in the init: another hostname; another uid and gid, mapped in
+//! the user namespace instead of `65534`; a umask set right before the
+//! exec; an affinity mask of the first N allowed CPUs; the inputs and the
+//! output under another directory (created in the throwaway overlay); and
+//! each input copied into a private read-only tmpfs whose directories list
+//! in the reverse of the bind mount's order (see the `listing` module).
+//! With `Variation::default()` nothing of this happens.
+//!
 //! Needs root (the init mounts as host root before entering the user
 //! namespace) and Linux 5.3 or later.
 
 mod cgroup;
 mod init;
+mod listing;
 mod protocol;
 mod seccomp;
 
@@ -76,10 +88,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use init::{init_main, INIT_ARG};
 
-use crate::spec::{Outcome, StepSpec, Termination};
+use crate::spec::{Outcome, StepSpec, Termination, Variation};
 use crate::BackendInfo;
 use cgroup::{Cgroup, CgroupMode};
-use protocol::{FromInit, InitSpec, Rlimits, ToInit};
+use protocol::{FromInit, InitSpec, InitVariation, Rlimits, ToInit};
 
 /// The size of `/tmp` when the step has no memory limit (as in Docker).
 const DEFAULT_TMP_BYTES: u64 = 1 << 30;
@@ -307,10 +319,27 @@ impl NativeSandbox {
     /// Nothing is left behind (processes, cgroups, mounts), also when the
     /// future is dropped.
     pub async fn run(&self, spec: &StepSpec, cancel: CancellationToken) -> Result<Outcome> {
+        self.run_varied(spec, &Variation::default(), cancel).await
+    }
+
+    /// [`run`](Self::run) with deliberate changes to the contract, for
+    /// `repro check` (see [`Variation`] for what each one does here).
+    /// `Variation::default()` is exactly [`run`](Self::run). A variation
+    /// the sandbox cannot apply (uid `0`, a umask over `0777`, zero CPUs,
+    /// a mount root that is not an absolute plain path or lies under
+    /// `/tmp`, `/dev` or `/proc`, an empty or over-long hostname) is
+    /// [`crate::Error::InvalidSpec`].
+    pub async fn run_varied(
+        &self,
+        spec: &StepSpec,
+        variation: &Variation,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
         let root = self
             .root_of(&spec.image)
             .ok_or(Error::ImageNotEnsured { image: spec.image })?;
-        self.run_in_root(&root, spec, cancel).await
+        self.run_in_root_varied(&root, spec, variation, cancel)
+            .await
     }
 
     /// [`run`](Self::run) with `root` as the image root, whatever
@@ -321,7 +350,19 @@ impl NativeSandbox {
         spec: &StepSpec,
         cancel: CancellationToken,
     ) -> Result<Outcome> {
+        self.run_in_root_varied(root, spec, &Variation::default(), cancel)
+            .await
+    }
+
+    async fn run_in_root_varied(
+        &self,
+        root: &Path,
+        spec: &StepSpec,
+        variation: &Variation,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
         spec.validate()?;
+        let variation = init_variation(spec, variation)?;
         if cancel.is_cancelled() {
             return Ok(Outcome {
                 termination: Termination::Cancelled,
@@ -371,6 +412,7 @@ impl NativeSandbox {
             tmp_bytes: limits.memory_bytes.unwrap_or(DEFAULT_TMP_BYTES),
             cgroup_join: cgroup.as_ref().map(Cgroup::join_files).unwrap_or_default(),
             rlimits,
+            variation,
         };
         let mut cgroup = cgroup;
         let result = self
@@ -522,6 +564,84 @@ fn oci_arch() -> &'static str {
     }
 }
 
+/// Check `v` and turn it into what the init receives; what the sandbox
+/// cannot apply is [`crate::Error::InvalidSpec`].
+fn init_variation(spec: &StepSpec, v: &Variation) -> Result<InitVariation> {
+    let bad = |why: String| {
+        Err(Error::Sandbox(crate::Error::InvalidSpec {
+            step: spec.step.clone(),
+            why,
+        }))
+    };
+    if let Some(h) = &v.hostname {
+        if h.is_empty() || h.len() > 64 || h.contains('\0') {
+            return bad(format!(
+                "the varied hostname `{h}` must be 1 to 64 bytes without NUL"
+            ));
+        }
+    }
+    if v.uid == Some(0) {
+        return bad(
+            "the varied uid cannot be 0 (host root is never mapped into the sandbox)".into(),
+        );
+    }
+    if let Some(m) = v.umask {
+        if m > 0o777 {
+            return bad(format!("the varied umask `{m:o}` is larger than `777`"));
+        }
+    }
+    if v.cpus == Some(0) {
+        return bad("the varied number of CPUs is 0".into());
+    }
+    if let Some(r) = &v.mount_root {
+        if let Err(why) = check_mount_root(r) {
+            return bad(why);
+        }
+    }
+    Ok(InitVariation {
+        hostname: v.hostname.clone(),
+        uid: v.uid,
+        umask: v.umask,
+        cpus: v.cpus,
+        mount_root: v
+            .mount_root
+            .as_ref()
+            .map(|r| r.trim_end_matches('/').to_string()),
+        reverse_listing: v.reverse_listing,
+    })
+}
+
+/// Whether `root` can hold the inputs and the output: absolute, plain
+/// components only, not `/`, and not under a directory the sandbox mounts
+/// itself.
+fn check_mount_root(root: &str) -> std::result::Result<(), String> {
+    use std::path::Component;
+    let path = Path::new(root);
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(p) => parts.push(p),
+            _ => {
+                return Err(format!(
+                    "the mount root `{root}` must be an absolute path without `.` or `..`"
+                ))
+            }
+        }
+    }
+    if !path.is_absolute() || parts.is_empty() || root.contains('\0') {
+        return Err(format!(
+            "the mount root `{root}` must be an absolute directory other than `/`"
+        ));
+    }
+    if ["tmp", "dev", "proc"].iter().any(|d| parts[0] == *d) {
+        return Err(format!(
+            "the mount root `{root}` lies under a directory the sandbox mounts itself (`/tmp`, `/dev`, `/proc`)"
+        ));
+    }
+    Ok(())
+}
+
 /// Canonical host paths of the inputs, each checked to be a directory.
 fn prepare_inputs(spec: &StepSpec) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::with_capacity(spec.inputs.len());
@@ -568,6 +688,80 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step() -> StepSpec {
+        StepSpec {
+            step: "s".into(),
+            image: ImageDigest(repro_store::Hash::of(b"x")),
+            argv: vec!["true".into()],
+            env: Default::default(),
+            inputs: vec![],
+            output: "/o".into(),
+            log: "/l".into(),
+            limits: Default::default(),
+        }
+    }
+
+    fn refused(v: Variation) -> String {
+        match init_variation(&step(), &v) {
+            Err(Error::Sandbox(crate::Error::InvalidSpec { why, .. })) => why,
+            other => panic!("expected InvalidSpec for {v:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn variations_the_sandbox_cannot_apply_are_refused() {
+        assert!(refused(Variation {
+            uid: Some(0),
+            ..Variation::default()
+        })
+        .contains("uid cannot be 0"));
+        assert!(refused(Variation {
+            umask: Some(0o1000),
+            ..Variation::default()
+        })
+        .contains("umask `1000`"));
+        assert!(refused(Variation {
+            cpus: Some(0),
+            ..Variation::default()
+        })
+        .contains("CPUs is 0"));
+        assert!(refused(Variation {
+            hostname: Some(String::new()),
+            ..Variation::default()
+        })
+        .contains("hostname"));
+        for root in ["relative", "/", "/a/../b", "/tmp/x", "/proc", "/dev/in"] {
+            let why = refused(Variation {
+                mount_root: Some(root.into()),
+                ..Variation::default()
+            });
+            assert!(why.contains(&format!("`{root}`")), "{root}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_valid_variation_reaches_the_init_unchanged() {
+        let v = Variation {
+            hostname: Some("elsewhere".into()),
+            uid: Some(1000),
+            umask: Some(0o077),
+            cpus: Some(1),
+            mount_root: Some("/repro-check/".into()),
+            reverse_listing: true,
+        };
+        let got = init_variation(&step(), &v).expect("valid");
+        assert_eq!(got.hostname.as_deref(), Some("elsewhere"));
+        assert_eq!(got.uid, Some(1000));
+        assert_eq!(got.umask, Some(0o077));
+        assert_eq!(got.cpus, Some(1));
+        assert_eq!(got.mount_root.as_deref(), Some("/repro-check"));
+        assert!(got.reverse_listing);
+        assert_eq!(
+            init_variation(&step(), &Variation::default()).expect("none"),
+            InitVariation::default()
+        );
+    }
 
     #[test]
     fn cgroup_names_are_path_safe() {

@@ -33,6 +33,30 @@ pub(crate) struct InitSpec {
     pub cgroup_join: Vec<PathBuf>,
     /// Limits enforced with rlimits (when there are no cgroups).
     pub rlimits: Rlimits,
+    /// Deliberate changes to the contract (`repro check`); the default
+    /// changes nothing.
+    #[serde(default)]
+    pub variation: InitVariation,
+}
+
+/// [`Variation`](crate::Variation) as the init receives it, checked by the
+/// runner (see `NativeSandbox::run_varied`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InitVariation {
+    /// The hostname instead of [`HOSTNAME`](crate::HOSTNAME).
+    pub hostname: Option<String>,
+    /// The uid and gid instead of [`UID`](crate::UID):[`GID`](crate::GID).
+    pub uid: Option<u32>,
+    /// The umask set right before the exec.
+    pub umask: Option<u32>,
+    /// Keep only the first this many CPUs of the affinity mask.
+    pub cpus: Option<usize>,
+    /// Mount inputs and output under this absolute directory instead of
+    /// `/repro`.
+    pub mount_root: Option<String>,
+    /// Copy each input into a private tmpfs so its listings come back in
+    /// the reverse of the bind mount's order.
+    pub reverse_listing: bool,
 }
 
 /// Limits enforced with `setrlimit` when the machine has no writable
@@ -155,6 +179,12 @@ mod tests {
                 address_space: Some(7),
                 ..Rlimits::default()
             },
+            variation: InitVariation {
+                uid: Some(1000),
+                mount_root: Some("/elsewhere".into()),
+                reverse_listing: true,
+                ..InitVariation::default()
+            },
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &ToInit::Run(Box::new(spec.clone()))).expect("write");
@@ -169,6 +199,13 @@ mod tests {
             Some(ToInit::Kill)
         );
         assert_eq!(read_frame::<ToInit>(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn a_spec_without_a_variation_reads_as_none() {
+        let body = br#"{"root":"/r","staging":"/s","inputs":[],"output":"/o","argv":["true"],"env":[],"tmp_bytes":1,"cgroup_join":[],"rlimits":{"address_space":null,"cpu_seconds":null,"processes":null}}"#;
+        let spec: InitSpec = decode(body).expect("decode");
+        assert_eq!(spec.variation, InitVariation::default());
     }
 
     #[test]
