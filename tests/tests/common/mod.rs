@@ -50,7 +50,7 @@ impl Repro {
     /// The command as a `std::process::Command` with piped output, for
     /// spawning in the background.
     pub fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("repro"));
+        let mut c = std::process::Command::new(repro_tests::repro_bin());
         c.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         c.env_clear()
