@@ -202,6 +202,8 @@ pub struct Engine {
     sandbox: OnceCell<Arc<Sandbox>>,
     images: Mutex<HashMap<ImageDigest, Arc<OnceCell<()>>>>,
     cancel: CancellationToken,
+    /// A remote action cache (`build --remote`), asked after a local miss.
+    remote: Option<Arc<dyn crate::remote::RemoteCache>>,
 }
 
 impl Engine {
@@ -220,7 +222,14 @@ impl Engine {
             sandbox: OnceCell::new(),
             images: Mutex::new(HashMap::new()),
             cancel,
+            remote: None,
         }
+    }
+
+    /// Also take cache hits from (and publish results to) `remote`.
+    pub fn with_remote(mut self, remote: Option<Arc<dyn crate::remote::RemoteCache>>) -> Self {
+        self.remote = remote;
+        self
     }
 
     /// The store.
@@ -396,7 +405,13 @@ impl Engine {
         let key = step_key(step, &inputs);
         let store = Arc::clone(&self.store);
         if opts.read_cache {
-            let hit = blocking(move || Ok(store.ac_get(&key)?)).await?;
+            let mut hit = blocking(move || Ok(store.ac_get(&key)?)).await?;
+            if let (None, Some(remote)) = (&hit, &self.remote) {
+                hit = remote
+                    .lookup(&key)
+                    .await
+                    .with_context(|| format!("remote cache lookup of step `{}`", step.name))?;
+            }
             if let Some(hit) = hit {
                 self.reporter.event(&Event::StepCached {
                     step: step.name.clone(),
@@ -414,8 +429,24 @@ impl Engine {
                 });
             }
         }
-        self.execute(step, inputs, key, opts.write_cache, &|_, _| {})
-            .await
+        let result = self
+            .execute(step, inputs, key, opts.write_cache, &|_, _| {})
+            .await?;
+        if let (Some(remote), StepStatus::Ran, Some(output), Some(log)) =
+            (&self.remote, &result.status, result.output, result.log)
+        {
+            let ac = ActionResult {
+                output,
+                log,
+                exit_code: 0,
+                duration_ms: result.duration.as_millis() as u64,
+            };
+            remote
+                .publish(&key, &ac)
+                .await
+                .with_context(|| format!("publishing step `{}` to the remote cache", step.name))?;
+        }
+        Ok(result)
     }
 
     /// Run `step` in the sandbox on `inputs` (no cache lookup), move its

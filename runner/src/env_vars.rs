@@ -12,3 +12,11 @@ pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 pub const HOME: &str = "HOME";
 /// The sandbox backend (`native` or `docker`); `--sandbox` overrides it.
 pub const REPRO_SANDBOX: &str = "REPRO_SANDBOX";
+/// The user name for a registry (`push`, `pull`, `build --remote`); with `REPRO_REGISTRY_PASSWORD`.
+pub const REPRO_REGISTRY_USERNAME: &str = "REPRO_REGISTRY_USERNAME";
+/// The password for a registry; never written to records, logs or messages.
+pub const REPRO_REGISTRY_PASSWORD: &str = "REPRO_REGISTRY_PASSWORD";
+/// A PEM file of CA certificates to trust for a registry (`--ca-file` overrides it).
+pub const REPRO_REGISTRY_CA_FILE: &str = "REPRO_REGISTRY_CA_FILE";
+/// Docker's configuration directory (holds `config.json` with registry credentials).
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";

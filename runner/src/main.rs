@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 mod attest;
 mod build;
+mod bundle;
 mod check;
 mod compare;
 mod diff;
@@ -20,9 +21,11 @@ mod engine;
 mod env_vars;
 mod events;
 mod exit;
+mod gc;
 mod keys;
 mod platform;
 mod record;
+mod remote;
 mod reporter;
 mod verify;
 
@@ -88,6 +91,26 @@ enum Command {
     Schema,
     /// Re-hash every object in the store and name each one that is corrupt
     Fsck,
+    /// Remove what no retained version, pinned object or running build needs
+    Gc(gc::GcArgs),
+    /// Keep a version or an object through every `repro gc`, whatever the retention rules say
+    Pin {
+        /// `name@version`, or a digest `sha256:<hex>` (a blob, tree, image or record)
+        target: String,
+    },
+    /// Undo `repro pin`
+    Unpin {
+        /// `name@version` or `sha256:<hex>`, as pinned
+        target: String,
+    },
+    /// Push a model version (record, attestations, trees, blobs, images) to an OCI registry
+    Push(remote::PushArgs),
+    /// Pull a model version from an OCI registry into the store, re-hashing everything
+    Pull(remote::PullArgs),
+    /// Export a version (record, attestations, keys, recipe, lock, code, data, images, outputs) as one bundle that verifies offline
+    Export(bundle::ExportArgs),
+    /// Import a bundle written by `repro export`, checking every object's digest first
+    Import(bundle::ImportArgs),
 }
 
 /// Which sandbox runs the steps.
@@ -119,6 +142,11 @@ struct BuildArgs {
     /// The signing key [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
     #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Take step results from, and publish new ones to, an OCI registry repository (`host[:port]/repo`)
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    remote: Option<String>,
+    #[command(flatten)]
+    registry: remote::RegistryArgs,
 }
 
 #[derive(Args)]
@@ -325,6 +353,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Check(args) => check_cmd(cli.store, verbosity, args).await,
         Command::Lock { recipe } => {
             let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
             let recipe = repro_recipes::parse_file(&recipe)?;
             let cancel = CancellationToken::new();
             let engine = Arc::new(Engine::new(
@@ -344,6 +373,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Data(DataCommand::Add { dir }) => {
             let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
             if !dir.is_dir() {
                 return Err(UserError(format!("`{}` is not a folder", dir.display())).into());
             }
@@ -353,6 +383,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Image(ImageCommand::Import { archive }) => {
             let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
             let d = repro_toolchains::import_archive(&store, &archive)?;
             println!("{d}");
             Ok(exit::OK)
@@ -467,6 +498,7 @@ async fn run(cli: Cli) -> Result<u8> {
             for_record,
         }) => {
             let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
             let bytes = std::fs::read(&file)
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
             let key = key
@@ -488,6 +520,23 @@ async fn run(cli: Cli) -> Result<u8> {
             );
             Ok(exit::OK)
         }
+        Command::Export(args) => bundle::export_cmd(&*open_store(cli.store)?, cli.quiet, &args),
+        Command::Import(args) => bundle::import_cmd(&*open_store(cli.store)?, cli.quiet, &args),
+        Command::Push(a) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            remote::push_cmd(&store, cli.quiet, &a).await
+        }
+        Command::Pull(a) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            remote::pull_cmd(&store, cli.quiet, &a).await
+        }
+        Command::Gc(args) => gc::gc_cmd(&*open_store(cli.store)?, cli.quiet, &args),
+        Command::Pin { target } => gc::pin_cmd(&*open_store(cli.store)?, cli.quiet, &target, true),
+        Command::Unpin { target } => {
+            gc::pin_cmd(&*open_store(cli.store)?, cli.quiet, &target, false)
+        }
         Command::Schema => {
             println!(
                 "{}",
@@ -500,6 +549,8 @@ async fn run(cli: Cli) -> Result<u8> {
 
 async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs) -> Result<u8> {
     let store = open_store(store)?;
+    // Held for the whole run: `repro gc` waits for it.
+    let _lock = store.lock_shared()?;
     let key = keys::load(&key_path(args.key)?)?;
     let recipe = repro_recipes::parse_file(&args.recipe)?;
     engine::check_graph(&recipe)?;
@@ -512,12 +563,14 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     let console: Arc<dyn Reporter> = Arc::new(Console::new(verbosity));
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        args.sandbox.kind,
-        console,
-        cancel,
-    ));
+    let remote_cache = match &args.remote {
+        Some(t) => Some(remote::cache(t, &args.registry, Arc::clone(&store)).await?),
+        None => None,
+    };
+    let engine = Arc::new(
+        Engine::new(Arc::clone(&store), args.sandbox.kind, console, cancel)
+            .with_remote(remote_cache),
+    );
     let (pins, lock_bytes) = if args.locked {
         let pins = build::resolve_locked(&engine, &recipe).await?;
         let bytes = std::fs::read(&lock_path).ok();
@@ -617,6 +670,8 @@ fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
 
 async fn check_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: CheckArgs) -> Result<u8> {
     let store = open_store(store)?;
+    // Held for the whole run: `repro gc` waits for it.
+    let _lock = store.lock_shared()?;
     let recipe = repro_recipes::parse_file(&args.recipe)?;
     engine::check_graph(&recipe)?;
     let verbosity = if args.json {
@@ -654,6 +709,8 @@ async fn check_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: CheckArgs
 
 async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyArgs) -> Result<u8> {
     let store = open_store(store)?;
+    // Held for the whole run: `repro gc` waits for it.
+    let _lock = store.lock_shared()?;
     let trust = args
         .trust
         .iter()

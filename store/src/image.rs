@@ -235,7 +235,7 @@ impl Store {
     /// is a complete OCI image layout other tools can read. Serialized by
     /// its own lock file (`v1/index.json.lock`, held only here), so it never
     /// interferes with [`Store::lock_shared`] / [`Store::lock_exclusive`].
-    fn rewrite_index(&self) -> Result<()> {
+    pub(crate) fn rewrite_index(&self) -> Result<()> {
         let lock_path = self.layout_dir().join("index.json.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)

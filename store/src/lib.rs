@@ -9,6 +9,8 @@
 //! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
 //! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
 //! <root>/v1/tmp/                  scratch, on the same filesystem so renames work
+//! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
+//! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
 //! <root>/v1/lock                  flock file
 //! ```
 //!
@@ -23,8 +25,8 @@
 //! one, never a partial object; leftovers in `v1/tmp` are never read as
 //! objects. Content-addressed writes are idempotent. Refs and action cache
 //! entries are last-writer-wins. [`Store::lock_shared`] and
-//! [`Store::lock_exclusive`] exist for whole-store operations (a future
-//! garbage collector takes the exclusive lock; builds take the shared one).
+//! [`Store::lock_exclusive`] exist for whole-store operations (the garbage
+//! collector, [`gc`], takes the exclusive lock; builds take the shared one).
 //!
 //! # Integrity
 //!
@@ -37,6 +39,7 @@ mod ac;
 mod blob;
 pub mod digest;
 mod error;
+pub mod gc;
 pub mod image;
 mod record;
 mod tree;
@@ -49,6 +52,7 @@ pub use digest::{
     BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest,
 };
 pub use error::{Error, Result};
+pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 

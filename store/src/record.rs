@@ -9,7 +9,7 @@ use crate::error::io_err;
 use crate::{BlobDigest, Error, RecordDigest, Result, Store};
 
 /// Check a record name or version: it becomes a path component.
-fn check_name(what: &'static str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
     let bad = |why| {
         Err(Error::InvalidName {
             what,

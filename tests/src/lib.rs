@@ -6,6 +6,9 @@
 //! Test-support code panics with a clear message instead of returning
 //! errors: a broken fixture should stop the test right there.
 
+mod registry;
+pub use registry::{require_registry, Registry, REGISTRY_BIN};
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -473,6 +476,62 @@ fn ping_docker() -> Result<(), String> {
     }
 }
 
+/// The `repro` binary the end-to-end tests drive, built first if needed.
+///
+/// Cargo builds a package's binaries only for that package's own
+/// integration tests, and these tests live in another package; so the first
+/// call in each test process runs `cargo build -p repro-runner --bin repro`
+/// into the same target directory and profile as the running test (a no-op
+/// when it is up to date, and never a stale binary), and panics loudly if
+/// that fails.
+pub fn repro_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CARGO_BIN_EXE_repro") {
+            return PathBuf::from(p);
+        }
+        // <target>/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let mut profile_dir = exe.parent().expect("a directory").to_path_buf();
+        if profile_dir.ends_with("deps") {
+            profile_dir.pop();
+        }
+        let target = profile_dir
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "repro-runner",
+            "--bin",
+            "repro",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile != "debug" {
+            cmd.args(["--profile", profile]);
+        }
+        let status = cmd.status().expect("run cargo to build the repro binary");
+        assert!(
+            status.success(),
+            "`cargo build -p repro-runner` failed: the end-to-end tests need the `repro` binary"
+        );
+        let bin = profile_dir.join("repro");
+        assert!(bin.is_file(), "`{}` was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,43 +663,4 @@ mod tests {
             "/bin/ls on Debian is dynamically linked"
         );
     }
-}
-
-/// The `repro` binary the end-to-end tests drive, built first if needed.
-///
-/// Cargo builds a package's binaries only for that package's own
-/// integration tests, and these tests live in another package; so the first
-/// call in each test process runs `cargo build -p repro-runner --bin repro`
-/// into the same target directory and profile as the running test (a no-op
-/// when it is up to date, and never a stale binary), and panics loudly if
-/// that fails.
-pub fn repro_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CARGO_BIN_EXE_repro") {
-            return PathBuf::from(p);
-        }
-        // <target>/<profile>/deps/<test binary>
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let mut profile_dir = exe.parent().expect("a directory").to_path_buf();
-        if profile_dir.ends_with("deps") {
-            profile_dir.pop();
-        }
-        let target = profile_dir.parent().expect("the target directory").to_path_buf();
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "repro-runner", "--bin", "repro", "--target-dir"])
-            .arg(&target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile != "debug" {
-            cmd.args(["--profile", profile]);
-        }
-        let status = cmd.status().expect("run cargo to build the repro binary");
-        assert!(status.success(), "`cargo build -p repro-runner` failed: the end-to-end tests need the `repro` binary");
-        let bin = profile_dir.join("repro");
-        assert!(bin.is_file(), "`{}` was not built", bin.display());
-        bin
-    })
-    .clone()
 }

@@ -1,0 +1,835 @@
+//! `repro gc`, `repro pin` and `repro unpin`: retention-aware garbage
+//! collection of the store.
+//!
+//! 1. Take the store lock exclusively. Builds, verifications and checks hold
+//!    it shared for their whole run, so a collection waits for them (or,
+//!    with `--no-wait`, fails at once) and no build starts while it runs.
+//! 2. Decide which versions are retained (the [`Retention`] rules from
+//!    `<store>/v1/retention.toml` and the flags).
+//! 3. Collect the roots: for every retained version, its record and what the
+//!    record names (recipe and lock blobs, toolchain images, data and code
+//!    trees, every step's output tree and log, the signing keys), its
+//!    attestations (their blobs, signing keys and every tree they name,
+//!    including the rebuilt outputs of a failed verification); and every
+//!    pinned object.
+//! 4. Mark and sweep in the store ([`repro_store::gc`]). A version that is
+//!    not retained loses its record ref and its attestations.
+//!
+//! Records and attestations are read without checking their signatures:
+//! what matters here is what they name, and keeping too much is safe.
+//! A record that cannot be read or parsed keeps its version (with a warning).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use clap::Args;
+use repro_store::{
+    BlobDigest, GcKind, GcOptions, GcPlan, GcRoots, Hash, ImageDigest, RecordDigest, Store,
+    TreeDigest,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::attest::AttestationStatement;
+use crate::exit::UserError;
+use crate::keys::Envelope;
+use crate::record::Statement;
+
+/// The retention file, relative to the store's format directory.
+pub const RETENTION_FILE: &str = "retention.toml";
+
+/// Errors of `repro gc` that are not the user's input.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// `--no-wait` and a build, verification or check holds the store.
+    #[error("the store `{}` is in use by a running build, verification or check\nhint: wait for it to finish, or run `repro gc` without `--no-wait` to wait for it", store.display())]
+    Busy {
+        /// The store directory.
+        store: PathBuf,
+    },
+}
+
+/// `repro gc`'s arguments.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// List what would be removed and how many bytes would return; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also list every removed object's digest and every version's fate
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Print the result as one JSON document
+    #[arg(long)]
+    pub json: bool,
+    /// Fail at once instead of waiting when a build holds the store
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Retain versions whose record finished less than N days ago (overrides `keep_days`)
+    #[arg(long, value_name = "N")]
+    pub keep_days: Option<u64>,
+    /// Retain the latest K versions of each model (overrides `keep_latest`)
+    #[arg(long, value_name = "K")]
+    pub keep_latest: Option<usize>,
+    /// Retain versions in this registry stage (repeatable; replaces `stages`)
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
+}
+
+/// The retention rules: `<store>/v1/retention.toml`, overridden by flags.
+///
+/// ```toml
+/// keep_days = 90          # versions whose record finished less than 90 days ago
+/// keep_latest = 3         # the 3 latest versions of each model (by finishedOn)
+/// stages = ["production"] # versions in these registry stages
+/// ```
+///
+/// A version is retained when any rule matches it, and always when it is
+/// pinned. When no rule is set (no file, or an empty one), every version
+/// with a record is retained: only objects no record reaches go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Retain versions younger than this many days.
+    pub keep_days: Option<u64>,
+    /// Retain the latest this many versions of each model.
+    pub keep_latest: Option<usize>,
+    /// Retain versions in these registry stages.
+    #[serde(default)]
+    pub stages: Vec<String>,
+}
+
+impl Retention {
+    /// Read the retention file of `store` (the defaults when it is missing).
+    pub fn load(store: &Store) -> Result<Retention> {
+        let path = store.layout_dir().join(RETENTION_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retention::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        };
+        Retention::parse(&text, &path)
+    }
+
+    /// Parse the text of a retention file; errors name `path`, the line and the key.
+    pub fn parse(text: &str, path: &Path) -> Result<Retention> {
+        toml::from_str(text).map_err(|e| {
+            UserError(format!(
+                "invalid retention file `{}`: {}\nhint: the keys are `keep_days`, `keep_latest` and `stages` (see the README, \"Garbage collection\")",
+                path.display(),
+                e.to_string().trim_end()
+            ))
+            .into()
+        })
+    }
+
+    /// Apply the flags of `repro gc` over these rules.
+    pub fn with_flags(mut self, args: &GcArgs) -> Retention {
+        if args.keep_days.is_some() {
+            self.keep_days = args.keep_days;
+        }
+        if args.keep_latest.is_some() {
+            self.keep_latest = args.keep_latest;
+        }
+        if !args.stages.is_empty() {
+            self.stages = args.stages.clone();
+        }
+        self
+    }
+
+    /// Whether no rule is set (every version is retained).
+    pub fn keeps_everything(&self) -> bool {
+        self.keep_days.is_none() && self.keep_latest.is_none() && self.stages.is_empty()
+    }
+}
+
+/// One version of a model and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionFate {
+    /// `name@version`.
+    pub model: String,
+    /// The record the version's ref names.
+    pub record: String,
+    /// The record's `finishedOn`, when it could be read.
+    pub finished_on: Option<String>,
+    /// Whether it is retained.
+    pub retained: bool,
+    /// Why it is retained (`pinned`, `stage production`, `younger than 90 days`,
+    /// `latest 3`, `no retention rule`, `unreadable record`); empty when dropped.
+    pub reasons: Vec<String>,
+}
+
+/// The outcome of a collection (or of a dry run).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    /// Whether nothing was removed.
+    pub dry_run: bool,
+    /// The rules applied.
+    pub retention: Retention,
+    /// Every version, sorted.
+    pub versions: Vec<VersionFate>,
+    /// What went (or would go), by kind.
+    pub removed: BTreeMap<GcKind, KindFigures>,
+    /// The bytes that return.
+    pub freed_bytes: u64,
+    /// Blobs that stay.
+    pub kept_blobs: usize,
+    /// Bytes those blobs take.
+    pub kept_bytes: u64,
+    /// Objects a retained version needs that are not in the store.
+    pub missing: Vec<String>,
+    /// Warnings (unreadable records or attestations, kept to be safe).
+    pub warnings: Vec<String>,
+    /// Every removed object (only with `--verbose`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<repro_store::GcItem>>,
+}
+
+/// How many objects of one kind go and what they take.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KindFigures {
+    /// How many.
+    pub count: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Take the store lock exclusively: at once if free, else (unless
+/// `no_wait`) after calling `waiting` and blocking until builds finish.
+pub fn lock(
+    store: &Store,
+    no_wait: bool,
+    waiting: impl FnOnce(),
+) -> Result<repro_store::StoreLock> {
+    if let Some(l) = store.try_lock_exclusive()? {
+        return Ok(l);
+    }
+    if no_wait {
+        return Err(GcError::Busy {
+            store: store.dir().to_path_buf(),
+        }
+        .into());
+    }
+    waiting();
+    Ok(store.lock_exclusive()?)
+}
+
+/// Run a collection. The caller holds the exclusive lock (see [`lock`]).
+pub fn collect(
+    store: &Store,
+    retention: &Retention,
+    dry_run: bool,
+    verbose: bool,
+    now: SystemTime,
+) -> Result<GcReport> {
+    let mut warnings = Vec::new();
+    let versions = read_versions(store, &mut warnings)?;
+    let fates = decide(store, retention, &versions, now)?;
+
+    let mut roots = GcRoots::default();
+    let mut drop = Vec::new();
+    for (v, fate) in versions.iter().zip(&fates) {
+        if fate.retained {
+            add_record_roots(
+                store,
+                &v.record,
+                v.statement.as_ref(),
+                &mut roots,
+                &mut warnings,
+            )?;
+        } else {
+            drop.push((v.name.clone(), v.version.clone()));
+        }
+    }
+    add_pinned_objects(store, &mut roots, &mut warnings)?;
+
+    let opts = GcOptions {
+        drop_versions: drop,
+        tmp_max_age: Duration::from_secs(3600),
+        now,
+    };
+    let plan = store.gc_plan(&roots, &opts)?;
+    if !dry_run {
+        store.gc_sweep(&plan)?;
+    }
+    Ok(report(plan, retention, fates, warnings, dry_run, verbose))
+}
+
+fn report(
+    plan: GcPlan,
+    retention: &Retention,
+    versions: Vec<VersionFate>,
+    warnings: Vec<String>,
+    dry_run: bool,
+    verbose: bool,
+) -> GcReport {
+    let removed = plan
+        .summary()
+        .into_iter()
+        .map(|(k, count, bytes)| (k, KindFigures { count, bytes }))
+        .collect();
+    GcReport {
+        dry_run,
+        retention: retention.clone(),
+        versions,
+        removed,
+        freed_bytes: plan.total_bytes(),
+        kept_blobs: plan.kept_blobs,
+        kept_bytes: plan.kept_bytes,
+        missing: plan.missing.clone(),
+        warnings,
+        items: verbose.then_some(plan.items),
+    }
+}
+
+/// A version with a record ref.
+struct Version {
+    name: String,
+    version: String,
+    record: RecordDigest,
+    /// `None` when the record cannot be read or parsed.
+    statement: Option<Statement>,
+}
+
+fn read_versions(store: &Store, warnings: &mut Vec<String>) -> Result<Vec<Version>> {
+    let mut out = Vec::new();
+    for name in store.record_names()? {
+        for version in store.record_versions(&name)? {
+            let record = store.resolve_record(&name, &version)?;
+            let statement = match store
+                .get_record(&record)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| payload::<Statement>(&b))
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warnings.push(format!(
+                        "the record `{record}` of `{name}@{version}` cannot be read, so the version is kept: {e:#}"
+                    ));
+                    None
+                }
+            };
+            out.push(Version {
+                name: name.clone(),
+                version,
+                record,
+                statement,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The payload of a DSSE envelope, parsed (signatures not checked).
+fn payload<T: serde::de::DeserializeOwned>(envelope: &[u8]) -> Result<T> {
+    let env: Envelope = serde_json::from_slice(envelope).context("not a DSSE envelope")?;
+    let bytes = B64
+        .decode(env.payload.as_bytes())
+        .context("the payload is not base64")?;
+    serde_json::from_slice(&bytes).context("the payload does not parse")
+}
+
+fn keyids(envelope: &[u8]) -> Vec<BlobDigest> {
+    serde_json::from_slice::<Envelope>(envelope)
+        .map(|e| {
+            e.signatures
+                .iter()
+                .filter_map(|s| s.keyid.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn finished(s: &Statement) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(
+        &s.predicate.run_details.metadata.finished_on,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()
+}
+
+fn decide(
+    store: &Store,
+    r: &Retention,
+    versions: &[Version],
+    now: SystemTime,
+) -> Result<Vec<VersionFate>> {
+    let pinned: BTreeSet<(String, String)> = store.pinned_versions()?.into_iter().collect();
+    let mut staged: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for stage in &r.stages {
+        for m in store.stage_members(stage)? {
+            staged.entry(m).or_default().push(stage.clone());
+        }
+    }
+    // The latest K of each model: by finishedOn, newest first (an unknown
+    // time counts as newest: such versions are kept anyway).
+    let mut latest = BTreeSet::new();
+    if let Some(k) = r.keep_latest {
+        let mut by_model: BTreeMap<&str, Vec<(Option<time::OffsetDateTime>, &str)>> =
+            BTreeMap::new();
+        for v in versions {
+            by_model
+                .entry(&v.name)
+                .or_default()
+                .push((v.statement.as_ref().and_then(finished), &v.version));
+        }
+        for (name, mut vs) in by_model {
+            vs.sort_by(|a, b| match (a.0, b.0) {
+                (Some(x), Some(y)) => y.cmp(&x).then_with(|| b.1.cmp(a.1)),
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (None, None) => b.1.cmp(a.1),
+            });
+            for (_, v) in vs.into_iter().take(k) {
+                latest.insert((name.to_string(), v.to_string()));
+            }
+        }
+    }
+    let now = time::OffsetDateTime::from(now);
+    let mut out = Vec::new();
+    for v in versions {
+        let key = (v.name.clone(), v.version.clone());
+        let finished_at = v.statement.as_ref().and_then(finished);
+        let mut reasons = Vec::new();
+        if r.keeps_everything() {
+            reasons.push("no retention rule".to_string());
+        }
+        if pinned.contains(&key) {
+            reasons.push("pinned".to_string());
+        }
+        for stage in staged.get(&key).into_iter().flatten() {
+            reasons.push(format!("stage {stage}"));
+        }
+        if let Some(days) = r.keep_days {
+            match finished_at {
+                Some(t) if now - t < time::Duration::days(days as i64) => {
+                    reasons.push(format!("younger than {days} days"));
+                }
+                Some(_) => {}
+                None => reasons.push("unknown finish time".to_string()),
+            }
+        }
+        if latest.contains(&key) {
+            reasons.push(format!("latest {}", r.keep_latest.unwrap_or_default()));
+        }
+        if v.statement.is_none() {
+            reasons.push("unreadable record".to_string());
+        }
+        out.push(VersionFate {
+            model: format!("{}@{}", v.name, v.version),
+            record: v.record.to_string(),
+            finished_on: v
+                .statement
+                .as_ref()
+                .map(|s| s.predicate.run_details.metadata.finished_on.clone()),
+            retained: !reasons.is_empty(),
+            reasons,
+        });
+    }
+    Ok(out)
+}
+
+/// Add what record `record` reaches: the record, what its statement names,
+/// its signing keys and its attestations with what they name.
+fn add_record_roots(
+    store: &Store,
+    record: &RecordDigest,
+    statement: Option<&Statement>,
+    roots: &mut GcRoots,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    roots.records.insert(*record);
+    if let Ok(bytes) = store.get_record(record) {
+        roots.blobs.extend(keyids(&bytes));
+    }
+    if let Some(s) = statement {
+        add_statement_roots(s, roots);
+    }
+    for att in store.attestations_of(record)? {
+        roots.blobs.insert(att);
+        let bytes = match store.read_blob(&att) {
+            Ok(b) => b,
+            // Missing or corrupt: the plan lists it as missing, fsck names it.
+            Err(_) => continue,
+        };
+        roots.blobs.extend(keyids(&bytes));
+        match payload::<AttestationStatement>(&bytes) {
+            Ok(a) => {
+                for step in &a.predicate.repro.steps {
+                    for t in std::iter::once(&step.expected).chain(&step.actual) {
+                        if let Ok(t) = t.parse::<TreeDigest>() {
+                            roots.trees.insert(t);
+                        }
+                    }
+                    for f in &step.files {
+                        for d in f.expected.iter().chain(&f.actual) {
+                            if let Ok(d) = d.parse::<BlobDigest>() {
+                                roots.blobs.insert(d);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => warnings.push(format!(
+                "the attestation `{att}` of record `{record}` cannot be parsed; only its own blob is kept: {e:#}"
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn add_statement_roots(s: &Statement, roots: &mut GcRoots) {
+    let def = &s.predicate.build_definition;
+    for d in std::iter::once(&def.external_parameters.recipe_digest)
+        .chain(&def.external_parameters.lock_digest)
+    {
+        if let Ok(d) = d.parse::<BlobDigest>() {
+            roots.blobs.insert(d);
+        }
+    }
+    for dep in &def.resolved_dependencies {
+        let Some(text) = dep.sha256_text() else {
+            continue;
+        };
+        let Ok(hash) = text.parse::<Hash>() else {
+            continue;
+        };
+        if dep.name.starts_with("toolchains.") {
+            roots.images.insert(ImageDigest(hash));
+            if let Some(c) = dep
+                .annotations
+                .get("config")
+                .and_then(|c| c.as_str())
+                .and_then(|c| c.parse::<BlobDigest>().ok())
+            {
+                roots.blobs.insert(c);
+            }
+        } else if dep.name.starts_with("data.") || dep.name.starts_with("code.") {
+            roots.trees.insert(TreeDigest(hash));
+        } else {
+            // The recipe, the lock, and anything a later format adds: keep the blob.
+            roots.blobs.insert(BlobDigest(hash));
+        }
+    }
+    for b in &s.predicate.run_details.byproducts {
+        if let Some(t) = b.sha256_text().and_then(|t| t.parse::<TreeDigest>().ok()) {
+            roots.trees.insert(t);
+        }
+        if let Some(log) = b
+            .annotations
+            .get("log")
+            .and_then(|l| l.as_str())
+            .and_then(|l| l.parse::<BlobDigest>().ok())
+        {
+            roots.blobs.insert(log);
+        }
+    }
+}
+
+/// Pinned objects: an image keeps its parts, a record what it reaches, a
+/// tree its contents, anything else its own blob.
+fn add_pinned_objects(
+    store: &Store,
+    roots: &mut GcRoots,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let images: BTreeSet<ImageDigest> = store.list_images()?.into_iter().collect();
+    for h in store.pinned_objects()? {
+        if images.contains(&ImageDigest(h)) {
+            roots.images.insert(ImageDigest(h));
+            continue;
+        }
+        let bytes = match store.read_blob(&BlobDigest(h)) {
+            Ok(b) => b,
+            Err(_) => {
+                // Missing or corrupt: keep whatever is there; the plan says so.
+                roots.blobs.insert(BlobDigest(h));
+                continue;
+            }
+        };
+        if let Ok(s) = payload::<Statement>(&bytes) {
+            if s.check_types().is_ok() {
+                add_record_roots(store, &RecordDigest(h), Some(&s), roots, warnings)?;
+                continue;
+            }
+        }
+        if store.get_tree(&TreeDigest(h)).is_ok() {
+            roots.trees.insert(TreeDigest(h));
+        } else {
+            roots.blobs.insert(BlobDigest(h));
+        }
+    }
+    Ok(())
+}
+
+/// `repro gc`: lock, collect, print. Returns the exit code.
+pub fn gc_cmd(store: &Store, quiet: bool, args: &GcArgs) -> Result<u8> {
+    let retention = Retention::load(store)?.with_flags(args);
+    for stage in &retention.stages {
+        if stage.is_empty() || stage.contains('/') || stage.starts_with('.') {
+            return Err(UserError(format!(
+                "invalid stage `{stage}`\nhint: a stage is a name such as `production`"
+            ))
+            .into());
+        }
+    }
+    let _lock = lock(store, args.no_wait, || {
+        if !quiet {
+            eprintln!("waiting for running builds to finish (the store is locked by a build, verification or check)");
+        }
+    })?;
+    let report = collect(
+        store,
+        &retention,
+        args.dry_run,
+        args.verbose,
+        SystemTime::now(),
+    )?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !quiet || !report.missing.is_empty() {
+        print!("{}", render(&report, args.verbose));
+    }
+    Ok(crate::exit::OK)
+}
+
+/// `repro pin` (`pin = true`) and `repro unpin`. Returns the exit code.
+pub fn pin_cmd(store: &Store, quiet: bool, target: &str, pin_it: bool) -> Result<u8> {
+    let target = PinTarget::parse(target)?;
+    // A pin must not race a collection that has already decided what to keep.
+    let _lock = store.lock_shared()?;
+    let line = if pin_it {
+        pin(store, &target)?
+    } else {
+        unpin(store, &target)?
+    };
+    if !quiet {
+        eprintln!("{line}");
+    }
+    Ok(crate::exit::OK)
+}
+
+/// What `repro pin` / `repro unpin` name: a version or an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTarget {
+    /// `name@version`.
+    Version(String, String),
+    /// `sha256:<hex>`: a blob, tree, image or record.
+    Object(Hash),
+}
+
+impl PinTarget {
+    /// Parse `name@version` or `sha256:<hex>`.
+    pub fn parse(s: &str) -> Result<PinTarget> {
+        if s.starts_with("sha256:") {
+            return Ok(PinTarget::Object(
+                s.parse()
+                    .map_err(|e| UserError(format!("`{s}` is not a digest: {e}")))?,
+            ));
+        }
+        match s.split_once('@') {
+            Some((n, v)) if !n.is_empty() && !v.is_empty() => {
+                Ok(PinTarget::Version(n.to_string(), v.to_string()))
+            }
+            _ => Err(UserError(format!(
+                "`{s}` is neither `name@version` nor a digest `sha256:<hex>`\nhint: for example `repro pin breast-cancer-classifier@1.0.0`"
+            ))
+            .into()),
+        }
+    }
+}
+
+/// Pin a version or an object; returns a line saying what was pinned.
+pub fn pin(store: &Store, target: &PinTarget) -> Result<String> {
+    match target {
+        PinTarget::Version(n, v) => {
+            let record = store.pin_version(n, v)?;
+            Ok(format!("pinned {n}@{v} (record {record})"))
+        }
+        PinTarget::Object(h) => {
+            if !store.has_blob(&BlobDigest(*h)) {
+                return Err(UserError(format!(
+                    "`{h}` is not in the store\nhint: pin a digest that `repro data add`, `repro image import` or a build printed"
+                ))
+                .into());
+            }
+            store.pin_object(h)?;
+            Ok(format!("pinned {h}"))
+        }
+    }
+}
+
+/// Unpin a version or an object; refuses one that is not pinned.
+pub fn unpin(store: &Store, target: &PinTarget) -> Result<String> {
+    let (removed, what) = match target {
+        PinTarget::Version(n, v) => (store.unpin_version(n, v)?, format!("{n}@{v}")),
+        PinTarget::Object(h) => (store.unpin_object(h)?, h.to_string()),
+    };
+    if !removed {
+        return Err(UserError(format!(
+            "`{what}` is not pinned\nhint: `repro gc --dry-run --verbose` lists every version and why it is kept"
+        ))
+        .into());
+    }
+    Ok(format!("unpinned {what}"))
+}
+
+/// Bytes as a person reads them: `1234 B`, `1.2 KiB`, `3.4 MiB`...
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// The report as text: the versions dropped (all with `verbose`), counts
+/// and bytes per kind, every removed object with `verbose`.
+pub fn render(r: &GcReport, verbose: bool) -> String {
+    let mut out = String::new();
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for v in &r.versions {
+        if !v.retained {
+            let when = v.finished_on.as_deref().unwrap_or("unknown time");
+            let _ = writeln!(
+                out,
+                "{} {} (finished {when}, record {})",
+                if r.dry_run { "would drop" } else { "dropped" },
+                v.model,
+                v.record
+            );
+        } else if verbose {
+            let _ = writeln!(out, "keep {} ({})", v.model, v.reasons.join(", "));
+        }
+    }
+    if r.removed.is_empty() {
+        let _ = writeln!(out, "nothing to remove");
+    }
+    for (kind, f) in &r.removed {
+        let bytes = if f.bytes > 0 {
+            format!(" ({})", human_bytes(f.bytes))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "{verb} {} {}{bytes}", f.count, kind.label());
+    }
+    if let Some(items) = &r.items {
+        for i in items {
+            let _ = writeln!(out, "  {} {} {}", kind_word(i.kind), i.id, i.bytes);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} bytes ({}); kept {} blobs ({})",
+        if r.dry_run { "would free" } else { "freed" },
+        r.freed_bytes,
+        human_bytes(r.freed_bytes),
+        r.kept_blobs,
+        human_bytes(r.kept_bytes)
+    );
+    for m in &r.missing {
+        let _ = writeln!(
+            out,
+            "warning: a retained version needs {m}, which is not in the store"
+        );
+    }
+    out
+}
+
+fn kind_word(k: GcKind) -> &'static str {
+    match k {
+        GcKind::Record => "record",
+        GcKind::Attestation => "attestation",
+        GcKind::Image => "image",
+        GcKind::ActionCache => "action-cache",
+        GcKind::Rootfs => "rootfs",
+        GcKind::Blob => "blob",
+        GcKind::Tmp => "tmp",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_file_parses_and_flags_override_it() {
+        let r = Retention::parse(
+            "keep_days = 30\nkeep_latest = 2\nstages = [\"production\"]\n",
+            Path::new("retention.toml"),
+        )
+        .unwrap();
+        assert_eq!(r.keep_days, Some(30));
+        assert_eq!(r.keep_latest, Some(2));
+        assert_eq!(r.stages, ["production"]);
+        assert!(!r.keeps_everything());
+        assert!(Retention::default().keeps_everything());
+
+        let args = GcArgs {
+            dry_run: false,
+            verbose: false,
+            json: false,
+            no_wait: false,
+            keep_days: Some(7),
+            keep_latest: None,
+            stages: Vec::new(),
+        };
+        let r = r.with_flags(&args);
+        assert_eq!(r.keep_days, Some(7));
+        assert_eq!(r.keep_latest, Some(2));
+        assert_eq!(r.stages, ["production"]);
+    }
+
+    #[test]
+    fn retention_file_errors_name_the_file_and_key() {
+        let err = Retention::parse("keep_dayz = 3\n", Path::new("v1/retention.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`v1/retention.toml`"), "{err}");
+        assert!(err.contains("keep_dayz"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+        let err = Retention::parse("keep_days = \"x\"\n", Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn pin_targets_parse() {
+        assert_eq!(
+            PinTarget::parse("m@1.0").unwrap(),
+            PinTarget::Version("m".into(), "1.0".into())
+        );
+        let h = Hash::of(b"x");
+        assert_eq!(
+            PinTarget::parse(&h.to_string()).unwrap(),
+            PinTarget::Object(h)
+        );
+        for bad in ["m", "@1", "m@", "sha256:zz"] {
+            assert!(PinTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+}

@@ -1,0 +1,876 @@
+//! Garbage collection (mark and sweep), pins and registry stages.
+//!
+//! The store does not know what a record means: the caller (the runner)
+//! decides which versions are retained and hands [`Store::gc_plan`] the
+//! roots those versions reach ([`GcRoots`]: blobs, trees, images and
+//! records) and the versions whose refs go ([`GcOptions::drop_versions`]).
+//! The mark phase walks every root tree (subtrees and file blobs) and every
+//! root image (manifest, config and layers); the sweep removes
+//!
+//! - every blob nothing marked reaches ([`GcKind::Blob`]);
+//! - the record refs of the dropped versions ([`GcKind::Record`]);
+//! - attestation refs about records that are not kept ([`GcKind::Attestation`]);
+//! - image refs (`v1/refs/images/<hex>`) of images not kept ([`GcKind::Image`]),
+//!   rewriting `v1/index.json` to match;
+//! - action cache entries whose output tree or log is not kept, and
+//!   unreadable ones ([`GcKind::ActionCache`]);
+//! - unpacked roots `v1/rootfs/<manifest>` of images not kept ([`GcKind::Rootfs`]);
+//! - leftovers in `v1/tmp` older than [`GcOptions::tmp_max_age`] ([`GcKind::Tmp`]).
+//!
+//! [`Store::gc_plan`] only reads; [`Store::gc_sweep`] removes exactly what a
+//! plan lists, refs first and blobs last, so an interrupted sweep leaves no
+//! ref naming a missing object (the next run finishes the job). The caller
+//! must hold [`Store::lock_exclusive`] from planning to the end of the sweep.
+//!
+//! A tree or image manifest that a root reaches but that is corrupt stops
+//! the plan with an error: what it names cannot be known, so nothing is
+//! removed. Roots naming absent objects are listed in [`GcPlan::missing`].
+//!
+//! Pins live in `v1/refs/pins/versions/<name>/<version>` (holding the record
+//! digest at the time of pinning, informational) and
+//! `v1/refs/pins/objects/<hex>`. Registry stages (issue 6) are read from
+//! `v1/refs/stages/<stage>/<name>/<version>`; nothing writes them yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::error::io_err;
+use crate::image::Manifest;
+use crate::record::{check_name, list_names};
+use crate::{
+    ActionResult, BlobDigest, EntryKind, Error, Hash, ImageDigest, RecordDigest, Result, Store,
+    StoreLock, TreeDigest,
+};
+
+/// What a collection keeps: the roots of the mark phase.
+#[derive(Debug, Clone, Default)]
+pub struct GcRoots {
+    /// Blobs kept as they are (recipes, locks, logs, keys, attestations).
+    pub blobs: BTreeSet<BlobDigest>,
+    /// Trees kept with every subtree and file blob.
+    pub trees: BTreeSet<TreeDigest>,
+    /// Images kept with their manifest, config and layers (and their ref
+    /// and unpacked root).
+    pub images: BTreeSet<ImageDigest>,
+    /// Records kept: their blob and their attestation refs.
+    pub records: BTreeSet<RecordDigest>,
+}
+
+/// How a collection runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// `(name, version)` whose record refs are removed.
+    pub drop_versions: Vec<(String, String)>,
+    /// Entries of `v1/tmp` last modified longer ago than this are removed.
+    pub tmp_max_age: Duration,
+    /// The time the ages are measured from.
+    pub now: SystemTime,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            drop_versions: Vec::new(),
+            tmp_max_age: Duration::from_secs(3600),
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// The kind of thing a collection removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GcKind {
+    /// A record ref `v1/refs/records/<name>/<version>` (a version no longer retained).
+    Record,
+    /// An attestation ref `v1/refs/attestations/<record>/<attestation>`.
+    Attestation,
+    /// An image ref `v1/refs/images/<hex>`.
+    Image,
+    /// An action cache entry `v1/ac/<key>`.
+    ActionCache,
+    /// An unpacked root `v1/rootfs/<manifest>`.
+    Rootfs,
+    /// A blob `v1/blobs/sha256/<hex>`.
+    Blob,
+    /// A leftover in `v1/tmp`.
+    Tmp,
+}
+
+impl GcKind {
+    /// Every kind, in sweep order.
+    pub const ALL: [GcKind; 7] = [
+        GcKind::Record,
+        GcKind::Attestation,
+        GcKind::Image,
+        GcKind::ActionCache,
+        GcKind::Rootfs,
+        GcKind::Blob,
+        GcKind::Tmp,
+    ];
+
+    /// A short plural label: `records`, `blobs`, `action cache entries`...
+    pub fn label(self) -> &'static str {
+        match self {
+            GcKind::Record => "record refs",
+            GcKind::Attestation => "attestation refs",
+            GcKind::Image => "image refs",
+            GcKind::ActionCache => "action cache entries",
+            GcKind::Rootfs => "unpacked roots",
+            GcKind::Blob => "blobs",
+            GcKind::Tmp => "tmp leftovers",
+        }
+    }
+}
+
+/// One thing a collection removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcItem {
+    /// What it is.
+    pub kind: GcKind,
+    /// Its name: a digest (`sha256:<hex>`), `name@version`, or a file name in `v1/tmp`.
+    pub id: String,
+    /// The bytes its files take (apparent size; 0 for refs).
+    pub bytes: u64,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+/// What a collection would remove and keep; see [`Store::gc_plan`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcPlan {
+    /// Everything to remove, in sweep order (kind, then id).
+    pub items: Vec<GcItem>,
+    /// Objects that a root reaches but that are not in the store
+    /// (`kind digest`, e.g. `blob sha256:...`), sorted.
+    pub missing: Vec<String>,
+    /// How many blobs stay.
+    pub kept_blobs: usize,
+    /// How many bytes the blobs that stay take.
+    pub kept_bytes: u64,
+}
+
+impl GcPlan {
+    /// How many items of `kind` go.
+    pub fn count(&self, kind: GcKind) -> usize {
+        self.items.iter().filter(|i| i.kind == kind).count()
+    }
+
+    /// How many bytes the items of `kind` take.
+    pub fn bytes(&self, kind: GcKind) -> u64 {
+        self.items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.bytes)
+            .sum()
+    }
+
+    /// How many bytes return in all.
+    pub fn total_bytes(&self) -> u64 {
+        self.items.iter().map(|i| i.bytes).sum()
+    }
+
+    /// The items grouped by kind: `(kind, count, bytes)` for each kind
+    /// present, in sweep order.
+    pub fn summary(&self) -> Vec<(GcKind, usize, u64)> {
+        let mut by: BTreeMap<GcKind, (usize, u64)> = BTreeMap::new();
+        for i in &self.items {
+            let e = by.entry(i.kind).or_default();
+            e.0 += 1;
+            e.1 += i.bytes;
+        }
+        by.into_iter().map(|(k, (n, b))| (k, n, b)).collect()
+    }
+
+    /// Whether nothing goes.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// The mark phase's state.
+#[derive(Default)]
+struct Marks {
+    blobs: HashSet<Hash>,
+    trees_done: HashSet<Hash>,
+    images: HashSet<Hash>,
+    missing: BTreeSet<String>,
+}
+
+impl Store {
+    fn gc_dir(&self, rel: &str) -> PathBuf {
+        self.layout_dir().join(rel)
+    }
+
+    /// Take the store lock exclusively if no one holds it; `None` if another
+    /// process holds it (shared or exclusive).
+    pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
+        let path = self.gc_dir("lock");
+        let file = fs::File::open(&path).map_err(io_err("open", &path))?;
+        match fs4::fs_std::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(Some(StoreLock { file })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(io_err("lock", &path)(e)),
+        }
+    }
+
+    // ---- pins -------------------------------------------------------------
+
+    /// Pin `name@version`: collections keep it whatever the retention rules
+    /// say. The version must have a record. Idempotent.
+    pub fn pin_version(&self, name: &str, version: &str) -> Result<RecordDigest> {
+        let record = self.resolve_record(name, version)?;
+        let dir = self.gc_dir("refs/pins/versions").join(name);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        self.write_atomic(&dir.join(version), format!("{record}\n").as_bytes())?;
+        Ok(record)
+    }
+
+    /// Unpin `name@version`; `false` if it was not pinned.
+    pub fn unpin_version(&self, name: &str, version: &str) -> Result<bool> {
+        check_name("record name", name)?;
+        check_name("version", version)?;
+        let dir = self.gc_dir("refs/pins/versions").join(name);
+        let removed = remove_file_if_present(&dir.join(version))?;
+        // Tidy: a name without pins leaves no directory behind.
+        let _ = fs::remove_dir(&dir);
+        Ok(removed)
+    }
+
+    /// The pinned versions `(name, version)`, sorted.
+    pub fn pinned_versions(&self) -> Result<Vec<(String, String)>> {
+        let root = self.gc_dir("refs/pins/versions");
+        let mut out = Vec::new();
+        for name in list_names(&root)? {
+            for version in list_names(&root.join(&name))? {
+                out.push((name.clone(), version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pin an object by digest (a blob, tree, image or record): collections
+    /// keep it and, for a tree or an image, everything it names. Idempotent.
+    pub fn pin_object(&self, digest: &Hash) -> Result<()> {
+        let dir = self.gc_dir("refs/pins/objects");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        self.write_atomic(&dir.join(digest.hex()), b"")
+    }
+
+    /// Unpin an object; `false` if it was not pinned.
+    pub fn unpin_object(&self, digest: &Hash) -> Result<bool> {
+        remove_file_if_present(&self.gc_dir("refs/pins/objects").join(digest.hex()))
+    }
+
+    /// The pinned objects, sorted.
+    pub fn pinned_objects(&self) -> Result<Vec<Hash>> {
+        let dir = self.gc_dir("refs/pins/objects");
+        Ok(list_names(&dir)?
+            .iter()
+            .filter_map(|n| Hash::from_hex(n).ok())
+            .collect())
+    }
+
+    /// The versions `(name, version)` in registry stage `stage`, sorted:
+    /// the files `v1/refs/stages/<stage>/<name>/<version>`. Empty when the
+    /// stage does not exist (nothing writes stages before the registry).
+    pub fn stage_members(&self, stage: &str) -> Result<Vec<(String, String)>> {
+        check_name("stage", stage)?;
+        let root = self.gc_dir("refs/stages").join(stage);
+        let mut out = Vec::new();
+        for name in list_names(&root)? {
+            for version in list_names(&root.join(&name))? {
+                out.push((name.clone(), version));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- mark and sweep ---------------------------------------------------
+
+    /// Work out what a collection keeping `roots` removes. Only reads.
+    pub fn gc_plan(&self, roots: &GcRoots, opts: &GcOptions) -> Result<GcPlan> {
+        let mut m = Marks::default();
+        for r in &roots.records {
+            self.mark_blob(&mut m, "record", &BlobDigest(r.0));
+        }
+        for b in &roots.blobs {
+            self.mark_blob(&mut m, "blob", b);
+        }
+        for t in &roots.trees {
+            self.mark_tree(&mut m, t)?;
+        }
+        for i in &roots.images {
+            self.mark_image(&mut m, i)?;
+        }
+
+        let mut items = Vec::new();
+        let drop: BTreeSet<&(String, String)> = opts.drop_versions.iter().collect();
+        for (name, version) in drop {
+            check_name("record name", name)?;
+            check_name("version", version)?;
+            let path = self.gc_dir("refs/records").join(name).join(version);
+            if path.exists() {
+                items.push(item(GcKind::Record, format!("{name}@{version}"), 0, path));
+            }
+        }
+
+        let att_root = self.gc_dir("refs/attestations");
+        let kept_records: HashSet<Hash> = roots.records.iter().map(|r| r.0).collect();
+        for rec in list_names(&att_root)? {
+            let keep = Hash::from_hex(&rec).is_ok_and(|h| kept_records.contains(&h));
+            if keep {
+                continue;
+            }
+            for att in list_names(&att_root.join(&rec))? {
+                let id = Hash::from_hex(&att)
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|_| att.clone());
+                items.push(item(
+                    GcKind::Attestation,
+                    id,
+                    0,
+                    att_root.join(&rec).join(&att),
+                ));
+            }
+        }
+
+        for image in self.list_images()? {
+            if !m.images.contains(&image.0) {
+                let path = self.gc_dir("refs/images").join(image.hex());
+                items.push(item(GcKind::Image, image.to_string(), 0, path));
+            }
+        }
+
+        let ac_dir = self.gc_dir("ac");
+        for name in list_names(&ac_dir)? {
+            let path = ac_dir.join(&name);
+            let keep = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ActionResult>(&b).ok())
+                .is_some_and(|r| m.blobs.contains(&r.output.0) && m.blobs.contains(&r.log.0));
+            if !keep {
+                let id = Hash::from_hex(&name)
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|_| name.clone());
+                let bytes = file_size(&path)?;
+                items.push(item(GcKind::ActionCache, id, bytes, path));
+            }
+        }
+
+        let rootfs_dir = self.gc_dir("rootfs");
+        for name in list_names(&rootfs_dir)? {
+            // Only entries named by a digest are the cache's; leave anything else.
+            let Ok(hash) = Hash::from_hex(&name) else {
+                continue;
+            };
+            if !m.images.contains(&hash) {
+                let path = rootfs_dir.join(&name);
+                let bytes = tree_size(&path)?;
+                items.push(item(GcKind::Rootfs, hash.to_string(), bytes, path));
+            }
+        }
+
+        let mut kept_blobs = 0;
+        let mut kept_bytes = 0;
+        for b in self.list_blobs()? {
+            let path = self.blob_path(&b);
+            let bytes = file_size(&path)?;
+            if m.blobs.contains(&b.0) {
+                kept_blobs += 1;
+                kept_bytes += bytes;
+            } else {
+                items.push(item(GcKind::Blob, b.to_string(), bytes, path));
+            }
+        }
+
+        let tmp = self.tmp_dir();
+        let rd = fs::read_dir(&tmp).map_err(io_err("list", &tmp))?;
+        let mut tmp_items = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io_err("list", &tmp))?;
+            let path = entry.path();
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // Removed since it was listed: someone else's temp file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("inspect", &path)(e)),
+            };
+            let modified = meta.modified().map_err(io_err("inspect", &path))?;
+            let age = opts.now.duration_since(modified).unwrap_or_default();
+            if age <= opts.tmp_max_age {
+                continue;
+            }
+            let bytes = tree_size(&path)?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            tmp_items.push(item(GcKind::Tmp, id, bytes, path));
+        }
+        tmp_items.sort_by(|a, b| a.id.cmp(&b.id));
+        items.extend(tmp_items);
+
+        Ok(GcPlan {
+            items,
+            missing: m.missing.into_iter().collect(),
+            kept_blobs,
+            kept_bytes,
+        })
+    }
+
+    /// Remove what `plan` lists, in its order (refs first, blobs last).
+    /// Something already gone is not an error. Rewrites `v1/index.json`
+    /// when image refs go.
+    pub fn gc_sweep(&self, plan: &GcPlan) -> Result<()> {
+        let mut items: Vec<&GcItem> = plan.items.iter().collect();
+        items.sort_by_key(|i| i.kind);
+        let mut index_dirty = false;
+        let mut parents = BTreeSet::new();
+        for i in items {
+            if index_dirty && i.kind != GcKind::Image {
+                // Before any blob goes, the index must stop naming removed images.
+                self.rewrite_index()?;
+                index_dirty = false;
+            }
+            match i.kind {
+                GcKind::Rootfs | GcKind::Tmp => remove_tree(&i.path)?,
+                _ => {
+                    remove_file_if_present(&i.path)?;
+                }
+            }
+            match i.kind {
+                GcKind::Image => index_dirty = true,
+                GcKind::Record | GcKind::Attestation => {
+                    if let Some(p) = i.path.parent() {
+                        parents.insert(p.to_path_buf());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if index_dirty {
+            self.rewrite_index()?;
+        }
+        // Tidy: a model or record whose last ref went leaves no directory.
+        for p in parents {
+            let _ = fs::remove_dir(&p);
+        }
+        for dir in ["blobs/sha256", "ac", "refs/images", "rootfs", "tmp"] {
+            let d = self.gc_dir(dir);
+            if d.is_dir() {
+                crate::sync_dir(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_blob(&self, m: &mut Marks, what: &str, d: &BlobDigest) {
+        if !self.has_blob(d) {
+            m.missing.insert(format!("{what} {d}"));
+        }
+        m.blobs.insert(d.0);
+    }
+
+    fn mark_tree(&self, m: &mut Marks, t: &TreeDigest) -> Result<()> {
+        let mut stack = vec![*t];
+        while let Some(t) = stack.pop() {
+            if !m.trees_done.insert(t.0) {
+                continue;
+            }
+            m.blobs.insert(t.0);
+            let tree = match self.get_tree(&t) {
+                Ok(tree) => tree,
+                Err(Error::Missing { .. }) => {
+                    m.missing.insert(format!("tree {t}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for e in tree.entries {
+                match e.kind {
+                    EntryKind::File { digest, .. } => self.mark_blob(m, "blob", &digest),
+                    EntryKind::Dir { tree } => stack.push(tree),
+                    EntryKind::Symlink { .. } => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_image(&self, m: &mut Marks, d: &ImageDigest) -> Result<()> {
+        if !m.images.insert(d.0) {
+            return Ok(());
+        }
+        m.blobs.insert(d.0);
+        let bytes = match self.read_blob(&BlobDigest(d.0)) {
+            Ok(b) => b,
+            Err(Error::Missing { .. }) => {
+                m.missing.insert(format!("image {d}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let manifest = Manifest::parse(&bytes).map_err(|why| Error::Malformed {
+            what: "image manifest",
+            digest: d.to_string(),
+            why,
+        })?;
+        for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            self.mark_blob(m, "blob", &BlobDigest(desc.digest));
+        }
+        Ok(())
+    }
+}
+
+fn item(kind: GcKind, id: String, bytes: u64, path: PathBuf) -> GcItem {
+    GcItem {
+        kind,
+        id,
+        bytes,
+        path,
+    }
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("inspect", path)(e)),
+    }
+}
+
+/// The apparent size of the regular files under `path` (or of `path`).
+fn tree_size(path: &Path) -> Result<u64> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("inspect", path)(e)),
+    };
+    if !meta.is_dir() {
+        return Ok(if meta.is_file() { meta.len() } else { 0 });
+    }
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let ft = entry.file_type().map_err(io_err("inspect", entry.path()))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                total += entry
+                    .metadata()
+                    .map_err(io_err("inspect", entry.path()))?
+                    .len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn remove_file_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+/// Remove a file or a directory tree, making read-only directories (an
+/// unpacked image root keeps the image's modes) writable when that is what
+/// stands in the way.
+fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspect", path)(e)),
+    };
+    if !meta.is_dir() {
+        return remove_file_if_present(path).map(|_| ());
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => {
+            return Err(io_err("remove", path)(e));
+        }
+        Err(_) => {}
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("make writable", &dir))?;
+        let rd = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
+        for entry in rd {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            if entry
+                .file_type()
+                .map_err(io_err("inspect", entry.path()))?
+                .is_dir()
+            {
+                stack.push(entry.path());
+            }
+        }
+    }
+    fs::remove_dir_all(path).map_err(io_err("remove", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tests::layer_tar;
+    use crate::image::{media_type, oci_manifest_bytes, Descriptor};
+    use crate::{Ingest, StepKey};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        (t, s)
+    }
+
+    /// A one-layer image whose layer holds `file`.
+    fn image(s: &Store, file: &[u8]) -> ImageDigest {
+        let layer = layer_tar(&[("f", file)]);
+        let l = s.put_bytes(&layer).unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [l.to_string()]},
+        }))
+        .unwrap();
+        let c = s.put_bytes(&config).unwrap();
+        let desc = |media: &str, d: BlobDigest, size: usize| Descriptor {
+            media_type: media.into(),
+            digest: d.0,
+            size: size as u64,
+            platform: None,
+            annotations: None,
+        };
+        s.put_image(&oci_manifest_bytes(
+            &desc(media_type::OCI_CONFIG, c, config.len()),
+            &[desc(media_type::OCI_LAYER_TAR, l, layer.len())],
+        ))
+        .unwrap()
+    }
+
+    /// A tree `{sub/<name>: <content>, shared.txt: "shared"}`.
+    fn tree(s: &Store, name: &str, content: &[u8]) -> TreeDigest {
+        let dir = s.scratch("t-").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub").join(name), content).unwrap();
+        fs::write(dir.path().join("shared.txt"), b"shared").unwrap();
+        s.snapshot_dir(dir.path(), Ingest::Copy).unwrap()
+    }
+
+    fn make_old(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+        fs::File::open(path)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(old))
+            .unwrap();
+    }
+
+    fn ids(plan: &GcPlan, kind: GcKind) -> Vec<String> {
+        plan.items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn sweep_removes_exactly_what_the_plan_lists_and_keeps_what_roots_reach() {
+        let (_t, s) = store();
+        let kept_tree = tree(&s, "a.bin", b"kept weights");
+        let gone_tree = tree(&s, "b.bin", b"dropped weights");
+        let kept_image = image(&s, b"kept layer");
+        let gone_image = image(&s, b"dropped layer");
+        let kept_log = s.put_bytes(b"kept log").unwrap();
+        let gone_log = s.put_bytes(b"dropped log").unwrap();
+        let kept_rec = s.put_record(b"record 1", "m", "1").unwrap();
+        let gone_rec = s.put_record(b"record 2", "m", "2").unwrap();
+        let kept_att = s.put_attestation(&kept_rec, b"att 1").unwrap();
+        let gone_att = s.put_attestation(&gone_rec, b"att 2").unwrap();
+        let unreferenced = s.put_bytes(b"nobody").unwrap();
+        let ac = |n: &[u8], output, log| {
+            let key = StepKey(Hash::of(n));
+            let r = ActionResult {
+                output,
+                log,
+                exit_code: 0,
+                duration_ms: 1,
+            };
+            s.ac_put(&key, &r).unwrap();
+            key
+        };
+        let kept_key = ac(b"k1", kept_tree, kept_log);
+        let gone_key = ac(b"k2", gone_tree, gone_log);
+        // An entry whose output tree is kept but whose log is not: it goes.
+        let half_key = ac(b"k3", kept_tree, gone_log);
+        fs::write(s.layout_dir().join("ac/garbage"), b"{not json").unwrap();
+        let rootfs = s.layout_dir().join("rootfs");
+        for img in [kept_image, gone_image] {
+            let dir = rootfs.join(img.hex()).join("root/etc");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("passwd"), b"root:x:0:0\n").unwrap();
+        }
+        // A read-only directory in the unpacked root must not stop the removal.
+        fs::set_permissions(
+            rootfs.join(gone_image.hex()).join("root/etc"),
+            fs::Permissions::from_mode(0o555),
+        )
+        .unwrap();
+        let old_tmp = s.layout_dir().join("tmp/step-old");
+        fs::create_dir(&old_tmp).unwrap();
+        fs::write(old_tmp.join("partial"), b"12345").unwrap();
+        make_old(&old_tmp);
+        let young_tmp = s.layout_dir().join("tmp/step-running");
+        fs::create_dir(&young_tmp).unwrap();
+
+        let roots = GcRoots {
+            blobs: BTreeSet::from([kept_log, kept_att]),
+            trees: BTreeSet::from([kept_tree]),
+            images: BTreeSet::from([kept_image]),
+            records: BTreeSet::from([kept_rec]),
+        };
+        let opts = GcOptions {
+            drop_versions: vec![("m".into(), "2".into())],
+            ..GcOptions::default()
+        };
+        let plan = s.gc_plan(&roots, &opts).unwrap();
+        assert!(plan.missing.is_empty(), "{:?}", plan.missing);
+        assert_eq!(ids(&plan, GcKind::Record), ["m@2"]);
+        assert_eq!(ids(&plan, GcKind::Attestation), [gone_att.to_string()]);
+        assert_eq!(ids(&plan, GcKind::Image), [gone_image.to_string()]);
+        let mut ac_ids = ids(&plan, GcKind::ActionCache);
+        ac_ids.sort();
+        let mut want = vec![
+            gone_key.to_string(),
+            half_key.to_string(),
+            "garbage".to_string(),
+        ];
+        want.sort();
+        assert_eq!(ac_ids, want);
+        assert_eq!(ids(&plan, GcKind::Rootfs), [gone_image.to_string()]);
+        assert_eq!(ids(&plan, GcKind::Tmp), ["step-old"]);
+        assert_eq!(plan.bytes(GcKind::Tmp), 5);
+        let blobs = ids(&plan, GcKind::Blob);
+        for d in [
+            unreferenced.to_string(),
+            gone_log.to_string(),
+            gone_rec.to_string(),
+            gone_att.to_string(),
+            gone_tree.to_string(),
+            gone_image.to_string(),
+            BlobDigest(Hash::of(b"dropped weights")).to_string(),
+        ] {
+            assert!(blobs.contains(&d), "{d} should go: {blobs:?}");
+        }
+        let shared = BlobDigest(Hash::of(b"shared"));
+        assert!(!blobs.contains(&shared.to_string()), "shared blob kept");
+        let total: u64 = plan.summary().iter().map(|(_, _, b)| b).sum();
+        assert_eq!(total, plan.total_bytes());
+
+        // Planning changed nothing.
+        assert!(s.has_blob(&unreferenced));
+        assert!(old_tmp.exists());
+
+        s.gc_sweep(&plan).unwrap();
+        // Nothing is left to collect, and what was kept is whole.
+        let again = s.gc_plan(&roots, &GcOptions::default()).unwrap();
+        assert!(again.is_empty(), "{:?}", again.items);
+        assert_eq!(again.kept_blobs, plan.kept_blobs);
+        assert_eq!(again.kept_bytes, plan.kept_bytes);
+        assert!(s.tree_is_complete(&kept_tree).unwrap());
+        assert!(!s.has_blob(&BlobDigest(gone_tree.0)));
+        s.get_image(&kept_image).unwrap();
+        assert_eq!(s.list_images().unwrap(), [kept_image]);
+        let index = fs::read_to_string(s.layout_dir().join("index.json")).unwrap();
+        assert!(index.contains(&kept_image.hex()), "{index}");
+        assert!(!index.contains(&gone_image.hex()), "{index}");
+        assert!(s.ac_get(&kept_key).unwrap().is_some());
+        assert!(!s.layout_dir().join("ac").join(gone_key.hex()).exists());
+        assert_eq!(s.record_versions("m").unwrap(), ["1"]);
+        assert_eq!(s.attestations_of(&kept_rec).unwrap(), [kept_att]);
+        assert!(!s
+            .layout_dir()
+            .join("refs/attestations")
+            .join(gone_rec.hex())
+            .exists());
+        assert!(rootfs.join(kept_image.hex()).exists());
+        assert!(!rootfs.join(gone_image.hex()).exists());
+        assert!(!old_tmp.exists());
+        assert!(young_tmp.exists());
+    }
+
+    #[test]
+    fn a_corrupt_root_tree_stops_the_plan_and_missing_roots_are_listed() {
+        let (_t, s) = store();
+        let t = tree(&s, "a", b"a");
+        let absent = TreeDigest(Hash::of(b"never stored"));
+        let roots = GcRoots {
+            trees: BTreeSet::from([absent]),
+            ..GcRoots::default()
+        };
+        let plan = s.gc_plan(&roots, &GcOptions::default()).unwrap();
+        assert_eq!(plan.missing, [format!("tree {absent}")]);
+
+        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(t.0)));
+        let roots = GcRoots {
+            trees: BTreeSet::from([t]),
+            ..GcRoots::default()
+        };
+        let err = s.gc_plan(&roots, &GcOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn exclusive_lock_is_refused_while_a_shared_one_is_held() {
+        let (_t, s) = store();
+        let shared = s.lock_shared().unwrap();
+        assert!(s.try_lock_exclusive().unwrap().is_none());
+        drop(shared);
+        let held = s.try_lock_exclusive().unwrap();
+        assert!(held.is_some());
+        assert!(s.try_lock_exclusive().unwrap().is_none());
+    }
+
+    #[test]
+    fn pins_round_trip() {
+        let (_t, s) = store();
+        let err = s.pin_version("m", "1").unwrap_err();
+        assert!(matches!(err, Error::UnknownVersion { .. }), "{err}");
+        let rec = s.put_record(b"r", "m", "1").unwrap();
+        assert_eq!(s.pin_version("m", "1").unwrap(), rec);
+        assert_eq!(s.pin_version("m", "1").unwrap(), rec, "idempotent");
+        assert_eq!(s.pinned_versions().unwrap(), [("m".into(), "1".into())]);
+        assert!(s.unpin_version("m", "1").unwrap());
+        assert!(!s.unpin_version("m", "1").unwrap());
+        assert!(s.pinned_versions().unwrap().is_empty());
+        assert!(s.unpin_version("../x", "1").is_err());
+
+        let h = Hash::of(b"object");
+        s.pin_object(&h).unwrap();
+        assert_eq!(s.pinned_objects().unwrap(), [h]);
+        assert!(s.unpin_object(&h).unwrap());
+        assert!(!s.unpin_object(&h).unwrap());
+
+        assert!(s.stage_members("production").unwrap().is_empty());
+        let dir = s.layout_dir().join("refs/stages/production/m");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("1"), b"").unwrap();
+        assert_eq!(
+            s.stage_members("production").unwrap(),
+            [("m".into(), "1".into())]
+        );
+    }
+}
