@@ -300,7 +300,7 @@ impl Recipe {
         };
         for (name, t) in &self.toolchains {
             match &t.reference {
-                ImageRef::Pinned(_) => {}
+                ImageRef::Pinned(_) | ImageRef::Registry { .. } => {}
                 ImageRef::Archive(p) => add(
                     Kind::Toolchain,
                     name,
@@ -335,8 +335,8 @@ impl Recipe {
     pub fn pins_from(&self, lock: Option<&Lock>) -> Result<Pins> {
         let mut pins = Pins::default();
         for (name, t) in &self.toolchains {
-            if let ImageRef::Pinned(d) = &t.reference {
-                pins.toolchains.insert(name.clone(), *d);
+            if let Some(d) = t.reference.pinned() {
+                pins.toolchains.insert(name.clone(), d);
             }
         }
         for (name, d) in &self.data {

@@ -88,7 +88,8 @@ pub(crate) struct RawBuild {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Toolchain")]
 pub(crate) struct RawToolchain {
-    /// Pinned: the OCI image manifest digest, `sha256:<64 hex>`.
+    /// Pinned: the OCI image manifest digest, `sha256:<64 hex>`, or
+    /// `host[:port]/repo@sha256:<64 hex>` to pull it by digest from a registry.
     #[schemars(with = "Option<String>")]
     pub image: Option<Spanned<String>>,
     /// Floating: an OCI layout or docker-archive tar, relative to the recipe.

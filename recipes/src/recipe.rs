@@ -123,6 +123,24 @@ pub enum ImageRef {
     Archive(PathBuf),
     /// `tag = "..."`: an image in the local Docker daemon.
     Tag(String),
+    /// `image = "host[:port]/repo@sha256:..."`: pinned, and pulled by digest
+    /// from that registry repository when the store lacks it.
+    Registry {
+        /// `host[:port]/repo`.
+        repository: String,
+        /// The manifest digest.
+        digest: ImageDigest,
+    },
+}
+
+impl ImageRef {
+    /// The digest, when the reference is pinned.
+    pub fn pinned(&self) -> Option<ImageDigest> {
+        match self {
+            ImageRef::Pinned(d) | ImageRef::Registry { digest: d, .. } => Some(*d),
+            ImageRef::Archive(_) | ImageRef::Tag(_) => None,
+        }
+    }
 }
 
 /// How a data snapshot or code tree is named.
@@ -499,6 +517,36 @@ pub(crate) fn parse_hash(c: &mut Collector, s: &Spanned<String>, key: &str) -> O
     }
 }
 
+/// `image = "sha256:<hex>"` (an image in the store) or
+/// `image = "host[:port]/repo@sha256:<hex>"` (pulled by digest from a
+/// registry when the store lacks it). Both are pinned.
+fn parse_image(c: &mut Collector, s: &Spanned<String>, key: &str) -> Option<ImageRef> {
+    let text = s.get_ref();
+    let Some((repository, digest)) = text.rsplit_once('@') else {
+        return parse_hash(c, s, key).map(|h| ImageRef::Pinned(ImageDigest(h)));
+    };
+    let bad_repo = repository.is_empty()
+        || !repository.contains('/')
+        || repository.contains("://")
+        || repository
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_ascii_uppercase());
+    if bad_repo {
+        c.push(
+            span(s),
+            key,
+            format!("`{repository}` is not a registry repository"),
+            Some("write `host[:port]/repository@sha256:<64 hex>`, e.g. `registry.example:5000/ml/sklearn@sha256:...`".into()),
+        );
+        return None;
+    }
+    let digest_only = Spanned::new(span(s), digest.to_string());
+    parse_hash(c, &digest_only, key).map(|h| ImageRef::Registry {
+        repository: repository.to_string(),
+        digest: ImageDigest(h),
+    })
+}
+
 /// A floating path: non-empty and relative.
 fn check_floating_path(c: &mut Collector, s: &Spanned<String>, key: &str) -> Option<PathBuf> {
     let p = s.get_ref();
@@ -653,7 +701,7 @@ fn build(c: &mut Collector, path: &Path, text: &str, raw: RawRecipe) -> Recipe {
                 let k = format!("{key}.{field}");
                 let location = Some(c.loc(span(s)));
                 let r = match *field {
-                    "image" => parse_hash(c, s, &k).map(|h| ImageRef::Pinned(ImageDigest(h))),
+                    "image" => parse_image(c, s, &k),
                     "archive" => check_floating_path(c, s, &k).map(ImageRef::Archive),
                     _ => {
                         let tag = s.get_ref();

@@ -52,8 +52,8 @@ async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Res
 fn inline_pins(recipe: &Recipe) -> Pins {
     let mut pins = Pins::default();
     for (name, tc) in &recipe.toolchains {
-        if let ImageRef::Pinned(d) = &tc.reference {
-            pins.toolchains.insert(name.clone(), *d);
+        if let Some(d) = tc.reference.pinned() {
+            pins.toolchains.insert(name.clone(), d);
         }
     }
     for (name, d) in &recipe.data {
@@ -250,6 +250,9 @@ fn statement(
             match &tc.reference {
                 ImageRef::Archive(p) => r.uri = Some(format!("file:{}", p.display())),
                 ImageRef::Tag(t) => r.uri = Some(format!("docker:{t}")),
+                ImageRef::Registry { repository, digest } => {
+                    r.uri = Some(format!("oci://{repository}@{digest}"))
+                }
                 ImageRef::Pinned(_) => {}
             }
         }
@@ -346,4 +349,32 @@ impl Engine {
     pub fn note(&self, text: String) {
         self.reporter().event(&Event::Note(text));
     }
+}
+
+/// Pull by digest every toolchain image that the recipe names as
+/// `host/repo@sha256:...` and the store lacks (re-hashed before it becomes
+/// visible).
+pub async fn fetch_registry_images(
+    engine: &Arc<Engine>,
+    recipe: &Recipe,
+    registry: &crate::remote::RegistryArgs,
+) -> Result<()> {
+    let store = engine.store();
+    for (name, tc) in &recipe.toolchains {
+        let ImageRef::Registry { repository, digest } = &tc.reference else {
+            continue;
+        };
+        if store.get_image(digest).is_ok() {
+            continue;
+        }
+        engine.note(format!(
+            "pulling image {digest} of `toolchains.{name}` from `{repository}`"
+        ));
+        let remote = crate::remote::connect(repository, registry).await?;
+        remote
+            .pull_image(&store, digest)
+            .await
+            .with_context(|| format!("pulling the image of `toolchains.{name}`"))?;
+    }
+    Ok(())
 }

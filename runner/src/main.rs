@@ -153,6 +153,8 @@ struct BuildArgs {
 struct CheckArgs {
     #[command(flatten)]
     sandbox: SandboxArg,
+    #[command(flatten)]
+    registry: remote::RegistryArgs,
     /// The recipe
     recipe: PathBuf,
     /// Refuse any input that the recipe or its lock file does not pin by digest
@@ -167,6 +169,8 @@ struct CheckArgs {
 struct VerifyArgs {
     #[command(flatten)]
     sandbox: SandboxArg,
+    #[command(flatten)]
+    registry: remote::RegistryArgs,
     /// A record: `name@version`, a record digest `sha256:...`, or a record file
     record: String,
     /// Accept only records signed by this public key file (repeatable); by default the keys kept in the store
@@ -589,6 +593,7 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
         };
         (pins, bytes)
     };
+    build::fetch_registry_images(&engine, &recipe, &args.registry).await?;
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or_else(cores),
         read_cache: !args.no_cache,
@@ -692,6 +697,7 @@ async fn check_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: CheckArgs
     } else {
         build::resolve(&engine, &recipe).await?.0
     };
+    build::fetch_registry_images(&engine, &recipe, &args.registry).await?;
     let plan = engine::Plan::new(&recipe, &pins)?;
     let model = format!("{}@{}", recipe.model.name, recipe.model.version);
     let report = check::check(&engine, &plan, model).await?;
@@ -756,7 +762,14 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
     let compare = compare::CompareOptions {
         diffoscope: args.diffoscope,
     };
-    let v = verify::verify(&engine, opened, args.jobs.unwrap_or_else(cores), compare).await?;
+    let v = verify::verify(
+        &engine,
+        opened,
+        args.jobs.unwrap_or_else(cores),
+        compare,
+        &args.registry,
+    )
+    .await?;
     // Sign what was found: the verification becomes evidence.
     let attestation = match key_path(args.key).and_then(|p| Ok((keys::load(&p)?, p))) {
         Ok((key, path)) => {

@@ -133,6 +133,7 @@ pub async fn verify(
     opened: OpenedRecord,
     jobs: usize,
     compare: CompareOptions,
+    registry: &crate::remote::RegistryArgs,
 ) -> Result<Verification> {
     let store = engine.store();
     let st = &opened.statement;
@@ -151,6 +152,8 @@ pub async fn verify(
     let recipe = repro_recipes::parse_str(&PathBuf::from(&ext.recipe), &text)
         .map_err(|e| CannotVerify(format!("the recorded recipe does not parse any more: {e}")))?;
     let pins = pins_of(st)?;
+    // Images the recipe names in a registry are pulled by digest if missing.
+    crate::build::fetch_registry_images(engine, &recipe, registry).await?;
     // Check every pinned input before spending time on steps.
     for d in pins.toolchains.values() {
         store

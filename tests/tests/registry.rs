@@ -229,3 +229,46 @@ fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+#[ignore = "needs docker-registry and root (native sandbox)"]
+fn a_toolchain_image_named_by_registry_and_digest_is_pulled_and_verified() {
+    let reg = Registry::start(false);
+    let a = party();
+    built(&a);
+    let t = target(&reg);
+    let out = a.run(&["push", "shared@1.0", "--to", &t, "--insecure"]);
+    assert!(out.status.success(), "push: {}", stderr(&out));
+    let lock = std::fs::read_to_string(a.work().join("model.lock")).unwrap();
+    let image = lock
+        .lines()
+        .find_map(|l| l.strip_prefix("image = \""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("the lock pins the image");
+
+    // A fresh store, a recipe that names the image in the registry: the
+    // build pulls it by digest and runs.
+    let b = party();
+    let recipe = RECIPE.replace("archive = \"image\"", &format!("image = \"{t}@{image}\""));
+    b.write("model.toml", &recipe);
+    let out = b.run(&["build", "--insecure", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pulling image {image}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = b.run(&["verify", "--insecure", "shared@1.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A digest the registry does not have: an error naming it.
+    let c = party();
+    let missing = format!("sha256:{}", "0".repeat(64));
+    c.write(
+        "model.toml",
+        &RECIPE.replace("archive = \"image\"", &format!("image = \"{t}@{missing}\"")),
+    );
+    let out = c.run(&["build", "--insecure", "model.toml"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
+}
