@@ -12,6 +12,8 @@ use repro_store::{Ingest, Store};
 use tokio_util::sync::CancellationToken;
 
 mod attest;
+#[allow(dead_code)] // used by the governance commands as they land
+mod audit;
 mod build;
 mod bundle;
 mod check;
