@@ -345,6 +345,18 @@ pub fn export_cmd(store: &Store, quiet: bool, args: &ExportArgs) -> anyhow::Resu
 /// `repro import`: print the record digest on stdout, a summary on stderr.
 pub fn import_cmd(store: &Store, quiet: bool, args: &ImportArgs) -> anyhow::Result<u8> {
     let i = import(store, &args.bundle)?;
+    let event = crate::audit::Event::new(
+        "import",
+        i.model.clone(),
+        serde_json::json!({
+            "record": i.record.to_string(),
+            "bundle": i.manifest.to_string(),
+            "format": i.format,
+            "objects": i.objects,
+            "bytes": i.bytes,
+        }),
+    );
+    crate::audit_cmd::log(store, None, event)?;
     if !quiet {
         eprintln!(
             "imported {} (bundle {}, format {}, {} objects, {} bytes); verify it with `repro verify {}`",

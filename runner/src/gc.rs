@@ -448,6 +448,16 @@ fn add_record_roots(
     if let Some(s) = statement {
         add_statement_roots(s, roots);
     }
+    // Its model card (`repro card` keeps the Markdown as a blob).
+    let card = store.layout_dir().join("refs/cards").join(record.hex());
+    if let Ok(text) = std::fs::read_to_string(&card) {
+        match text.trim().parse::<BlobDigest>() {
+            Ok(d) => {
+                roots.blobs.insert(d);
+            }
+            Err(e) => warnings.push(format!("`{}` is malformed: {e}", card.display())),
+        }
+    }
     for att in store.attestations_of(record)? {
         roots.blobs.insert(att);
         let bytes = match store.read_blob(&att) {
@@ -591,6 +601,19 @@ pub fn gc_cmd(store: &Store, quiet: bool, args: &GcArgs) -> Result<u8> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    if !args.dry_run {
+        let event = crate::audit::Event::new(
+            "gc",
+            "store",
+            serde_json::json!({
+                "removed": report.removed,
+                "freed_bytes": report.freed_bytes,
+                "kept_blobs": report.kept_blobs,
+                "retention": report.retention,
+            }),
+        );
+        crate::audit_cmd::log(store, None, event)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !quiet || !report.missing.is_empty() {
@@ -601,6 +624,7 @@ pub fn gc_cmd(store: &Store, quiet: bool, args: &GcArgs) -> Result<u8> {
 
 /// `repro pin` (`pin = true`) and `repro unpin`. Returns the exit code.
 pub fn pin_cmd(store: &Store, quiet: bool, target: &str, pin_it: bool) -> Result<u8> {
+    let subject = target.to_string();
     let target = PinTarget::parse(target)?;
     // A pin must not race a collection that has already decided what to keep.
     let _lock = store.lock_shared()?;
@@ -609,6 +633,9 @@ pub fn pin_cmd(store: &Store, quiet: bool, target: &str, pin_it: bool) -> Result
     } else {
         unpin(store, &target)?
     };
+    let kind = if pin_it { "pin" } else { "unpin" };
+    let event = crate::audit::Event::new(kind, subject, serde_json::json!({ "result": line }));
+    crate::audit_cmd::log(store, None, event)?;
     if !quiet {
         eprintln!("{line}");
     }

@@ -12,10 +12,11 @@ use repro_store::{Ingest, Store};
 use tokio_util::sync::CancellationToken;
 
 mod attest;
-#[allow(dead_code)] // used by the governance commands as they land
 mod audit;
+mod audit_cmd;
 mod build;
 mod bundle;
+mod card;
 mod check;
 mod compare;
 mod diff;
@@ -24,11 +25,14 @@ mod env_vars;
 mod events;
 mod exit;
 mod gc;
+mod governance;
 mod keys;
+mod lineage;
 mod platform;
 mod record;
 mod remote;
 mod reporter;
+mod syslog;
 mod verify;
 
 use engine::{BuildOptions, Engine, StepResult};
@@ -53,6 +57,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The model registry: stages (candidate, validated, production, retired) and owners
+    #[command(subcommand)]
+    Registry(governance::cli::RegistryCommand),
+    /// Registered identities: keys bound to a name, an e-mail and roles
+    #[command(subcommand)]
+    Identity(governance::cli::IdentityCommand),
+    /// Sign an approval of a version in a role (you must be a registered identity holding it)
+    Approve(governance::cli::ApproveArgs),
+    /// Move a version to a stage if the policy's gate is met; lists every unmet requirement otherwise
+    Promote(governance::cli::PromoteArgs),
+    /// Make a version that once passed the production gate production again (no rebuild)
+    Rollback(governance::cli::RollbackArgs),
     /// Build a recipe: run every step in the sandbox and sign a record
     Build(BuildArgs),
     /// Rebuild a recorded model from scratch and compare it byte for byte
@@ -113,6 +129,13 @@ enum Command {
     Export(bundle::ExportArgs),
     /// Import a bundle written by `repro export`, checking every object's digest first
     Import(bundle::ImportArgs),
+    /// Trace a model file (by digest) or a version back to its steps, data snapshots, code and image; `--uses` lists the versions built on a snapshot
+    Lineage(LineageArgs),
+    /// Write the model card of a version (Markdown and HTML) from the evidence in the store
+    Card(CardArgs),
+    /// The audit log: verify its chain and signatures, export it as JSON lines or syslog
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 /// Which sandbox runs the steps.
@@ -354,6 +377,27 @@ async fn run(cli: Cli) -> Result<u8> {
         Verbosity::Normal
     };
     match cli.command {
+        Command::Registry(c) => governance::cli::registry_cmd(&*open_store(cli.store)?, c),
+        Command::Identity(c) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            governance::cli::identity_cmd(&store, cli.quiet, c, key_path)
+        }
+        Command::Approve(a) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            governance::cli::approve_cmd(&store, cli.quiet, &a, &key_path(a.key.clone())?)
+        }
+        Command::Promote(a) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            governance::cli::promote_cmd(&store, cli.quiet, &a, &key_path(a.key.clone())?)
+        }
+        Command::Rollback(a) => {
+            let store = open_store(cli.store)?;
+            let _lock = store.lock_shared()?; // `repro gc` waits for it
+            governance::cli::rollback_cmd(&store, cli.quiet, &a, &key_path(a.key.clone())?)
+        }
         Command::Build(args) => build_cmd(cli.store, verbosity, args).await,
         Command::Verify(args) => verify_cmd(cli.store, verbosity, args).await,
         Command::Check(args) => check_cmd(cli.store, verbosity, args).await,
@@ -405,7 +449,20 @@ async fn run(cli: Cli) -> Result<u8> {
                 path.display(),
                 keys::pub_path(&path).display()
             );
-            println!("{}", keys::key_id(&k.verifying_key()));
+            let keyid = keys::key_id(&k.verifying_key()).to_string();
+            println!("{keyid}");
+            let who = attest::identity_of(&path, &k);
+            match open_store(cli.store) {
+                Ok(store) => {
+                    let event = audit::Event::new(
+                        "key",
+                        keyid,
+                        serde_json::json!({"action": "generate", "name": who.name, "email": who.email}),
+                    );
+                    audit_cmd::log(&store, Some(&path), event)?;
+                }
+                Err(e) => audit_cmd::warn_unlogged(&chain(&e)),
+            }
             Ok(exit::OK)
         }
         Command::Key(KeyCommand::Show { key }) => {
@@ -518,6 +575,17 @@ async fn run(cli: Cli) -> Result<u8> {
                 .map(|r| verify::resolve_record_ref(&store, &r))
                 .transpose()?;
             let (d, st) = attest::import(&store, &bytes, key, expect)?;
+            let event = audit::Event::new(
+                "attest-import",
+                st.predicate.repro.model.clone(),
+                serde_json::json!({
+                    "attestation": d.to_string(),
+                    "record": st.record().map(|r| r.to_string()),
+                    "result": st.predicate.verification_result,
+                    "by": st.predicate.repro.identity,
+                }),
+            );
+            audit_cmd::log(&store, None, event)?;
             println!(
                 "imported {d}: {} of {} by {}",
                 st.predicate.verification_result,
@@ -528,6 +596,8 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Export(args) => bundle::export_cmd(&*open_store(cli.store)?, cli.quiet, &args),
         Command::Import(args) => bundle::import_cmd(&*open_store(cli.store)?, cli.quiet, &args),
+        Command::Lineage(args) => lineage_cmd(&*open_store(cli.store)?, &args),
+        Command::Card(args) => card_cmd(&*open_store(cli.store)?, cli.quiet, args),
         Command::Push(a) => {
             let store = open_store(cli.store)?;
             let _lock = store.lock_shared()?; // `repro gc` waits for it
@@ -543,6 +613,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Unpin { target } => {
             gc::pin_cmd(&*open_store(cli.store)?, cli.quiet, &target, false)
         }
+        Command::Audit(c) => audit_cmd::audit_cmd(&*open_store(cli.store)?, cli.quiet, &c),
         Command::Schema => {
             println!(
                 "{}",
@@ -557,7 +628,8 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     let store = open_store(store)?;
     // Held for the whole run: `repro gc` waits for it.
     let _lock = store.lock_shared()?;
-    let key = keys::load(&key_path(args.key)?)?;
+    let key_file = key_path(args.key)?;
+    let key = keys::load(&key_file)?;
     let recipe = repro_recipes::parse_file(&args.recipe)?;
     engine::check_graph(&recipe)?;
     let lock_path = recipe.lock_path();
@@ -602,6 +674,7 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
         write_cache: true,
     };
     let built = build::build(&engine, &recipe, lock_bytes.as_deref(), &pins, opts, &key).await?;
+    audit_cmd::log(&store, Some(&key_file), build_event(&recipe, &built))?;
     if args.json {
         let doc = serde_json::json!({
             "model": format!("{}@{}", recipe.model.name, recipe.model.version),
@@ -647,6 +720,36 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
             Ok(exit::FAILED)
         }
     }
+}
+
+/// The audit entry of a build.
+fn build_event(recipe: &repro_recipes::Recipe, built: &build::Built) -> audit::Event {
+    let count = |status: engine::StepStatus| {
+        built
+            .report
+            .steps
+            .iter()
+            .filter(|s| s.status == status)
+            .count()
+    };
+    let ext = built
+        .record
+        .as_ref()
+        .map(|(_, st)| &st.predicate.build_definition.external_parameters);
+    audit::Event::new(
+        "build",
+        format!("{}@{}", recipe.model.name, recipe.model.version),
+        serde_json::json!({
+            "result": if built.report.ok() { "ok" } else { "failed" },
+            "record": built.record.as_ref().map(|(d, _)| d.to_string()),
+            "recipe": ext.map(|e| e.recipe_digest.clone()),
+            "lock": ext.and_then(|e| e.lock_digest.clone()),
+            "steps": built.report.steps.len(),
+            "ran": count(engine::StepStatus::Ran),
+            "cached": count(engine::StepStatus::Cached),
+            "failed": count(engine::StepStatus::Failed),
+        }),
+    )
 }
 
 fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
@@ -779,10 +882,22 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
             let platform = platform::Platform::detect(engine.backend_description().await);
             let envelope = attest::sign_verification(&v, &record, identity, platform, &key)?;
             keys::publish(&store, &key.verifying_key())?;
-            Some(store.put_attestation(&record, &serde_json::to_vec_pretty(&envelope)?)?)
+            let a = store.put_attestation(&record, &serde_json::to_vec_pretty(&envelope)?)?;
+            let event = audit::Event::new(
+                "verify",
+                v.model.clone(),
+                serde_json::json!({
+                    "result": if v.reproduced { "reproduced" } else { "not reproduced" },
+                    "record": v.record,
+                    "attestation": a.to_string(),
+                }),
+            );
+            audit_cmd::log(&store, Some(&path), event)?;
+            Some(a)
         }
         Err(e) => {
             eprintln!("warning: the verification is not attested: {}", chain(&e));
+            audit_cmd::warn_unlogged("there is no signing key");
             None
         }
     };
@@ -797,4 +912,83 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
         }
     }
     Ok(if v.reproduced { exit::OK } else { exit::FAILED })
+}
+
+/// `repro lineage`.
+#[derive(Args)]
+struct LineageArgs {
+    /// An output file's digest (`sha256:...`, e.g. of `model.pkl`), or `name@version`
+    #[arg(required_unless_present = "uses", conflicts_with = "uses")]
+    target: Option<String>,
+    /// List every version whose record used this data snapshot or code tree (`sha256:...`)
+    #[arg(long, value_name = "TREE DIGEST")]
+    uses: Option<String>,
+    /// Print the result as JSON
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    /// Output format: `text` (an indented tree) or `dot` (Graphviz)
+    #[arg(long, default_value = "text", value_parser = ["text", "dot"])]
+    format: String,
+}
+
+fn lineage_cmd(store: &Store, args: &LineageArgs) -> Result<u8> {
+    if let Some(tree) = &args.uses {
+        let d: repro_store::TreeDigest = tree.parse().map_err(|e| UserError(format!("{e}")))?;
+        let u = lineage::uses(store, &d)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&u)?);
+        } else {
+            print!("{}", lineage::render_uses(&u));
+        }
+        return Ok(exit::OK);
+    }
+    let target = args.target.as_deref().ok_or_else(|| {
+        UserError("name a file digest or `name@version`, or pass `--uses`".into())
+    })?;
+    let l = lineage::lineage(store, target)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&l)?);
+    } else if args.format == "dot" {
+        print!("{}", lineage::render_dot(&l));
+    } else {
+        print!("{}", lineage::render_text(&l));
+    }
+    Ok(exit::OK)
+}
+
+/// `repro card`.
+#[derive(Args)]
+struct CardArgs {
+    /// The version: `name@version` or a record digest
+    record: String,
+    /// Where to write `model-card.md` and `model-card.html`
+    #[arg(long, short = 'o', default_value = ".", value_name = "DIR")]
+    out: PathBuf,
+    /// The key that signs the audit log entry [default: as for `build`; without one the card is written but not logged]
+    #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+fn card_cmd(store: &Store, quiet: bool, args: CardArgs) -> Result<u8> {
+    let _lock = store.lock_shared()?; // `repro gc` waits for it
+    let card = card::gather(store, &args.record)?;
+    let written = card::write(store, &card, &args.out)?;
+    audit_cmd::log(
+        store,
+        args.key.as_deref(),
+        audit::Event::new(
+            "card",
+            format!("{}@{}", card.model.name, card.model.version),
+            serde_json::json!({"record": written.record, "card": written.blob}),
+        ),
+    )?;
+    if !quiet {
+        eprintln!(
+            "wrote `{}` and `{}` (card {})",
+            written.markdown.display(),
+            written.html.display(),
+            written.blob
+        );
+    }
+    Ok(exit::OK)
 }

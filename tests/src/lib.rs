@@ -8,6 +8,8 @@
 
 mod registry;
 pub use registry::{require_registry, Registry, REGISTRY_BIN};
+mod syslog;
+pub use syslog::{require_rsyslog, Syslog, RSYSLOGD_BIN};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
