@@ -534,6 +534,28 @@ pub fn repro_bin() -> PathBuf {
     .clone()
 }
 
+/// Wait until the server `child` (`what`) accepts connections on
+/// 127.0.0.1:`port`; panic with its log file's contents if it exits first
+/// or does not answer within 20 s.
+pub(crate) fn wait_for_port(child: &mut std::process::Child, port: u16, what: &str, log: &Path) {
+    use std::time::{Duration, Instant};
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before answering:\n{}", log());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not answer on 127.0.0.1:{port} within 20 s:\n{}",
+        log()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The registry binary Debian's `docker-registry` package installs.
 pub const REGISTRY_BIN: &str = "docker-registry";
@@ -101,24 +100,8 @@ impl Registry {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "docker-registry exited ({status}) before answering:\n{}",
-                    self.log()
-                );
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "docker-registry did not answer on 127.0.0.1:{} within 20 s:\n{}",
-            self.port,
-            self.log()
-        );
+        let log = self.dir.path().join("registry.log");
+        crate::wait_for_port(&mut self.child, self.port, "docker-registry", &log);
     }
 
     /// `127.0.0.1:<port>`.

@@ -80,24 +80,8 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="repro")
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "rsyslogd exited ({status}) before listening:\n{}",
-                    self.log()
-                );
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "rsyslogd did not listen on 127.0.0.1:{} within 20 s:\n{}",
-            self.port,
-            self.log()
-        );
+        let log = self.dir.path().join("rsyslogd.log");
+        crate::wait_for_port(&mut self.child, self.port, "rsyslogd", &log);
     }
 
     /// `127.0.0.1:<port>`.
