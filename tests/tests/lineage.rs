@@ -433,9 +433,50 @@ fn the_example_card_shows_its_auc_and_slices_and_lineage_reaches_the_dataset() {
         "{l}"
     );
 
+    // A model-risk reviewer approves the candidate; the card shows it.
+    let reviewer = r.tmp.path().join("reviewer.key");
+    let key = reviewer.to_str().unwrap();
+    let out = r.run(&[
+        "key",
+        "generate",
+        "--key",
+        key,
+        "--name",
+        "Rita Reviewer",
+        "--email",
+        "rita@example.com",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pubkey = format!("{key}.pub");
+    let out = r.run(&[
+        "identity",
+        "add",
+        &pubkey,
+        "--name",
+        "Rita Reviewer",
+        "--email",
+        "rita@example.com",
+        "--role",
+        "model-risk",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = r.run(&[
+        "approve",
+        "breast-cancer-classifier@1.0.0",
+        "--role",
+        "model-risk",
+        "--reason",
+        "validation report MR-17 accepted",
+        "--key",
+        key,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     let out = r.run(&["card", "breast-cancer-classifier@1.0.0", "-o", "card"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let md = read(&r.work().join("card"), "model-card.md");
+    assert!(md.contains("Rita Reviewer"), "{md}");
+    assert!(md.contains("validation report MR-17 accepted"), "{md}");
     let metrics = file_digest(&doc, "evaluate", "metrics.json");
     let bytes = std::fs::read(r.blob_path(&metrics)).unwrap();
     let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
