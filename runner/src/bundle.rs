@@ -58,7 +58,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use repro_store::image::{media_type, Descriptor, Index, Manifest};
 use repro_store::{BlobDigest, EntryKind, Hash, ImageDigest, RecordDigest, Store, TreeDigest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -650,31 +649,7 @@ fn image_index(
     images: &[ImageDigest],
     read: impl Fn(&ImageDigest) -> Result<Vec<u8>>,
 ) -> Result<Vec<u8>> {
-    let mut manifests = Vec::new();
-    for d in images {
-        let bytes = read(d)?;
-        let m = Manifest::parse(&bytes).map_err(|why| repro_store::Error::Malformed {
-            what: "image manifest",
-            digest: d.to_string(),
-            why,
-        })?;
-        manifests.push(Descriptor {
-            media_type: m
-                .media_type
-                .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string()),
-            digest: d.0,
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: None,
-        });
-    }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_INDEX.to_string()),
-        manifests,
-    };
-    // Plain structs of strings and integers always serialize.
-    Ok(serde_json::to_vec(&index).unwrap_or_default())
+    repro_store::image::oci_index_bytes(images, read)
 }
 
 /// A tar header with nothing machine- or time-dependent in it.

@@ -243,34 +243,8 @@ impl Store {
             .open(&lock_path)
             .map_err(io_err("create", &lock_path))?;
         fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(io_err("lock", &lock_path))?;
-        let mut manifests = Vec::new();
-        for d in self.list_images()? {
-            let bytes = self.read_blob(&BlobDigest(d.0))?;
-            let m = Manifest::parse(&bytes).map_err(|why| Error::Malformed {
-                what: "image manifest",
-                digest: d.to_string(),
-                why,
-            })?;
-            manifests.push(Descriptor {
-                media_type: m
-                    .media_type
-                    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string()),
-                digest: d.0,
-                size: bytes.len() as u64,
-                platform: None,
-                annotations: None,
-            });
-        }
-        let index = Index {
-            schema_version: 2,
-            media_type: Some(media_type::OCI_INDEX.to_string()),
-            manifests,
-        };
-        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Malformed {
-            what: "image index",
-            digest: "index.json".to_string(),
-            why: e.to_string(),
-        })?;
+        let images = self.list_images()?;
+        let bytes = oci_index_bytes(&images, |d| self.read_blob(&BlobDigest(d.0)))?;
         self.write_atomic(&self.layout_dir().join("index.json"), &bytes)
     }
 
@@ -471,6 +445,39 @@ fn append<W: Write>(
         ));
     }
     Ok(())
+}
+
+/// An OCI image index (`index.json`) listing `images` in the given order;
+/// `read` fetches each manifest's bytes (for its media type and size).
+pub fn oci_index_bytes<E: From<Error>>(
+    images: &[ImageDigest],
+    read: impl Fn(&ImageDigest) -> std::result::Result<Vec<u8>, E>,
+) -> std::result::Result<Vec<u8>, E> {
+    let mut manifests = Vec::new();
+    for d in images {
+        let bytes = read(d)?;
+        let m = Manifest::parse(&bytes).map_err(|why| Error::Malformed {
+            what: "image manifest",
+            digest: d.to_string(),
+            why,
+        })?;
+        manifests.push(Descriptor {
+            media_type: m
+                .media_type
+                .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string()),
+            digest: d.0,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        });
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_string()),
+        manifests,
+    };
+    // Plain structs of strings and integers always serialize.
+    Ok(serde_json::to_vec(&index).unwrap_or_default())
 }
 
 /// Build the bytes of a deterministic OCI image manifest.
