@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{stderr, stdout, Repro};
+use common::{copy_dir, repo, stderr, stdout, Repro};
 
 const RECIPE: &str = r#"
 [model]
@@ -490,24 +490,4 @@ fn the_example_card_shows_its_auc_and_slices_and_lineage_reaches_the_dataset() {
     assert!(md.contains("#### Gaps between slices"), "{md}");
     assert!(md.contains("| feature | mean radius |"), "{md}");
     assert!(md.contains("Model Risk Example"), "{md}");
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
