@@ -1,5 +1,6 @@
 //! The action cache: step key -> [`ActionResult`], in `v1/ac/<hex>`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
@@ -7,7 +8,18 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;
-use crate::{BlobDigest, Error, Result, StepKey, Store, TreeDigest};
+use crate::{BlobDigest, EntryKind, Error, FileEntry, Result, StepKey, Store, TreeDigest};
+
+/// Read a file expected to be small (an action cache entry is about 300
+/// bytes) into memory. Unlike [`fs::read`] it does not ask the file's size
+/// first: a no-op build of 10,000 steps reads 10,000 entries, and the
+/// extra `statx` was a tenth of its lookups' system calls.
+fn read_small(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    let mut f = fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(1024);
+    io::Read::read_to_end(&mut f, &mut bytes)?;
+    Ok(bytes)
+}
 
 /// What running a step produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +42,24 @@ impl Store {
     /// Look up a step key. A hit whose output tree (or anything in it) or
     /// log blob is missing counts as a miss.
     pub fn ac_get(&self, key: &StepKey) -> Result<Option<ActionResult>> {
+        Ok(self.ac_lookup(key)?.map(|(r, _)| r))
+    }
+
+    /// Like [`Store::ac_get`], and on a hit also every file and symlink of
+    /// the output tree by relative path (as [`Store::flatten`] gives it), so
+    /// that the caller need not read the tree objects a second time.
+    ///
+    /// What a hit has checked: the log blob and every blob the output tree
+    /// names exist, and every tree object of the output is present and
+    /// re-hashed (a corrupt one is an error, as in [`Store::get_tree`]).
+    /// File blobs are not re-hashed here: whoever reads them does (see
+    /// [`Store::materialize`]), and `repro fsck` re-hashes everything.
+    pub fn ac_lookup(
+        &self,
+        key: &StepKey,
+    ) -> Result<Option<(ActionResult, BTreeMap<String, FileEntry>)>> {
         let path = self.ac_path(key);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_small(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("read", &path)(e)),
@@ -44,10 +72,60 @@ impl Store {
                 path.display()
             ),
         })?;
-        if !self.has_blob(&r.log) || !self.tree_is_complete(&r.output)? {
+        if !self.has_blob(&r.log) {
             return Ok(None);
         }
-        Ok(Some(r))
+        let mut files = BTreeMap::new();
+        if !self.complete_listing(&r.output, "", &mut files)? {
+            return Ok(None);
+        }
+        Ok(Some((r, files)))
+    }
+
+    /// Add the files of tree `t` (under `prefix`) to `out`; `false` as soon
+    /// as a tree object or a file blob is missing.
+    fn complete_listing(
+        &self,
+        t: &TreeDigest,
+        prefix: &str,
+        out: &mut BTreeMap<String, FileEntry>,
+    ) -> Result<bool> {
+        let tree = match self.get_tree(t) {
+            Ok(tree) => tree,
+            Err(Error::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for e in tree.entries {
+            let path = format!("{prefix}{}", e.name);
+            match e.kind {
+                EntryKind::File {
+                    digest,
+                    size,
+                    executable,
+                } => {
+                    if !self.has_blob(&digest) {
+                        return Ok(false);
+                    }
+                    out.insert(
+                        path,
+                        FileEntry::File {
+                            digest,
+                            size,
+                            executable,
+                        },
+                    );
+                }
+                EntryKind::Symlink { target } => {
+                    out.insert(path, FileEntry::Symlink { target });
+                }
+                EntryKind::Dir { tree } => {
+                    if !self.complete_listing(&tree, &format!("{path}/"), out)? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Record the result of a step (replacing any previous entry).
@@ -111,6 +189,43 @@ mod tests {
         // The top tree object goes missing: miss.
         fs::remove_file(s.blob_path(&BlobDigest(output.0))).unwrap();
         assert_eq!(s.ac_get(&key).unwrap(), None);
+    }
+
+    /// The listing of a hit is exactly what `flatten` gives, nested
+    /// directories and symlinks included.
+    #[test]
+    fn lookup_lists_the_output_like_flatten() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let out = s.scratch("out-").unwrap();
+        fs::create_dir_all(out.path().join("a/b")).unwrap();
+        fs::write(out.path().join("a/b/deep.txt"), b"deep").unwrap();
+        fs::write(out.path().join("top.bin"), b"top").unwrap();
+        std::os::unix::fs::symlink("top.bin", out.path().join("link")).unwrap();
+        let output = s.snapshot_dir(out.path(), Ingest::Move).unwrap();
+        let log = s.put_bytes(b"log").unwrap();
+        let key = StepKey(Hash::of(b"k"));
+        let r = ActionResult {
+            output,
+            log,
+            exit_code: 0,
+            duration_ms: 1,
+        };
+        s.ac_put(&key, &r).unwrap();
+        let (got, files) = s.ac_lookup(&key).unwrap().unwrap();
+        assert_eq!(got, r);
+        assert_eq!(files, s.flatten(&output).unwrap());
+        assert_eq!(
+            files.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["a/b/deep.txt", "link", "top.bin"]
+        );
+        // A nested subtree object goes missing: a miss, not an error.
+        let sub = s.get_tree(&output).unwrap();
+        let EntryKind::Dir { tree: a } = &sub.entries[0].kind else {
+            panic!("{sub:?}")
+        };
+        fs::remove_file(s.blob_path(&BlobDigest(a.0))).unwrap();
+        assert_eq!(s.ac_lookup(&key).unwrap(), None);
     }
 
     #[test]

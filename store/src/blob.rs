@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::io_err;
+use crate::snapshot::{hash_with, open_walked, stat_opened, FileStat};
 use crate::{sync_dir, BlobDigest, Error, Hash, Result, Store};
 
 const BUF: usize = 256 * 1024;
@@ -148,33 +149,174 @@ impl Store {
                 });
             }
         }
+        if self.finish_temp(f, &d)? {
+            sync_dir(&self.layout_dir().join("blobs/sha256"))?;
+        }
+        Ok((d, n))
+    }
+
+    /// Make a finished temp file holding the bytes of blob `d` the blob,
+    /// unless a good copy is there already (then the temp file is dropped
+    /// without being synced). Otherwise: fsync, mode 0444, rename into
+    /// place; `true` then, and the caller must fsync `blobs/sha256` before
+    /// anything that names the blob is written.
+    fn finish_temp(&self, f: tempfile::NamedTempFile, d: &BlobDigest) -> Result<bool> {
+        if self.blob_path(d).is_file() {
+            match self.verify_blob(d) {
+                Ok(_) => return Ok(false),
+                Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         f.as_file().sync_all().map_err(io_err("fsync", f.path()))?;
         f.as_file()
             .set_permissions(fs::Permissions::from_mode(BLOB_MODE))
             .map_err(io_err("set permissions of", f.path()))?;
-        self.publish(f, &d)?;
-        Ok((d, n))
+        self.publish_nosync(f, d)
     }
 
-    /// Rename a finished temp file into place as blob `d`, unless a good copy
-    /// is already there.
-    fn publish(&self, f: tempfile::NamedTempFile, d: &BlobDigest) -> Result<()> {
+    /// Rename a finished, synced temp file into place as blob `d`, unless a
+    /// good copy is already there; `true` if it was renamed (the caller
+    /// syncs `blobs/sha256`).
+    fn publish_nosync(&self, f: tempfile::NamedTempFile, d: &BlobDigest) -> Result<bool> {
         let dest = self.blob_path(d);
         match f.persist_noclobber(&dest) {
-            Ok(_) => {}
+            Ok(_) => Ok(true),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
                 // Someone else stored it first. If theirs is damaged, replace it.
                 if let Err(Error::Corrupt { .. }) = self.verify_blob(d) {
                     e.file
                         .persist(&dest)
                         .map_err(|e| io_err("rename a temporary file to", &dest)(e.error))?;
+                    Ok(true)
                 } else {
-                    return Ok(());
+                    Ok(false)
                 }
             }
-            Err(e) => return Err(io_err("rename a temporary file to", &dest)(e.error)),
+            Err(e) => Err(io_err("rename a temporary file to", &dest)(e.error)),
         }
-        sync_dir(&self.layout_dir().join("blobs/sha256"))
+    }
+
+    /// Store `bytes`, known to hash to `d`: temp file, fsync, rename; no
+    /// fsync of `blobs/sha256` (the caller does it once for many).
+    pub(crate) fn write_blob_nosync(&self, bytes: &[u8], d: &BlobDigest) -> Result<()> {
+        let tmp = self.tmp_dir();
+        let mut f = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temporary file in", &tmp))?;
+        f.write_all(bytes).map_err(io_err("write", f.path()))?;
+        self.finish_temp(f, d)?;
+        Ok(())
+    }
+
+    /// Copy the regular file at `path` (found by a walk: not followed if it
+    /// has become a symlink) into the store through `buf`, hashing in the
+    /// same pass. No fsync of `blobs/sha256`: the caller does it once.
+    /// Returns the digest, the bytes copied and the file's stat taken
+    /// before reading it.
+    pub(crate) fn ingest_copy(
+        &self,
+        path: &Path,
+        buf: &mut [u8],
+    ) -> Result<(BlobDigest, u64, FileStat)> {
+        let mut src = open_walked(path)?;
+        let stat = stat_opened(&src, path)?;
+        let tmp = self.tmp_dir();
+        let mut f = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temporary file in", &tmp))?;
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let k = match src.read(buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read", path)(e)),
+            };
+            hasher.update(&buf[..k]);
+            f.as_file_mut()
+                .write_all(&buf[..k])
+                .map_err(|e| io_err("write", f.path())(e))?;
+            n += k as u64;
+        }
+        let d = BlobDigest(Hash(hasher.finalize().into()));
+        self.finish_temp(f, &d)?;
+        Ok((d, n, stat))
+    }
+
+    /// Move the regular file at `path` (found by a walk in a scratch
+    /// directory) into the store, as [`Store::put_file_move`] does, reading
+    /// through `buf`; no fsync of `blobs/sha256` (the caller does it once).
+    pub(crate) fn ingest_move(
+        &self,
+        path: &Path,
+        buf: &mut [u8],
+    ) -> Result<(BlobDigest, u64, FileStat)> {
+        let mut f = open_walked(path)?;
+        let meta = f.metadata().map_err(io_err("inspect", path))?;
+        if !meta.is_file() {
+            return Err(Error::UnsupportedFile {
+                path: path.to_path_buf(),
+                kind: kind_of(&meta),
+            });
+        }
+        let stat = FileStat::of(&meta);
+        let (hash, n) = hash_with(&mut f, buf).map_err(io_err("read", path))?;
+        f.sync_all().map_err(io_err("fsync", path))?;
+        drop(f);
+        let d = BlobDigest(hash);
+        self.move_hashed(path, meta.uid(), &d)?;
+        if meta.nlink() > 1 {
+            // Another name of the same file, moved at the same moment by
+            // another thread, makes this rename a no-op (renaming a file
+            // onto a link of itself does nothing): remove this name, as a
+            // move in turn would have.
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", path)(e)),
+            }
+        }
+        Ok((d, n, stat))
+    }
+
+    /// The second half of a move into the store: `path` (owned by `uid`)
+    /// hashes to `d` and is synced. Renames it into place, or removes it if
+    /// a good copy is there already. `true` if renamed (the caller syncs
+    /// `blobs/sha256`).
+    fn move_hashed(&self, path: &Path, uid: u32, d: &BlobDigest) -> Result<bool> {
+        let dest = self.blob_path(d);
+        if dest.is_file() {
+            match self.verify_blob(d) {
+                Ok(_) => {
+                    fs::remove_file(path).map_err(io_err("remove", path))?;
+                    return Ok(false);
+                }
+                Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(BLOB_MODE))
+            .map_err(io_err("set permissions of", path))?;
+        // A step's outputs are owned by the sandbox user: hand them to the
+        // store's owner, so that no sandboxed process owns a blob (and could
+        // make it writable again). Only possible, and only needed, as root.
+        if uid != self.owner_uid() {
+            let _ = std::os::unix::fs::lchown(path, Some(self.owner_uid()), Some(self.owner_gid()));
+        }
+        fs::rename(path, &dest).map_err(|err| {
+            if err.raw_os_error() == Some(libc::EXDEV) {
+                Error::CrossDevice {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io_err("rename into the store", path)(err)
+            }
+        })?;
+        Ok(true)
     }
 
     /// Move the regular file at `path` into the store: hash it, then rename it
@@ -195,36 +337,9 @@ impl Store {
         f.sync_all().map_err(io_err("fsync", path))?;
         drop(f);
         let d = BlobDigest(hash);
-        let dest = self.blob_path(&d);
-        if dest.is_file() {
-            match self.verify_blob(&d) {
-                Ok(_) => {
-                    fs::remove_file(path).map_err(io_err("remove", path))?;
-                    return Ok((d, n));
-                }
-                Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        if self.move_hashed(path, meta.uid(), &d)? {
+            sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(BLOB_MODE))
-            .map_err(io_err("set permissions of", path))?;
-        // A step's outputs are owned by the sandbox user: hand them to the
-        // store's owner, so that no sandboxed process owns a blob (and could
-        // make it writable again). Only possible, and only needed, as root.
-        if meta.uid() != self.owner_uid() {
-            let _ = std::os::unix::fs::lchown(path, Some(self.owner_uid()), Some(self.owner_gid()));
-        }
-        fs::rename(path, &dest).map_err(|err| {
-            if err.raw_os_error() == Some(18) {
-                // EXDEV
-                Error::CrossDevice {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                io_err("rename into the store", path)(err)
-            }
-        })?;
-        sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         Ok((d, n))
     }
 
@@ -269,6 +384,7 @@ impl Store {
         let bytes = fs::read(&path).map_err(|e| self.open_err(d, "blob", &path, e))?;
         let actual = Hash::of(&bytes);
         if actual != d.0 {
+            self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
                 digest: d.to_string(),
                 actual: actual.to_string(),
@@ -284,6 +400,7 @@ impl Store {
         let mut f = fs::File::open(&path).map_err(|e| self.open_err(d, "blob", &path, e))?;
         let (actual, n) = hash_reader(&mut f).map_err(io_err("read", &path))?;
         if actual != d.0 {
+            self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
                 digest: d.to_string(),
                 actual: actual.to_string(),

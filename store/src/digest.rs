@@ -39,7 +39,19 @@ impl Hash {
 
     /// Lowercase hex, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        self.write_hex(&mut [0; 64]).to_string()
+    }
+
+    /// The lowercase hex digits, written into `buf` (no allocation: keys,
+    /// records and paths print digests by the tens of thousands).
+    fn write_hex<'b>(&self, buf: &'b mut [u8; 64]) -> &'b str {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in self.0.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        // Only ASCII digits and letters were written.
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 
     /// Parse 64 hex digits (no prefix).
@@ -74,7 +86,8 @@ impl Hash {
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
+        f.write_str("sha256:")?;
+        f.write_str(self.write_hex(&mut [0; 64]))
     }
 }
 

@@ -19,7 +19,9 @@
 //!
 //! [`Store::gc_plan`] only reads; [`Store::gc_sweep`] removes exactly what a
 //! plan lists, refs first and blobs last, so an interrupted sweep leaves no
-//! ref naming a missing object (the next run finishes the job). The caller
+//! ref naming a missing object (the next run finishes the job). A sweep
+//! that removes blobs first invalidates every stat cache
+//! ([`Store::invalidate_stat_caches`]; see [`crate::statcache`]). The caller
 //! must hold [`Store::lock_exclusive`] from planning to the end of the sweep.
 //!
 //! A tree or image manifest that a root reaches but that is corrupt stops
@@ -426,6 +428,10 @@ impl Store {
     /// Something already gone is not an error. Rewrites `v1/index.json`
     /// when image refs go.
     pub fn gc_sweep(&self, plan: &GcPlan) -> Result<()> {
+        if plan.items.iter().any(|i| i.kind == GcKind::Blob) {
+            // A stat cache may name any blob; none may outlive its removal.
+            self.invalidate_stat_caches()?;
+        }
         let mut items: Vec<&GcItem> = plan.items.iter().collect();
         items.sort_by_key(|i| i.kind);
         let mut index_dirty = false;

@@ -11,6 +11,8 @@
 //! <root>/v1/tmp/                  scratch, on the same filesystem so renames work
 //! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
 //! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
+//! <root>/v1/cache/stat/<hex>      stat cache of one snapshotted directory (see [`statcache`])
+//! <root>/v1/cache/stat-generation the stat caches' generation (see [`statcache`])
 //! <root>/v1/lock                  flock file
 //! ```
 //!
@@ -34,6 +36,23 @@
 //! [`Store::verify_blob`], [`Store::get_tree`], [`Store::materialize`],
 //! [`Store::get_record`], [`Store::get_image`]. A mismatch is
 //! [`Error::Corrupt`] naming the digest and the actual hash.
+//!
+//! # Speed and memory
+//!
+//! [`Store::snapshot_dir`], [`hash_dir`] and [`hash_file`] give the same
+//! digests; the first two walk the tree and read its files on every core
+//! (see [`snapshot`] for the phases), streaming each file through a fixed
+//! 256 KiB buffer per thread. Their memory is bounded by a few MiB plus a
+//! fixed amount per file of the tree, whatever the files' sizes (see
+//! [`snapshot`] for what it holds). Measured maximum resident set sizes:
+//! [`hash_dir`] about 3 MiB + 0.3 KiB per file (6 MiB for 10,000 files,
+//! 33 MiB for 100,000); [`Store::snapshot_dir`] about 5 MiB + 0.6 KiB per
+//! file (10 MiB for 10,000 files, 62 MiB for 100,000; an unchanged
+//! re-check of 100,000 files 40 MiB); one file of 20 GiB, hashed or taken
+//! in, under 3 MiB.
+//! Re-snapshotting an unchanged directory with [`Ingest::Copy`] reads no
+//! file: the stat cache ([`statcache`]) says which files are unchanged and
+//! when a file is read again.
 
 mod ac;
 mod blob;
@@ -42,6 +61,8 @@ mod error;
 pub mod gc;
 pub mod image;
 mod record;
+pub mod snapshot;
+pub mod statcache;
 mod tree;
 
 use std::fs;
@@ -54,6 +75,7 @@ pub use digest::{
 pub use error::{Error, Result};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
+pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 
 use error::io_err;

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blob::{copy_hashing, kind_of, CopyError, BLOB_MODE};
+use crate::blob::{copy_hashing, CopyError, BLOB_MODE};
 use crate::error::io_err;
 use crate::{BlobDigest, Error, Hash, Result, Store, TreeDigest};
 
@@ -149,6 +149,16 @@ impl Store {
     /// Store a tree object. Refuses a tree that breaks the invariants or
     /// refers to blobs or subtrees that are not in the store.
     pub fn put_tree(&self, t: &Tree) -> Result<TreeDigest> {
+        let (digest, bytes) = self.check_tree(t)?;
+        let stored = self.put_bytes(&bytes)?;
+        debug_assert_eq!(stored.0, digest.0);
+        Ok(digest)
+    }
+
+    /// What [`Store::put_tree`] checks: the invariants, and that every blob
+    /// and subtree named is in the store. Returns the digest and canonical
+    /// bytes.
+    pub(crate) fn check_tree(&self, t: &Tree) -> Result<(TreeDigest, Vec<u8>)> {
         let bytes = t.canonical_bytes();
         let digest = TreeDigest(Hash::of(&bytes));
         t.validate().map_err(|why| Error::Malformed {
@@ -163,6 +173,8 @@ impl Store {
                 EntryKind::Symlink { .. } => continue,
             };
             if !self.has_blob(&d) {
+                // A blob removed by hand: make the next snapshots re-read.
+                self.invalidate_stat_caches_quietly();
                 return Err(Error::Missing {
                     what,
                     digest: d.to_string(),
@@ -170,9 +182,7 @@ impl Store {
                 });
             }
         }
-        let stored = self.put_bytes(&bytes)?;
-        debug_assert_eq!(stored.0, digest.0);
-        Ok(digest)
+        Ok((digest, bytes))
     }
 
     /// Read a tree object, re-hashing it and refusing a non-canonical one.
@@ -202,68 +212,22 @@ impl Store {
     ///
     /// Symlinks are stored as symlinks (their target text), never followed.
     /// A name or symlink target that is not UTF-8, a socket, fifo or device
-    /// is an error naming the path. A file is executable if any `x` bit is
-    /// set; no other metadata is kept.
+    /// is an error naming the path (found by the walk, before any file is
+    /// read). A file is executable if any `x` bit is set; no other metadata
+    /// is kept.
+    ///
+    /// The tree is walked, and its files read, in parallel (see
+    /// [`crate::snapshot`] for the phases and the memory used). Each new
+    /// blob is renamed into `blobs/sha256` only once its bytes are synced,
+    /// and each tree object only once everything it names is durable.
+    ///
+    /// With [`Ingest::Copy`], files that the directory's stat cache shows
+    /// unchanged are not read again (see [`crate::statcache`] for the
+    /// rule), so snapshotting an unchanged directory again costs little
+    /// more than a `stat` per file.
     pub fn snapshot_dir(&self, dir: &Path, how: Ingest) -> Result<TreeDigest> {
-        let meta = fs::symlink_metadata(dir).map_err(io_err("inspect", dir))?;
-        if !meta.is_dir() {
-            return Err(Error::UnsupportedFile {
-                path: dir.to_path_buf(),
-                kind: kind_of(&meta),
-            });
-        }
-        self.snapshot_inner(dir, how)
-    }
-
-    fn snapshot_inner(&self, dir: &Path, how: Ingest) -> Result<TreeDigest> {
-        let mut entries = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-            let entry = entry.map_err(io_err("list", dir))?;
-            let path = entry.path();
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|_| Error::NotUtf8 {
-                    path: path.clone(),
-                    what: "name",
-                })?;
-            let meta = fs::symlink_metadata(&path).map_err(io_err("inspect", &path))?;
-            let ft = meta.file_type();
-            let kind = if ft.is_file() {
-                let executable = meta.mode() & 0o111 != 0;
-                let (digest, size) = match how {
-                    Ingest::Copy => self.put_file_copy(&path)?,
-                    Ingest::Move => self.put_file_move(&path)?,
-                };
-                EntryKind::File {
-                    digest,
-                    size,
-                    executable,
-                }
-            } else if ft.is_dir() {
-                EntryKind::Dir {
-                    tree: self.snapshot_inner(&path, how)?,
-                }
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(io_err("read symlink", &path))?;
-                let target = target
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| Error::NotUtf8 {
-                        path: path.clone(),
-                        what: "symlink target",
-                    })?;
-                EntryKind::Symlink { target }
-            } else {
-                return Err(Error::UnsupportedFile {
-                    path,
-                    kind: kind_of(&meta),
-                });
-            };
-            entries.push(TreeEntry { name, kind });
-        }
-        entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        self.put_tree(&Tree { entries })
+        self.snapshot_with_stats(dir, how, std::time::SystemTime::now())
+            .map(|(d, _)| d)
     }
 
     /// Lay out tree `t` at `dest`, which must not exist (its parent is
@@ -319,7 +283,13 @@ impl Store {
                     ..
                 } => {
                     if !verified.contains(digest) {
-                        self.verify_blob(digest)?;
+                        self.verify_blob(digest).inspect_err(|e| {
+                            if matches!(e, Error::Missing { .. }) {
+                                // A blob removed by hand: make the next
+                                // snapshots re-read their files.
+                                self.invalidate_stat_caches_quietly();
+                            }
+                        })?;
                         verified.insert(*digest);
                     }
                     let blob = self.blob_path(digest);
@@ -354,7 +324,11 @@ impl Store {
 
     /// Copy blob `d` to a new file at `path`, re-hashing as it goes.
     fn copy_blob_verified(&self, d: &BlobDigest, path: &Path, mode: u32) -> Result<()> {
-        let mut src = self.open_blob(d)?;
+        let mut src = self.open_blob(d).inspect_err(|e| {
+            if matches!(e, Error::Missing { .. }) {
+                self.invalidate_stat_caches_quietly();
+            }
+        })?;
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -366,6 +340,7 @@ impl Store {
         })?;
         if actual != d.0 {
             let _ = fs::remove_file(path);
+            self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
                 digest: d.to_string(),
                 actual: actual.to_string(),
@@ -429,6 +404,9 @@ impl Store {
             match &e.kind {
                 EntryKind::File { digest, .. } => {
                     if !self.has_blob(digest) {
+                        // A tree naming a blob that is gone: removed by
+                        // hand. Make the next snapshots re-read their files.
+                        self.invalidate_stat_caches_quietly();
                         return Ok(false);
                     }
                 }
@@ -448,6 +426,7 @@ impl Store {
 mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, SystemTime};
 
     use super::*;

@@ -1,0 +1,869 @@
+//! The stat cache: re-checking an unchanged directory without reading it.
+//!
+//! [`Store::snapshot_dir`] with [`Ingest::Copy`](crate::Ingest::Copy) (user
+//! data) remembers, for each directory it snapshots, every file's stat
+//! fields and digest, every symlink's target and every directory's tree
+//! digest, in `v1/cache/stat/<hex>` (`<hex>`: the SHA-256 of the
+//! directory's canonical absolute path). The next snapshot of the same
+//! directory stats every file again (it always walks the whole tree) and
+//! takes a file's digest from the cache, without opening the file, when
+//!
+//! - its device, inode number, size, mtime (to the nanosecond), ctime (to
+//!   the nanosecond) and executable bit are all the same as recorded, and
+//! - the entry is not *racy*: it was recorded at least [`RACY_MARGIN`]
+//!   (2 s) after both the file's mtime and its ctime.
+//!
+//! Otherwise the file is read (and copied into the store) again. The time
+//! an entry is recorded is the time the snapshot that read it started
+//! (before its walk). A file changed in place keeps its inode but gets a
+//! new ctime, which nobody can set back (`touch` and `utimensat` restore
+//! the mtime only), so even a same-size change with the mtime restored is
+//! read again. A file replaced by another gets a new inode. The racy rule
+//! (git's "racily clean" rule) covers timestamps too coarse to tell two
+//! writes apart: without it, a change made within the same clock tick as
+//! the recorded mtime and after the snapshot read the file would keep
+//! both timestamps. 2 s covers every common granularity (nanoseconds on
+//! ext4, XFS and btrfs, 1 s on older filesystems and NFSv2, 2 s on FAT).
+//! A directory whose files were all written less than 2 s before it was
+//! snapshotted is therefore read in full once more by the next snapshot,
+//! after which its entries are trusted. (On a network filesystem whose
+//! server clock runs behind this machine's by more than the margin, a
+//! change within one timestamp tick of the last one could go unnoticed.)
+//!
+//! A directory whose listing is the same as recorded (same names and kinds,
+//! every file a trusted hit, same symlink targets, subdirectories unchanged)
+//! keeps its recorded tree digest without the tree object being built
+//! again, provided the tree object is still in the store.
+//!
+//! # Blobs the cache names
+//!
+//! A reused digest's blob is not looked up file by file (10,000 lookups
+//! would cost more than the whole re-check). Instead:
+//!
+//! - a directory whose listing is the same as recorded is reused only if
+//!   its tree object is in the store, which is written only after every
+//!   blob it names;
+//! - in any other directory, each reused digest's blob is looked up, and a
+//!   file whose blob is gone is read and stored again;
+//! - the garbage collector, before it removes any blob, invalidates every
+//!   stat cache ([`Store::invalidate_stat_caches`]), and so does the store
+//!   whenever it finds a blob corrupt or a tree naming a blob that is gone
+//!   (someone removed a blob file by hand): the next snapshot of each
+//!   directory reads everything and puts any missing blob back.
+//!
+//! Invalidating writes a new random *generation* to
+//! `v1/cache/stat-generation` (durably) and then deletes the cache files.
+//! Each cache file carries the generation that was current when the
+//! snapshot that wrote it started, and a cache of another generation is
+//! ignored, so a snapshot running concurrently with an invalidation cannot
+//! bring a stale cache back.
+//!
+//! # The file
+//!
+//! Binary, little-endian, ending in a CRC-32 of everything before it. A
+//! file that is torn, truncated, garbage, of another format version, for
+//! another directory or of another generation is ignored (as if absent)
+//! and replaced by the next snapshot. Written to `v1/tmp`, then renamed
+//! into place: concurrent snapshots of one directory each write a whole,
+//! self-consistent file, and the last rename wins. Not `fsync`ed: it is a
+//! cache, and the checksum catches what a crash could leave. Rewritten
+//! only when something changed. About 90 bytes per file plus the names
+//! (JSON would be several times larger and slower to read).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::ops::Range;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::io_err;
+use crate::snapshot::{FileStat, WalkDir, WalkKind};
+use crate::{BlobDigest, Hash, Result, Store, TreeDigest};
+
+/// How long after a file's last change (the later of its mtime and ctime)
+/// an entry must have been recorded to be trusted: see the module docs.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+const MAGIC: &[u8; 16] = b"repro stat cache";
+const VERSION: u32 = 1;
+
+const KIND_FILE: u8 = 0;
+const KIND_EXEC_FILE: u8 = 1;
+const KIND_DIR: u8 = 2;
+const KIND_SYMLINK: u8 = 3;
+
+fn cache_dir(store: &Store) -> PathBuf {
+    store.layout_dir().join("cache/stat")
+}
+
+fn generation_path(store: &Store) -> PathBuf {
+    store.layout_dir().join("cache/stat-generation")
+}
+
+/// The current generation; all zeros if none was ever written. `None` if
+/// it cannot be read (then no cache is used or written).
+fn read_generation(store: &Store) -> Option<[u8; 16]> {
+    match fs::read(generation_path(store)) {
+        Ok(b) => b.try_into().ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some([0; 16]),
+        Err(_) => None,
+    }
+}
+
+fn nanos(t: (i64, u32)) -> i128 {
+    i128::from(t.0) * 1_000_000_000 + i128::from(t.1)
+}
+
+fn epoch_time(t: SystemTime) -> Option<(i64, u32)> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    Some((i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()))
+}
+
+impl Store {
+    /// Invalidate every stat cache (see [`crate::statcache`]): the next
+    /// snapshot of each directory reads every file again. The garbage
+    /// collector does this before removing blobs; call it after removing or
+    /// replacing blob files by any other means.
+    pub fn invalidate_stat_caches(&self) -> Result<()> {
+        let gen_path = generation_path(self);
+        let dir = cache_dir(self);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        // Unique, not secret: the time, the process and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = format!(
+            "{:?} {} {}",
+            SystemTime::now(),
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let generation = &Hash::of(seed.as_bytes()).0[..16];
+        self.write_atomic(&gen_path, generation)?;
+        // The new generation already disowns them; removing them only frees
+        // the space.
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Store::invalidate_stat_caches`] where the caller is already
+    /// reporting another error: a failure here is not worth more.
+    pub(crate) fn invalidate_stat_caches_quietly(&self) {
+        let _ = self.invalidate_stat_caches();
+    }
+}
+
+/// One snapshot's use of the stat cache of its directory.
+pub(crate) struct Session {
+    file: PathBuf,
+    root: Vec<u8>,
+    generation: [u8; 16],
+    recorded_at: (i64, u32),
+    /// The cache as read, if there was a valid one.
+    pub(crate) cache: Option<Cache>,
+}
+
+impl Session {
+    /// Read the generation and load the cache of `dir`; `now` (taken
+    /// before the walk) is the time the new entries will be recorded at.
+    /// `None` if the cache cannot be used at all (no canonical path, no
+    /// readable generation, a clock before 1970).
+    pub(crate) fn start(store: &Store, dir: &Path, now: SystemTime) -> Option<Session> {
+        let root = fs::canonicalize(dir).ok()?.into_os_string().into_vec();
+        let generation = read_generation(store)?;
+        let recorded_at = epoch_time(now)?;
+        let file = cache_dir(store).join(Hash::of(&root).hex());
+        let cache = fs::read(&file)
+            .ok()
+            .and_then(|bytes| Cache::parse(bytes, &root, &generation));
+        Some(Session {
+            file,
+            root,
+            generation,
+            recorded_at,
+            cache,
+        })
+    }
+
+    /// Write the cache for what this snapshot found (`digests`: each
+    /// directory's tree digest). Best effort: `false` if it was not written.
+    pub(crate) fn save(
+        &self,
+        store: &Store,
+        dirs: &[WalkDir],
+        digests: &[(TreeDigest, bool)],
+    ) -> bool {
+        let bytes = self.encode(dirs, digests);
+        let write = || -> io::Result<()> {
+            let dir = cache_dir(store);
+            fs::create_dir_all(&dir)?;
+            let mut f = tempfile::Builder::new()
+                .prefix(".statcache-")
+                .tempfile_in(store.tmp_dir())?;
+            f.write_all(&bytes)?;
+            f.persist(&self.file).map_err(|e| e.error)?;
+            Ok(())
+        };
+        write().is_ok()
+    }
+
+    fn encode(&self, dirs: &[WalkDir], digests: &[(TreeDigest, bool)]) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + self.root.len() + dirs.len() * 64);
+        w.extend_from_slice(MAGIC);
+        w.extend_from_slice(&VERSION.to_le_bytes());
+        w.extend_from_slice(&self.generation);
+        put_bytes(&mut w, &self.root);
+        w.extend_from_slice(&self.recorded_at.0.to_le_bytes());
+        w.extend_from_slice(&self.recorded_at.1.to_le_bytes());
+        w.extend_from_slice(&(dirs.len() as u32).to_le_bytes());
+        for (dir, (tree, _)) in dirs.iter().zip(digests) {
+            put_bytes(&mut w, dir.rel.as_bytes());
+            w.extend_from_slice(&tree.0 .0);
+            let kept: Vec<_> = dir
+                .entries
+                .iter()
+                .filter(
+                    |e| !matches!(&e.kind, WalkKind::File(f) if !f.cacheable || f.digest.is_none()),
+                )
+                .collect();
+            w.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+            for e in kept {
+                match &e.kind {
+                    WalkKind::File(f) => {
+                        let s = &f.stat;
+                        w.push(if s.executable {
+                            KIND_EXEC_FILE
+                        } else {
+                            KIND_FILE
+                        });
+                        put_bytes(&mut w, e.name.as_bytes());
+                        for v in [s.dev, s.ino, s.size] {
+                            w.extend_from_slice(&v.to_le_bytes());
+                        }
+                        for t in [s.mtime, s.ctime] {
+                            w.extend_from_slice(&t.0.to_le_bytes());
+                            w.extend_from_slice(&t.1.to_le_bytes());
+                        }
+                        let digest = f.digest.expect("filtered above");
+                        w.extend_from_slice(&digest.0 .0);
+                    }
+                    WalkKind::Dir(_) => {
+                        w.push(KIND_DIR);
+                        put_bytes(&mut w, e.name.as_bytes());
+                    }
+                    WalkKind::Symlink(target) => {
+                        w.push(KIND_SYMLINK);
+                        put_bytes(&mut w, e.name.as_bytes());
+                        put_bytes(&mut w, target.as_bytes());
+                    }
+                }
+            }
+        }
+        let crc = crc32fast::hash(&w);
+        w.extend_from_slice(&crc.to_le_bytes());
+        w
+    }
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    w.extend_from_slice(b);
+}
+
+/// A loaded stat cache.
+pub(crate) struct Cache {
+    buf: Vec<u8>,
+    recorded_at: (i64, u32),
+    dirs: Vec<CachedDir>,
+    entries: Vec<CachedEntry>,
+    index: HashMap<String, usize>,
+}
+
+/// One directory of a [`Cache`].
+pub(crate) struct CachedDir {
+    /// Its tree digest.
+    pub(crate) tree: TreeDigest,
+    entries: Range<usize>,
+}
+
+/// One entry of a [`CachedDir`].
+pub(crate) struct CachedEntry {
+    name: Range<usize>,
+    pub(crate) kind: CachedKind,
+}
+
+/// What a [`CachedEntry`] is.
+pub(crate) enum CachedKind {
+    File {
+        stat: FileStat,
+        digest: BlobDigest,
+    },
+    Dir,
+    Symlink {
+        /// Where the target is in the cache's bytes ([`Cache::bytes`]).
+        target: Range<usize>,
+    },
+}
+
+/// A bounds-checked reader over the cache's bytes.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<Range<usize>> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len())?;
+        let r = self.at..end;
+        self.at = end;
+        Some(r)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let r = self.take(N)?;
+        self.b[r].try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.array()?))
+    }
+    fn time(&mut self) -> Option<(i64, u32)> {
+        let s = self.i64()?;
+        let ns = self.u32()?;
+        (ns < 1_000_000_000).then_some((s, ns))
+    }
+    fn bytes(&mut self) -> Option<Range<usize>> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+impl Cache {
+    /// Parse a cache file; `None` if it is not a valid cache of `root` in
+    /// `generation`.
+    pub(crate) fn parse(buf: Vec<u8>, root: &[u8], generation: &[u8; 16]) -> Option<Cache> {
+        let body_len = buf.len().checked_sub(4)?;
+        let crc = u32::from_le_bytes(buf[body_len..].try_into().ok()?);
+        if crc32fast::hash(&buf[..body_len]) != crc {
+            return None;
+        }
+        let mut c = Cursor {
+            b: &buf[..body_len],
+            at: 0,
+        };
+        if &c.array::<16>()? != MAGIC || c.u32()? != VERSION || &c.array::<16>()? != generation {
+            return None;
+        }
+        let r = c.bytes()?;
+        if &c.b[r] != root {
+            return None;
+        }
+        let recorded_at = c.time()?;
+        let n_dirs = c.u32()? as usize;
+        // Each directory takes at least 40 bytes: no absurd allocation from
+        // a count that passed the checksum by chance.
+        let mut dirs = Vec::with_capacity(n_dirs.min(c.b.len() / 40));
+        let mut entries = Vec::new();
+        let mut index = HashMap::with_capacity(dirs.capacity());
+        for i in 0..n_dirs {
+            let rel = c.bytes()?;
+            let rel = std::str::from_utf8(&c.b[rel]).ok()?.to_string();
+            let tree = TreeDigest(Hash(c.array()?));
+            let n = c.u32()? as usize;
+            let start = entries.len();
+            for _ in 0..n {
+                let kind = c.u8()?;
+                let name = c.bytes()?;
+                let kind = match kind {
+                    KIND_FILE | KIND_EXEC_FILE => {
+                        let (dev, ino, size) = (c.u64()?, c.u64()?, c.u64()?);
+                        let (mtime, ctime) = (c.time()?, c.time()?);
+                        CachedKind::File {
+                            stat: FileStat {
+                                dev,
+                                ino,
+                                size,
+                                mtime,
+                                ctime,
+                                executable: kind == KIND_EXEC_FILE,
+                            },
+                            digest: BlobDigest(Hash(c.array()?)),
+                        }
+                    }
+                    KIND_DIR => CachedKind::Dir,
+                    KIND_SYMLINK => CachedKind::Symlink { target: c.bytes()? },
+                    _ => return None,
+                };
+                entries.push(CachedEntry { name, kind });
+            }
+            if index.insert(rel, i).is_some() {
+                return None;
+            }
+            dirs.push(CachedDir {
+                tree,
+                entries: start..entries.len(),
+            });
+        }
+        if c.at != c.b.len() {
+            return None;
+        }
+        Some(Cache {
+            buf,
+            recorded_at,
+            dirs,
+            entries,
+            index,
+        })
+    }
+
+    /// The record of the directory at `rel` (relative to the root).
+    pub(crate) fn dir(&self, rel: &str) -> Option<usize> {
+        self.index.get(rel).copied()
+    }
+
+    /// Directory record `i`.
+    pub(crate) fn dir_at(&self, i: usize) -> &CachedDir {
+        &self.dirs[i]
+    }
+
+    /// The entries of directory record `i`, sorted by name.
+    pub(crate) fn entries_of(&self, i: usize) -> &[CachedEntry] {
+        &self.entries[self.dirs[i].entries.clone()]
+    }
+
+    /// An entry's name.
+    pub(crate) fn name(&self, e: &CachedEntry) -> &[u8] {
+        &self.buf[e.name.clone()]
+    }
+
+    /// Bytes of the cache file (a symlink target).
+    pub(crate) fn bytes(&self, r: &Range<usize>) -> &[u8] {
+        &self.buf[r.clone()]
+    }
+
+    /// Whether a recorded stat is old enough to be trusted (not racy).
+    pub(crate) fn trusted(&self, s: &FileStat) -> bool {
+        let changed = nanos(s.mtime).max(nanos(s.ctime));
+        changed + RACY_MARGIN.as_nanos() as i128 <= nanos(self.recorded_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::snapshot::tests::{reference_digest, sample, store};
+    use crate::snapshot::SnapshotStats;
+    use crate::{EntryKind, GcOptions, GcRoots, Ingest};
+
+    /// The number of regular files under `dir`.
+    fn count_files(dir: &Path) -> usize {
+        let mut n = 0;
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                n += count_files(&e.path());
+            } else if t.is_file() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Snapshot (copy) as if it were `later` after now: the files written
+    /// by the test are then old enough for the stat cache to trust them.
+    fn snap(s: &Store, dir: &Path, later: Duration) -> (TreeDigest, SnapshotStats) {
+        s.snapshot_with_stats(dir, Ingest::Copy, SystemTime::now() + later)
+            .unwrap()
+    }
+
+    const LATER: Duration = Duration::from_secs(10);
+
+    fn cache_files(s: &Store) -> Vec<PathBuf> {
+        match fs::read_dir(cache_dir(s)) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Let the clock move past the timestamps of what was just written
+    /// (ctime granularity can be a scheduler tick).
+    fn tick() {
+        std::thread::sleep(Duration::from_millis(30));
+    }
+
+    #[test]
+    fn an_unchanged_directory_is_not_read_again() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let n = count_files(&src);
+        let (d1, st1) = snap(&s, &src, LATER);
+        assert_eq!(d1, reference_digest(&src));
+        assert_eq!((st1.hashed, st1.reused), (n, 0));
+        assert!(st1.cache_written);
+        assert_eq!(cache_files(&s).len(), 1);
+        let (d2, st2) = snap(&s, &src, 2 * LATER);
+        assert_eq!(d2, d1);
+        assert_eq!(
+            st2,
+            SnapshotStats {
+                hashed: 0,
+                reused: n,
+                trees_written: 0,
+                cache_written: false,
+            }
+        );
+        // The public entry point uses the cache too (its entries are old
+        // enough by now in the cache's own terms: recorded "later").
+        assert_eq!(s.snapshot_dir(&src, Ingest::Copy).unwrap(), d1);
+    }
+
+    #[test]
+    fn a_same_size_change_with_the_mtime_restored_is_read_again() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let f = src.join("sub/deeper/deepest/x.bin");
+        let (d1, _) = snap(&s, &src, LATER);
+        tick();
+        let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::write(&f, [9, 9, 9, 9]).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().modified().unwrap(), mtime);
+        let (d2, st) = snap(&s, &src, 2 * LATER);
+        assert_ne!(d2, d1);
+        assert_eq!(d2, reference_digest(&src));
+        assert_eq!(st.hashed, 1);
+        // The changed leaf's tree and the three above it.
+        assert_eq!(st.trees_written, 4);
+        assert!(st.cache_written);
+        // And the next one trusts the new entry.
+        let (d3, st) = snap(&s, &src, 3 * LATER);
+        assert_eq!((d3, st.hashed), (d2, 0));
+    }
+
+    #[test]
+    fn racy_entries_are_read_again() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let n = count_files(&src);
+        // Recorded now, right after the files were written: all racy.
+        let (d1, st) = snap(&s, &src, Duration::ZERO);
+        assert_eq!(st.hashed, n);
+        let (d2, st) = snap(&s, &src, Duration::ZERO);
+        assert_eq!((d2, st.hashed, st.reused), (d1, n, 0));
+        // Recorded well after: trusted from the next snapshot on.
+        let (_, st) = snap(&s, &src, LATER);
+        assert_eq!(st.hashed, n);
+        let (d4, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!((d4, st.hashed, st.reused), (d1, 0, n));
+    }
+
+    #[test]
+    fn the_racy_rule_at_its_edge() {
+        let cache = |recorded_at: (i64, u32)| Cache {
+            buf: Vec::new(),
+            recorded_at,
+            dirs: Vec::new(),
+            entries: Vec::new(),
+            index: HashMap::new(),
+        };
+        let stat = |mtime: (i64, u32), ctime: (i64, u32)| FileStat {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime,
+            ctime,
+            executable: false,
+        };
+        let c = cache((1_000, 500));
+        assert!(c.trusted(&stat((998, 500), (998, 500))));
+        assert!(!c.trusted(&stat((998, 501), (998, 500))));
+        assert!(!c.trusted(&stat((998, 500), (998, 501))), "ctime counts");
+        assert!(c.trusted(&stat((100, 0), (998, 0))));
+        assert!(!c.trusted(&stat((100, 0), (999, 999_999_999))));
+        assert!(
+            !c.trusted(&stat((2_000, 0), (100, 0))),
+            "mtime in the future"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_truncated_or_foreign_cache_file_is_ignored() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let n = count_files(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        let file = cache_files(&s).pop().unwrap();
+        let good = fs::read(&file).unwrap();
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x40;
+        let other_version = {
+            let mut b = good.clone();
+            b[16] = 2;
+            let body = b.len() - 4;
+            let crc = crc32fast::hash(&b[..body]);
+            b[body..].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let bad: [(&str, Vec<u8>); 5] = [
+            ("a flipped bit", flipped),
+            ("truncated", good[..good.len() - 9].to_vec()),
+            ("empty", Vec::new()),
+            (
+                "garbage",
+                b"not a stat cache at all, just some text".to_vec(),
+            ),
+            ("another format version", other_version),
+        ];
+        for (what, bytes) in bad {
+            fs::write(&file, bytes).unwrap();
+            let (d, st) = snap(&s, &src, 2 * LATER);
+            assert_eq!(d, d1, "{what}");
+            assert_eq!((st.hashed, st.reused), (n, 0), "{what}");
+            assert!(st.cache_written, "{what}: replaced by a good one");
+            let (_, st) = snap(&s, &src, 3 * LATER);
+            assert_eq!(st.hashed, 0, "{what}");
+        }
+        // A cache file of another directory (same format) is not used.
+        let other = t.path().join("other");
+        sample(&other);
+        let (_, _) = snap(&s, &other, LATER);
+        let files = cache_files(&s);
+        assert_eq!(files.len(), 2);
+        let other_file = files.iter().find(|p| **p != file).unwrap();
+        fs::copy(other_file, &file).unwrap();
+        let (d, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!((d, st.hashed), (d1, n));
+    }
+
+    #[test]
+    fn gc_invalidates_the_caches_and_a_stale_one_stays_ignored() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let n = count_files(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        let file = cache_files(&s).pop().unwrap();
+        let saved = fs::read(&file).unwrap();
+        // A collection that keeps the tree objects (as plain blobs) but not
+        // the file blobs: the cached listings and tree objects all still
+        // match, only the generation tells the cache is stale.
+        let mut trees = BTreeSet::new();
+        let mut todo = vec![d1];
+        while let Some(t) = todo.pop() {
+            trees.insert(BlobDigest(t.0));
+            for e in s.get_tree(&t).unwrap().entries {
+                if let EntryKind::Dir { tree } = e.kind {
+                    todo.push(tree);
+                }
+            }
+        }
+        let roots = GcRoots {
+            blobs: trees,
+            ..GcRoots::default()
+        };
+        let plan = s.gc_plan(&roots, &GcOptions::default()).unwrap();
+        assert!(plan.count(crate::GcKind::Blob) > 0);
+        s.gc_sweep(&plan).unwrap();
+        assert!(cache_files(&s).is_empty());
+        assert!(!s.tree_is_complete(&d1).unwrap());
+        // A snapshot that read the cache before the collection and wrote it
+        // after would bring it back: it must not count.
+        fs::write(&file, &saved).unwrap();
+        let (d2, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!((d2, st.hashed, st.reused), (d1, n, 0));
+        assert!(s.tree_is_complete(&d1).unwrap(), "every blob is back");
+        // A collection that removes no blob leaves the caches alone.
+        let roots = GcRoots {
+            trees: BTreeSet::from([d1]),
+            ..GcRoots::default()
+        };
+        let plan = s.gc_plan(&roots, &GcOptions::default()).unwrap();
+        assert_eq!(plan.count(crate::GcKind::Blob), 0);
+        s.gc_sweep(&plan).unwrap();
+        let (_, st) = snap(&s, &src, 3 * LATER);
+        assert_eq!(st.hashed, 0);
+    }
+
+    #[test]
+    fn a_replaced_file_is_read_again() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let f = src.join("data.csv");
+        let (d1, _) = snap(&s, &src, LATER);
+        // Same size, same mtime, but a new file (new inode) renamed over it.
+        let meta = fs::metadata(&f).unwrap();
+        let new = src.join("data.csv.new");
+        fs::write(&new, b"x,y\n3,4\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&new)
+            .unwrap()
+            .set_modified(meta.modified().unwrap())
+            .unwrap();
+        fs::rename(&new, &f).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().len(), meta.len());
+        let (d2, st) = snap(&s, &src, 2 * LATER);
+        assert_ne!(d2, d1);
+        assert_eq!(d2, reference_digest(&src));
+        assert_eq!(st.hashed, 1);
+    }
+
+    #[test]
+    fn chmod_x_is_noticed() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        tick();
+        fs::set_permissions(src.join("data.csv"), fs::Permissions::from_mode(0o755)).unwrap();
+        let (d2, st) = snap(&s, &src, 2 * LATER);
+        assert_ne!(d2, d1);
+        assert_eq!(d2, reference_digest(&src));
+        assert_eq!(st.hashed, 1);
+        assert!(matches!(
+            s.flatten(&d2).unwrap()["data.csv"],
+            crate::FileEntry::File {
+                executable: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn blobs_removed_by_hand_are_put_back() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        let flat = s.flatten(&d1).unwrap();
+        let blob_of = |path: &str| match &flat[path] {
+            crate::FileEntry::File { digest, .. } => *digest,
+            e => panic!("{e:?}"),
+        };
+
+        // A blob gone from a directory that changed otherwise: that file is
+        // read again along with the changed one.
+        fs::remove_file(s.blob_path(&blob_of("many/f07"))).unwrap();
+        tick();
+        fs::write(src.join("many/new"), b"new").unwrap();
+        let (_, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!(st.hashed, 2);
+        assert!(s.has_blob(&blob_of("many/f07")));
+        fs::remove_file(src.join("many/new")).unwrap();
+        let (d, _) = snap(&s, &src, 3 * LATER);
+        assert_eq!(d, d1);
+
+        // A tree object gone: the blobs of its files are looked up (they
+        // are there) and the tree object is written again.
+        let sub = s.get_tree(&d1).unwrap();
+        let sub = sub.entries.iter().find(|e| e.name == "sub").unwrap();
+        let EntryKind::Dir { tree: sub } = sub.kind else {
+            panic!()
+        };
+        fs::remove_file(s.blob_path(&BlobDigest(sub.0))).unwrap();
+        let (d, st) = snap(&s, &src, 4 * LATER);
+        assert_eq!(d, d1);
+        assert_eq!((st.hashed, st.trees_written), (0, 1));
+        assert!(s.tree_is_complete(&d1).unwrap());
+        // Both gone: the file is read again.
+        fs::remove_file(s.blob_path(&BlobDigest(sub.0))).unwrap();
+        fs::remove_file(s.blob_path(&blob_of("sub/empty.txt"))).unwrap();
+        let (d, st) = snap(&s, &src, 5 * LATER);
+        assert_eq!(d, d1);
+        assert_eq!((st.hashed, st.trees_written), (1, 1));
+        assert!(s.tree_is_complete(&d1).unwrap());
+
+        // A blob gone from an unchanged directory with its tree: not seen by
+        // the snapshot, but the first use of the tree that notices it
+        // invalidates the caches, and the next snapshot puts it back.
+        let gone = blob_of("sub/deeper/deepest/x.bin");
+        fs::remove_file(s.blob_path(&gone)).unwrap();
+        let (d, st) = snap(&s, &src, 6 * LATER);
+        assert_eq!((d, st.hashed), (d1, 0));
+        let err = s.materialize(&d1, &t.path().join("out")).unwrap_err();
+        assert!(matches!(err, crate::Error::Missing { .. }), "{err}");
+        let (d, st) = snap(&s, &src, 7 * LATER);
+        assert_eq!(d, d1);
+        assert_eq!(st.hashed, count_files(&src));
+        assert!(s.has_blob(&gone));
+        s.materialize(&d1, &t.path().join("out")).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_blob_found_anywhere_invalidates_the_caches() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        let crate::FileEntry::File { digest, .. } = s.flatten(&d1).unwrap()["data.csv"] else {
+            panic!()
+        };
+        crate::blob::tests::corrupt(&s.blob_path(&digest));
+        assert!(s.verify_blob(&digest).is_err());
+        assert!(cache_files(&s).is_empty());
+        let (_, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!(st.hashed, count_files(&src));
+        s.verify_blob(&digest).unwrap();
+    }
+
+    #[test]
+    fn move_ingest_keeps_no_cache_and_concurrent_snapshots_agree() {
+        let (t, s) = store();
+        let scratch = s.scratch("out-").unwrap();
+        sample(scratch.path());
+        s.snapshot_dir(scratch.path(), Ingest::Move).unwrap();
+        assert!(cache_files(&s).is_empty());
+
+        let src = t.path().join("src");
+        sample(&src);
+        let want = reference_digest(&src);
+        std::thread::scope(|sc| {
+            for i in 0..4u32 {
+                let (s, src) = (&s, &src);
+                sc.spawn(move || {
+                    for j in 0..3u32 {
+                        let (d, _) = snap(s, src, LATER * (1 + i * 3 + j));
+                        assert_eq!(d, want);
+                    }
+                });
+            }
+        });
+        assert_eq!(cache_files(&s).len(), 1);
+        let (d, st) = snap(&s, &src, 20 * LATER);
+        assert_eq!((d, st.hashed), (want, 0));
+    }
+}
