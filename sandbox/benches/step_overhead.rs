@@ -4,6 +4,12 @@
 //! the same image (the busybox test image). Prints the medians, the ratios
 //! and a Markdown table for the benchmark notes.
 //!
+//! The native backend is measured twice, interleaved in blocks of
+//! [`BLOCK`] runs so that both see the same load: as the runner uses it,
+//! with the pool of pre-warmed inits (`native (pooled)`), and with a fresh
+//! init per step (`NativeSandbox::with_pool(false)`, the path without a
+//! pool and the fallback when the pool cannot serve a run).
+//!
 //! Run as root: `cargo bench -p repro-sandbox --bench step_overhead`
 //! (`REPRO_BENCH_RUNS` sets the number of runs of each, default 100;
 //! `REPRO_BENCH_INIT` the init executable, default the small
@@ -32,6 +38,8 @@ const DOCKER_RUNS: usize = 60;
 const SPACED_GAP: Duration = Duration::from_millis(50);
 /// How many spaced native runs.
 const SPACED_RUNS: usize = 30;
+/// Pooled and fresh native runs alternate in blocks of this many.
+const BLOCK: usize = 10;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -77,12 +85,18 @@ fn main() {
 
     // Native, through the API the runner uses: a fresh output directory and
     // log per run, as a build does.
-    let native = NativeSandbox::new(store.clone(), init.to_path_buf())
-        .expect("native sandbox (run as root)");
-    let sandbox = Sandbox::Native(native);
-    runtime
-        .block_on(sandbox.ensure_image(&store, &image))
-        .expect("ensure image");
+    let native = |pool: bool| {
+        let n = NativeSandbox::new(store.clone(), init.to_path_buf())
+            .expect("native sandbox (run as root)")
+            .with_pool(pool);
+        let s = Sandbox::Native(n);
+        runtime
+            .block_on(s.ensure_image(&store, &image))
+            .expect("ensure image");
+        s
+    };
+    let sandbox = native(true);
+    let fresh = native(false);
     let spec = |i: usize| StepSpec {
         step: "true".into(),
         image,
@@ -93,20 +107,33 @@ fn main() {
         log: tmp.path().join(format!("log/{i}")),
         limits: Limits::default(),
     };
-    // Warm up (page cache, first cgroup creation).
+    // Warm up (page cache, first cgroup creation, the pool's zygote).
     for i in 0..5 {
-        runtime
-            .block_on(sandbox.run(&spec(1_000_000 + i), CancellationToken::new()))
-            .expect("warm-up run");
+        for (k, s) in [&sandbox, &fresh].into_iter().enumerate() {
+            runtime
+                .block_on(s.run(&spec(1_000_000 + 10 * i + k), CancellationToken::new()))
+                .expect("warm-up run");
+        }
     }
     let mut native_times = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let s = spec(i);
+    let mut fresh_times = Vec::with_capacity(runs);
+    // Blocks of BLOCK pooled runs, then BLOCK fresh ones, and so on, until
+    // each has `runs`.
+    for i in 0..2 * runs.div_ceil(BLOCK) * BLOCK {
+        let (s, times) = if (i / BLOCK) % 2 == 0 {
+            (&sandbox, &mut native_times)
+        } else {
+            (&fresh, &mut fresh_times)
+        };
+        if times.len() == runs {
+            continue;
+        }
+        let s_spec = spec(i);
         let t = Instant::now();
         let outcome = runtime
-            .block_on(sandbox.run(&s, CancellationToken::new()))
+            .block_on(s.run(&s_spec, CancellationToken::new()))
             .expect("native run");
-        native_times.push(t.elapsed());
+        times.push(t.elapsed());
         assert!(outcome.success(), "/bin/true failed in the native sandbox");
     }
     let mut spaced_times = Vec::with_capacity(SPACED_RUNS);
@@ -168,16 +195,18 @@ fn main() {
     let n = median(native_times);
     println!("runs of each: {runs} (docker: {DOCKER_RUNS})");
     println!("init executable: {}", init.display());
-    println!("native sandbox                  median {}", ms(n));
+    println!("native sandbox (pooled)         median {}", ms(n));
     let mut table = format!(
-        "| what | median | native / it |\n| --- | --- | --- |\n| repro native sandbox ({runs} runs) | {} | 1 |\n",
+        "| what | median | native (pooled) / it |\n| --- | --- | --- |\n| repro native sandbox, pooled ({runs} runs) | {} | 1 |\n",
         ms(n)
     );
     let spaced_name = format!(
-        "native, {} ms apart ({SPACED_RUNS} runs)",
+        "native (pooled), {} ms apart ({SPACED_RUNS} runs)",
         SPACED_GAP.as_millis()
     );
+    let fresh_name = format!("native (fresh init per step) ({runs} runs)");
     for (name, times) in [
+        (fresh_name.as_str(), Some(fresh_times)),
         (spaced_name.as_str(), Some(spaced_times)),
         ("/bin/true (no sandbox)", bare),
         ("bwrap --unshare-all", bwrap),

@@ -784,3 +784,186 @@ async fn a_variation_the_sandbox_cannot_apply_is_refused_before_running() {
     assert!(err.to_string().contains("`/tmp/x`"), "{err}");
     assert!(!spec.output.join("ran").exists());
 }
+
+/// The kinds of namespace a step has.
+const NS_KINDS: [&str; 7] = ["mnt", "pid", "net", "ipc", "uts", "cgroup", "user"];
+
+/// Run `spec` (whose script waits for `/repro/out/go`) and, while it
+/// runs, read its namespaces from the host and keep them open, so that
+/// their numbers cannot be given to a later namespace.
+async fn run_pinned(f: &Fixture, spec: &StepSpec) -> (Vec<String>, Vec<std::fs::File>) {
+    let pin = async {
+        let start = Instant::now();
+        let pid = loop {
+            if spec.output.join("ready").exists() {
+                if let Some(p) = processes_with(&spec.step).first() {
+                    break p.split(':').next().expect("pid").to_string();
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never ready");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let mut names = Vec::new();
+        let mut pins = Vec::new();
+        for kind in NS_KINDS {
+            let path = format!("/proc/{pid}/ns/{kind}");
+            let link = std::fs::read_link(&path).expect("read a namespace link");
+            names.push(link.to_string_lossy().into_owned());
+            pins.push(std::fs::File::open(&path).expect("open a namespace"));
+        }
+        std::fs::write(spec.output.join("go"), "").expect("write go");
+        (names, pins)
+    };
+    let ((t, log), pinned) = tokio::join!(f.run(spec), pin);
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    pinned
+}
+
+/// A script that waits until the host has pinned its namespaces.
+const WAIT_FOR_GO: &str = "touch /repro/out/ready; \
+    while [ ! -e /repro/out/go ]; do sleep 0.01; done; true";
+
+/// The pool of pre-warmed inits never hands a step namespaces another
+/// step had: consecutive steps and concurrent ones (as with `--jobs`) all
+/// differ from each other and from the host, in every kind of namespace.
+/// (Every step's namespaces are kept open until the end, as the kernel
+/// may give a number to a new namespace once the old one is gone.)
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn every_step_gets_namespaces_of_its_own() {
+    let f = fixture().await;
+    let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+    let mut pins = Vec::new();
+    for _ in 0..3 {
+        let spec = f.spec("ns", WAIT_FOR_GO);
+        let (names, pinned) = run_pinned(&f, &spec).await;
+        seen.push((spec.step.clone(), names));
+        pins.push(pinned);
+    }
+    assert!(
+        f.sandbox.zygote_pid().is_some(),
+        "the steps did not go through the pool"
+    );
+    let specs: Vec<StepSpec> = (0..4).map(|_| f.spec("ns-jobs", WAIT_FOR_GO)).collect();
+    let runs = futures_util::future::join_all(specs.iter().map(|s| run_pinned(&f, s))).await;
+    for (spec, (names, pinned)) in specs.iter().zip(runs) {
+        seen.push((spec.step.clone(), names));
+        pins.push(pinned);
+    }
+    let host: Vec<String> = NS_KINDS
+        .iter()
+        .map(|n| {
+            let link = std::fs::read_link(format!("/proc/self/ns/{n}")).expect("host ns");
+            link.to_string_lossy().into_owned()
+        })
+        .collect();
+    seen.push(("the host".into(), host));
+    for (i, (a, ns_a)) in seen.iter().enumerate() {
+        for (b, ns_b) in &seen[i + 1..] {
+            for (x, y) in ns_a.iter().zip(ns_b) {
+                assert_ne!(x, y, "`{a}` and `{b}` share a namespace");
+            }
+        }
+    }
+}
+
+/// A step sees no process of another step, running or past, and cannot
+/// signal one: `kill -9 -1` in one step leaves a concurrent step running,
+/// and a previous step's background process is gone with it.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_step_cannot_see_or_signal_another_steps_processes() {
+    let f = fixture().await;
+    // A previous step leaves a process in the background.
+    let before = f.spec("before", "sleep 1000 & echo started");
+    let (t, log) = f.run(&before).await;
+    assert_eq!(t, Termination::Exited(0), "{log}");
+    assert_eq!(processes_with(&before.step), Vec::<String>::new());
+
+    // A step that runs until cancelled, next to the one under test.
+    // (`; true`: the shell, whose command line names the step, stays.)
+    let running = f.spec("running", "touch /repro/out/ready; sleep 1000; true");
+    let cancel = CancellationToken::new();
+    let long = f.sandbox.run(&running, cancel.clone());
+    let probe = async {
+        let ready = running.output.join("ready");
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never ready");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let probe = f.spec(
+            "probe",
+            "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; kill -9 -1; echo kill=$?",
+        );
+        let (t, log) = f.run(&probe).await;
+        assert_eq!(t, Termination::Exited(0), "{log}");
+        for other in [&before.step, &running.step] {
+            assert!(!log.contains(other.as_str()), "sees `{other}`:\n{log}");
+        }
+        // Nothing to signal: busybox `kill -1` fails when it finds none.
+        assert!(log.contains("kill="), "{log}");
+        // The concurrent step survived.
+        assert_eq!(processes_with(&running.step).len(), 1, "{log}");
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(long, probe);
+    assert_eq!(outcome.expect("run").termination, Termination::Cancelled);
+    assert_eq!(processes_with(&running.step), Vec::<String>::new());
+}
+
+/// The state of process `pid` (`/proc/<pid>/stat`), `None` once reaped.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim().chars().next()
+}
+
+/// Killing the pool's zygote fails no step: the next ones start their own
+/// init, and a later one starts a new zygote. Without a pool there is no
+/// zygote at all.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn steps_fall_back_when_the_zygote_is_gone() {
+    let f = fixture().await;
+    let first = f.spec("first", "echo one");
+    let (t, log) = f.run(&first).await;
+    assert_eq!((t, log.as_str()), (Termination::Exited(0), "one\n"));
+    let zygote = f.sandbox.zygote_pid().expect("a zygote after a run");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the zygote");
+    let start = Instant::now();
+    while process_state(zygote).is_some_and(|s| s != 'Z') {
+        assert!(start.elapsed() < Duration::from_secs(5), "zygote alive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut new_zygote = None;
+    for i in 0..5 {
+        let spec = f.spec("after", &format!("echo run {i}"));
+        let (t, log) = f.run(&spec).await;
+        assert_eq!(t, Termination::Exited(0), "{log}");
+        assert_eq!(log, format!("run {i}\n"));
+        new_zygote = f.sandbox.zygote_pid().filter(|&p| p != zygote);
+        if new_zygote.is_some() {
+            break;
+        }
+    }
+    let new_zygote = new_zygote.expect("a new zygote within five runs");
+    assert_eq!(process_state(new_zygote).map(|s| s != 'Z'), Some(true));
+
+    let store = Store::open(&f.dir.path().join("store")).expect("store");
+    let init = PathBuf::from(env!("CARGO_BIN_EXE_repro-sandbox-init"));
+    let fresh = NativeSandbox::new(store, init)
+        .expect("sandbox")
+        .with_pool(false);
+    fresh.ensure_image(&f.image).await.expect("ensure_image");
+    let spec = f.spec("fresh", "echo fresh");
+    let outcome = fresh
+        .run(&spec, CancellationToken::new())
+        .await
+        .expect("run");
+    assert_eq!(outcome.termination, Termination::Exited(0));
+    assert_eq!(fresh.zygote_pid(), None);
+}

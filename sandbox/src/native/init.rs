@@ -22,6 +22,16 @@
 //!
 //! Every failure before the step starts is sent to the runner as a
 //! message, never left as a bare exit code.
+//!
+//! A pooled init (a "spare" of the zygote, see the `zygote` module) is the
+//! same `P`, forked from the zygote instead of executed, that has already
+//! done the part that does not depend on the step before it is given a
+//! run ([`Warm`]): created the pid, network, IPC and UTS namespaces,
+//! brought up loopback, and forked `C`, which has entered its own session
+//! and mount namespace and waits. Given a run, `P` passes `C` the run's
+//! socket, log and spec; `C` joins the run's cgroups, creates the cgroup
+//! namespace (which must come after the join) and goes on as above, while
+//! `P` joins the cgroups too and supervises it as above.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr};
@@ -50,21 +60,29 @@ pub const INIT_ARG: &str = "__sandbox-init";
 /// `argv[2]` that asks the init to probe the kernel instead of running a
 /// step.
 pub(crate) const PROBE_ARG: &str = "--probe";
+/// `argv[2]` that makes the init the zygote of a pool of pre-warmed inits
+/// (see the `zygote` module); `argv[3]` is the runner's staging directory.
+pub(crate) const ZYGOTE_ARG: &str = "--zygote";
 
 /// The exit code of the init when it could not report (the runner treats
 /// a missing report as an error).
-const INIT_FAILED: i32 = 125;
+pub(super) const INIT_FAILED: i32 = 125;
 
 /// The namespaces the init creates for its child, with their names (the
 /// child creates its mount namespace itself, so that its `pivot_root`
-/// does not move the init, and then its user namespace).
+/// does not move the init, and then its user namespace). All but the
+/// last, [`CGROUP_NS`], do not depend on the step: a pooled init has
+/// created them before it is given a run.
 const NAMESPACES: &[(CloneFlags, &str)] = &[
     (CloneFlags::CLONE_NEWPID, "pid"),
     (CloneFlags::CLONE_NEWNET, "network"),
     (CloneFlags::CLONE_NEWIPC, "ipc"),
     (CloneFlags::CLONE_NEWUTS, "uts"),
-    (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+    CGROUP_NS,
 ];
+/// The cgroup namespace: its root is the cgroup the init is in when it
+/// creates it, so it must come after joining the run's cgroups.
+const CGROUP_NS: (CloneFlags, &str) = (CloneFlags::CLONE_NEWCGROUP, "cgroup");
 
 /// The host devices bound into the sandbox's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
@@ -78,26 +96,247 @@ const MASKED_DIRS: &[&str] = &["acpi", "scsi"];
 /// or async runtime, when `argv[1]` is [`INIT_ARG`]; it is also the whole
 /// `repro-sandbox-init` binary. Never returns.
 pub fn init_main() -> ! {
-    let probe = std::env::args_os().nth(2).is_some_and(|a| a == PROBE_ARG);
-    let code = if probe { probe_main() } else { step_main() };
+    let mode = std::env::args_os().nth(2);
+    let code = match mode {
+        Some(a) if a == PROBE_ARG => probe_main(),
+        Some(a) if a == ZYGOTE_ARG => super::zygote::zygote_main(),
+        _ => step_main(),
+    };
     std::process::exit(code)
+}
+
+/// Take stdin (the runner's socket) out of the way, as a close-on-exec
+/// descriptor, and put `/dev/null` in its place.
+pub(super) fn take_stdin() -> Result<OwnedFd, String> {
+    let fd = nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(|e| format!("cannot move the init's stdin: {e}"))?;
+    // SAFETY: `fd` was just returned by F_DUPFD_CLOEXEC and is owned by
+    // nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    null_stdin()?;
+    Ok(fd)
 }
 
 /// Run one step: read the spec, build the sandbox, report the end.
 fn step_main() -> i32 {
     // The runner's socket is stdin: move it out of the way (close-on-exec)
     // and give the step `/dev/null` as stdin.
-    let sock = match nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
-        // SAFETY: `fd` was just returned by F_DUPFD_CLOEXEC and is owned
-        // by nobody else.
-        Ok(fd) => unsafe { UnixStream::from_raw_fd(fd) },
-        Err(_) => return INIT_FAILED,
-    };
-    let mut sock = sock;
-    if let Err(e) = null_stdin() {
-        let _ = write_frame(&mut sock, &FromInit::Error(e));
-        return INIT_FAILED;
+    match take_stdin() {
+        Ok(fd) => serve(UnixStream::from(fd), None),
+        Err(e) => {
+            // SAFETY: fd 0 is still the runner's socket when moving it
+            // failed; `ManuallyDrop` keeps it open.
+            let mut sock = std::mem::ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(0) });
+            let _ = write_frame(&mut *sock, &FromInit::Error(e));
+            INIT_FAILED
+        }
     }
+}
+
+/// What a pooled init did before it was given a run.
+pub(super) struct Warm {
+    /// Creating the step-independent namespaces, bringing up loopback and
+    /// forking the step's process; a failure is reported to the run that
+    /// takes this init.
+    pub ready: Result<(), String>,
+    /// The seccomp filters, compiled once by the zygote.
+    pub filters: Result<Vec<BpfProgram>, String>,
+    /// The highest capability number of the kernel.
+    pub cap_last: u32,
+    /// The step's process, forked ahead and waiting for its run.
+    forked: Option<Forked>,
+    /// The runner's staging directory (`InitSpec::staging`), on which a
+    /// step process forked ahead mounts its `/dev` and `/proc`.
+    staging: Option<PathBuf>,
+}
+
+/// A step process forked ahead by a pooled init: PID 1 of the new pid
+/// namespace, in its own session and mount namespace, waiting on `chan`
+/// for the run's socket and log (one message with both descriptors),
+/// then the [`InitSpec`] as a frame.
+struct Forked {
+    child: Pid,
+    chan: UnixStream,
+    /// Read end: the child is ready for its user namespace's maps.
+    ready: OwnedFd,
+    /// Write end: the maps are written.
+    go: OwnedFd,
+}
+
+impl Warm {
+    /// What does not depend on the step or the namespaces (the zygote's
+    /// part): the filters and the capability count.
+    /// `staging` is the runner's staging directory, if it gave one.
+    pub(super) fn compile(staging: Option<PathBuf>) -> Warm {
+        Warm {
+            ready: Err("the pooled init was not prepared".into()),
+            filters: super::seccomp::filters(),
+            cap_last: cap_last(),
+            forked: None,
+            staging,
+        }
+    }
+
+    /// Create the pid, network, IPC and UTS namespaces (the pid namespace
+    /// for the children of this process), bring up loopback in the
+    /// network namespace, and fork the step's process, which enters its
+    /// own session and mount namespace and waits: everything but the
+    /// cgroup namespace, which waits for the cgroup join. `close_in_child`
+    /// are descriptors of the pool the step's process must not hold.
+    pub(super) fn prepare(&mut self, close_in_child: &[RawFd]) {
+        let flags = &NAMESPACES[..NAMESPACES.len() - 1];
+        self.ready = unshare_namespaces(flags)
+            .and_then(|()| loopback_up())
+            .and_then(|()| self.fork_step(close_in_child));
+    }
+
+    fn fork_step(&mut self, close_in_child: &[RawFd]) -> Result<(), String> {
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))
+        };
+        let (ready_r, ready_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        let (chan, chan_child) =
+            UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        // SAFETY: this process is single-threaded (forked from the
+        // single-threaded zygote), so the child may allocate and use any
+        // function.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(format!("cannot fork the step's process: {e}")),
+            Ok(ForkResult::Child) => {
+                drop((ready_r, go_w, chan));
+                for fd in close_in_child {
+                    // SAFETY: closing descriptors of the pool this process
+                    // never uses (it ends without returning).
+                    unsafe { libc::close(*fd) };
+                }
+                waiting_step(chan_child, ready_w, go_r, self)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                self.forked = Some(Forked {
+                    child,
+                    chan,
+                    ready: ready_r,
+                    go: go_w,
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Warm {
+    /// Whether this pooled init can serve a run: prepared without an
+    /// error, and its step process still waits (an init that cannot does
+    /// not acknowledge the run, which then starts an init of its own).
+    pub(super) fn is_intact(&self) -> bool {
+        let Some(f) = self.forked.as_ref().filter(|_| self.ready.is_ok()) else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: f.chan.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n == 0
+    }
+}
+
+/// Enter a new mount namespace in which nothing propagates to the host.
+fn enter_mount_ns() -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| namespace_message("mount", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys(|| "cannot make the mounts private".into()))
+}
+
+/// The step's process forked ahead by a pooled init: enter a session and
+/// a mount namespace of its own, wait for the run, then join its cgroups
+/// and become the step as a freshly forked one does. Never returns.
+fn waiting_step(chan: UnixStream, ready: OwnedFd, go: OwnedFd, warm: &Warm) -> ! {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // (Its parent is outside its pid namespace, so `getppid` is 0 either
+    // way: an init that died before the line above shows as the end of
+    // `chan` below instead.)
+    let _ = nix::unistd::setsid();
+    let entered = enter_mount_ns();
+    // Without it (no staging directory, or a failure) the step mounts
+    // `/dev` and `/proc` itself, and reports what fails then.
+    let premounted = match (&entered, &warm.staging) {
+        (Ok(()), Some(staging)) => premount(staging).ok().map(|()| staging.clone()),
+        _ => None,
+    };
+    let fds = match super::protocol::recv_fds(chan.as_fd(), 2, nix::sys::socket::MsgFlags::empty())
+    {
+        Ok(Some((_, fds))) if fds.len() == 2 => fds,
+        // The init ended without a run for this process.
+        // SAFETY: as above.
+        _ => unsafe { libc::_exit(0) },
+    };
+    let mut fds = fds.into_iter();
+    let (Some(sock), Some(log)) = (fds.next(), fds.next()) else {
+        // SAFETY: as above.
+        unsafe { libc::_exit(INIT_FAILED) }
+    };
+    if nix::unistd::dup2(log.as_raw_fd(), 1).is_err()
+        || nix::unistd::dup2(log.as_raw_fd(), 2).is_err()
+    {
+        // SAFETY: as above.
+        unsafe { libc::_exit(INIT_FAILED) }
+    }
+    drop(log);
+    let mut sock = UnixStream::from(sock);
+    let mut chan = chan;
+    let why = match read_frame::<InitSpec>(&mut chan) {
+        Ok(Some(spec)) => {
+            drop(chan);
+            let run = || -> Result<Never, String> {
+                entered?;
+                join_cgroups(&spec)?;
+                unshare_namespaces(&[CGROUP_NS])?;
+                let prep = prepare(&spec, Some(warm))?;
+                let premounted = premounted.as_deref().filter(|p| *p == spec.staging);
+                step_inner(&spec, &prep, true, premounted, true, ready, go)
+            };
+            match run() {
+                Ok(never) => match never {},
+                Err(e) => e,
+            }
+        }
+        Ok(None) => {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => format!("cannot read the step's spec from the init: {e}"),
+    };
+    let _ = write_frame(&mut sock, &FromInit::Error(why));
+    // SAFETY: as above.
+    unsafe { libc::_exit(INIT_FAILED) }
+}
+
+/// Join the run's cgroups: `0` is the writing thread itself; the init and
+/// the step's process each have only one (see `Cgroup::join_files` for
+/// why v1 joins through `tasks`).
+fn join_cgroups(spec: &InitSpec) -> Result<(), String> {
+    for file in &spec.cgroup_join {
+        fs::write(file, "0")
+            .map_err(|e| format!("cannot join the cgroup `{}`: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// Read the spec from `sock`, run the step, report. `warm` is what a
+/// pooled init prepared; `None` for a fresh init.
+pub(super) fn serve(sock: UnixStream, warm: Option<&mut Warm>) -> i32 {
+    let mut sock = sock;
     let spec = match read_frame::<ToInit>(&mut sock) {
         Ok(Some(ToInit::Run(spec))) => spec,
         Ok(Some(ToInit::Kill)) | Ok(None) => return 0,
@@ -109,7 +348,7 @@ fn step_main() -> i32 {
             return INIT_FAILED;
         }
     };
-    let report = match run(&spec, &sock) {
+    let report = match run(&spec, &sock, warm) {
         Ok(status) => status,
         Err(e) => FromInit::Error(e),
     };
@@ -149,7 +388,14 @@ fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
 }
 
-fn prepare(spec: &InitSpec) -> Result<Prepared, String> {
+fn cap_last() -> u32 {
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+fn prepare(spec: &InitSpec, warm: Option<&Warm>) -> Result<Prepared, String> {
     let argv = spec
         .argv
         .iter()
@@ -178,11 +424,10 @@ fn prepare(spec: &InitSpec) -> Result<Prepared, String> {
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    let filters = super::seccomp::filters()?;
-    let cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63);
+    let (filters, cap_last) = match warm {
+        Some(w) => (w.filters.clone()?, w.cap_last),
+        None => (super::seccomp::filters()?, cap_last()),
+    };
     let (uid, gid) = match spec.variation.uid {
         Some(id) => (id, id),
         None => (UID, GID),
@@ -215,31 +460,33 @@ pub(crate) fn namespace_message(name: &str, errno: Errno) -> String {
     )
 }
 
-/// Create every namespace but the user namespace for the children of
-/// this process, naming the one that fails.
-fn unshare_namespaces() -> Result<(), String> {
-    let all = NAMESPACES
+/// Create the namespaces `which` (for the pid namespace: for the children
+/// of this process), naming the one that fails.
+fn unshare_namespaces(which: &[(CloneFlags, &str)]) -> Result<(), String> {
+    let all = which
         .iter()
         .fold(CloneFlags::empty(), |acc, (f, _)| acc | *f);
     if unshare(all).is_ok() {
         return Ok(());
     }
-    for (flag, name) in NAMESPACES {
+    for (flag, name) in which {
         unshare(*flag).map_err(|e| namespace_message(name, e))?;
     }
     Ok(())
 }
 
 /// The init's side of one run; returns how the step ended.
-fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
-    // `0` is the writing thread itself; this process has only one (see
-    // `Cgroup::join_files` for why v1 joins through `tasks`).
-    for file in &spec.cgroup_join {
-        fs::write(file, "0")
-            .map_err(|e| format!("cannot join the cgroup `{}`: {e}", file.display()))?;
+fn run(spec: &InitSpec, sock: &UnixStream, warm: Option<&mut Warm>) -> Result<FromInit, String> {
+    if let Some(w) = warm {
+        w.ready.clone()?;
+        let Some(f) = w.forked.take() else {
+            return Err("the pooled init has no step process".into());
+        };
+        return run_forked(spec, sock, f);
     }
-    let prep = prepare(spec)?;
-    unshare_namespaces()?;
+    join_cgroups(spec)?;
+    let prep = prepare(spec, None)?;
+    unshare_namespaces(NAMESPACES)?;
     let (ready_r, ready_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
     let (go_r, go_w) =
@@ -265,6 +512,40 @@ fn run(spec: &InitSpec, sock: &UnixStream) -> Result<FromInit, String> {
             supervise(child, (prep.uid, prep.gid), ready_r, go_w, sock)
         }
     }
+}
+
+/// A pooled init's side of one run: hand the step's process forked ahead
+/// the run's socket, log (this process's stdout) and spec, join the
+/// cgroups, and supervise it as a fresh init does.
+fn run_forked(spec: &InitSpec, sock: &UnixStream, f: Forked) -> Result<FromInit, String> {
+    let Forked {
+        child,
+        mut chan,
+        ready,
+        go,
+    } = f;
+    let handed = super::protocol::send_fds(
+        chan.as_fd(),
+        b's',
+        &[sock.as_raw_fd(), 1],
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .and_then(|()| write_frame(&mut chan, spec));
+    drop(chan);
+    let joined = join_cgroups(spec);
+    if let Err(e) = handed
+        .map_err(|e| format!("cannot hand the run to the step's process: {e}"))
+        .and(joined)
+    {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = wait(child);
+        return Err(e);
+    }
+    let ids = match spec.variation.uid {
+        Some(id) => (id, id),
+        None => (UID, GID),
+    };
+    supervise(child, ids, ready, go, sock)
 }
 
 /// Map the child's user namespace, let it go on, then wait for it (or a
@@ -380,7 +661,7 @@ fn wait_or_kill(child: Pid, sock: &UnixStream) -> Result<FromInit, String> {
 /// The step's side: build the sandbox and exec. Returns only on failure,
 /// with the message for the runner.
 fn step(spec: &InitSpec, prep: &Prepared, ready: OwnedFd, go: OwnedFd) -> String {
-    match step_inner(spec, prep, ready, go) {
+    match step_inner(spec, prep, false, None, false, ready, go) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -392,27 +673,28 @@ fn sys(what: impl FnOnce() -> String) -> impl FnOnce(Errno) -> String {
     move |e| format!("{}: {}", what(), e.desc())
 }
 
+/// `forked_ahead`: this process was forked by a pooled init before its
+/// run, and has already set its parent-death signal, entered its own
+/// session and mount namespace, and (in the init) loopback is up;
+/// `premounted`: where it mounted `/dev` and `/proc` (see `premount`).
 fn step_inner(
     spec: &InitSpec,
     prep: &Prepared,
+    forked_ahead: bool,
+    premounted: Option<&Path>,
+    loopback_is_up: bool,
     ready: OwnedFd,
     go: OwnedFd,
 ) -> Result<Never, String> {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let _ = nix::unistd::setsid();
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| namespace_message("mount", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys(|| "cannot make the mounts private".into()))?;
+    if !forked_ahead {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        let _ = nix::unistd::setsid();
+        enter_mount_ns()?;
+    }
 
     let root = &spec.root;
-    build_root(spec)?;
+    build_root(spec, premounted)?;
 
     // Into the new root.
     nix::unistd::chdir(root).map_err(sys(|| format!("cannot enter `{}`", root.display())))?;
@@ -423,7 +705,9 @@ fn step_inner(
 
     let hostname = spec.variation.hostname.as_deref().unwrap_or(HOSTNAME);
     nix::unistd::sethostname(hostname).map_err(sys(|| "cannot set the hostname".into()))?;
-    loopback_up()?;
+    if !loopback_is_up {
+        loopback_up()?;
+    }
     set_rlimits(spec)?;
     // Supplementary groups: exactly the step's own group, as Docker gives
     // (`id` prints `groups=65534`). Set while still host root; the user
@@ -528,7 +812,9 @@ fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
 
 /// Mount everything under `spec.root` (see the crate docs for the
 /// contract), ending with the root read-only.
-fn build_root(spec: &InitSpec) -> Result<(), String> {
+/// `premounted`: the staging directory on which `premount` mounted `/dev`
+/// and `/proc`, to be moved into the root.
+fn build_root(spec: &InitSpec, premounted: Option<&Path>) -> Result<(), String> {
     let root = &spec.root;
     // Where the inputs and the output go, relative to the root: `repro`,
     // or the variation's mount root.
@@ -559,8 +845,11 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
         // The image lacks mount points: lay a throwaway overlay on it (in
         // this mount namespace only) and create them there, as Docker
         // does in a container's first layer.
-        let staging = &spec.staging;
-        tmpfs(staging, nosuid_nodev, "size=4m,mode=700")?;
+        let staging = match premounted {
+            Some(p) => p.join("ovl"),
+            None => spec.staging.clone(),
+        };
+        tmpfs(&staging, nosuid_nodev, "size=4m,mode=700")?;
         let (upper, work) = (staging.join("upper"), staging.join("work"));
         mkdir(&upper, 0o755)?;
         mkdir(&work, 0o700)?;
@@ -617,66 +906,15 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
     tmpfs(&root.join("tmp"), nosuid_nodev, &tmp_data)?;
 
     let dev = root.join("dev");
-    tmpfs(
-        &dev,
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "size=64k,mode=755",
-    )?;
-    for d in DEVICES {
-        let target = dev.join(d);
-        fs::File::create(&target)
-            .map_err(|e| format!("cannot create `{}`: {e}", target.display()))?;
-        let host = Path::new("/dev").join(d);
-        let meta =
-            fs::metadata(&host).map_err(|e| format!("cannot use `{}`: {e}", host.display()))?;
-        if !meta.file_type().is_char_device() {
-            return Err(format!("`{}` is not a character device", host.display()));
-        }
-        bind(&host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        symlink(target, dev.join(link)).map_err(|e| format!("cannot create `/dev/{link}`: {e}"))?;
-    }
-    let shm = dev.join("shm");
-    mkdir(&shm, 0o1777)?;
-    tmpfs(
-        &shm,
-        nosuid_nodev | MsFlags::MS_NOEXEC,
-        "size=64m,mode=1777",
-    )?;
-
     let proc = root.join("proc");
-    mount(
-        Some("proc"),
-        &proc,
-        Some("proc"),
-        nosuid_nodev | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(sys(|| "cannot mount `/proc`".into()))?;
-    for f in MASKED_FILES {
-        let p = proc.join(f);
-        if p.exists() {
-            bind(
-                &dev.join("null"),
-                &p,
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            )?;
+    match premounted {
+        Some(staging) => {
+            move_mount(&staging.join("dev"), &dev)?;
+            move_mount(&staging.join("proc"), &proc)?;
         }
-    }
-    for d in MASKED_DIRS {
-        let p = proc.join(d);
-        if p.is_dir() {
-            tmpfs(
-                &p,
-                MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
-                "size=0",
-            )?;
+        None => {
+            make_dev(&dev)?;
+            make_proc(&proc, &dev.join("null"))?;
         }
     }
 
@@ -716,6 +954,107 @@ fn build_root(spec: &InitSpec) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(sys(|| "cannot make the root read-only".into()))
+}
+
+/// Move the mount at `src` (with what is mounted under it) to `dst`.
+fn move_mount(src: &Path, dst: &Path) -> Result<(), String> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(sys(|| {
+        format!("cannot move `{}` to `{}`", src.display(), dst.display())
+    }))
+}
+
+/// Mount the sandbox's `/dev` on `dev`: a tmpfs with the host's
+/// [`DEVICES`], the `fd`, `stdin`, `stdout`, `stderr` links and a `shm`
+/// tmpfs.
+fn make_dev(dev: &Path) -> Result<(), String> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    tmpfs(
+        dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "size=64k,mode=755",
+    )?;
+    for d in DEVICES {
+        let target = dev.join(d);
+        fs::File::create(&target)
+            .map_err(|e| format!("cannot create `{}`: {e}", target.display()))?;
+        let host = Path::new("/dev").join(d);
+        let meta =
+            fs::metadata(&host).map_err(|e| format!("cannot use `{}`: {e}", host.display()))?;
+        if !meta.file_type().is_char_device() {
+            return Err(format!("`{}` is not a character device", host.display()));
+        }
+        bind(&host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link)).map_err(|e| format!("cannot create `/dev/{link}`: {e}"))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o1777)?;
+    tmpfs(
+        &shm,
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        "size=64m,mode=1777",
+    )
+}
+
+/// Mount the `/proc` of this process's pid namespace on `proc`, with
+/// [`MASKED_FILES`] behind `null` (a null device) and [`MASKED_DIRS`]
+/// behind empty read-only tmpfs.
+fn make_proc(proc: &Path, null: &Path) -> Result<(), String> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(
+        Some("proc"),
+        proc,
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(sys(|| "cannot mount `/proc`".into()))?;
+    for f in MASKED_FILES {
+        let p = proc.join(f);
+        if p.exists() {
+            bind(
+                null,
+                &p,
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            )?;
+        }
+    }
+    for d in MASKED_DIRS {
+        let p = proc.join(d);
+        if p.is_dir() {
+            tmpfs(
+                &p,
+                MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                "size=0",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A step process forked ahead (PID 1 of its pid namespace, in its own
+/// mount namespace) mounts its `/dev` and `/proc` before its run, on a
+/// private tmpfs at `staging` (which hides nothing: an empty directory of
+/// the runner's). `build_root` moves them into the root, and the image
+/// root's overlay, when it needs one, goes under `staging/ovl`.
+fn premount(staging: &Path) -> Result<(), String> {
+    tmpfs(
+        staging,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "size=64k,mode=700",
+    )?;
+    let (dev, proc) = (staging.join("dev"), staging.join("proc"));
+    mkdir(&dev, 0o755)?;
+    mkdir(&proc, 0o755)?;
+    mkdir(&staging.join("ovl"), 0o700)?;
+    make_dev(&dev)?;
+    make_proc(&proc, &dev.join("null"))
 }
 
 /// Bring up `lo`, the only interface of the new network namespace.

@@ -14,6 +14,22 @@
 //! The init reports how the step ended, or why the sandbox could not be
 //! built, over the socket.
 //!
+//! # The pool of pre-warmed inits
+//!
+//! By default ([`NativeSandbox::with_pool`]) a run does not start an init
+//! of its own: the first run starts a zygote (`repro __sandbox-init
+//! --zygote`, single-threaded, no async runtime), which always keeps one
+//! spare init ready that has already created the pid, network, IPC and
+//! UTS namespaces, brought up loopback and forked the step's process
+//! (which has entered its own mount namespace), the part of the sandbox
+//! that does not depend on the step. A run passes the spare its socket
+//! and log; the step's process joins the run's cgroups, creates the
+//! cgroup namespace and goes on exactly as in a fresh init, while the
+//! zygote forks the next spare on another core. A spare serves one run only, so every step still gets
+//! namespaces of its own, never seen by another step. Whenever the pool
+//! cannot serve a run (the zygote died or is stuck, or too many runs wait)
+//! nothing of the step has started, and the run starts its own init.
+//!
 //! # What the step gets
 //!
 //! - A root that is the image's unpacked root filesystem
@@ -70,8 +86,10 @@
 mod cgroup;
 mod init;
 mod listing;
+mod pool;
 mod protocol;
 mod seccomp;
+mod zygote;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -91,6 +109,7 @@ pub use init::{init_main, INIT_ARG};
 use crate::spec::{Outcome, StepSpec, Termination, Variation};
 use crate::BackendInfo;
 use cgroup::{Cgroup, CgroupMode};
+use pool::{Pool, PooledInit};
 use protocol::{FromInit, InitSpec, InitVariation, Rlimits, ToInit};
 
 /// The size of `/tmp` when the step has no memory limit (as in Docker).
@@ -198,6 +217,9 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
 /// crate docs and the module docs).
 #[derive(Debug)]
 pub struct NativeSandbox {
+    /// The pre-warmed inits (first, so that the zygote is gone before the
+    /// staging directory it uses).
+    pool: Pool,
     store: Store,
     init_exe: PathBuf,
     cgroups: CgroupMode,
@@ -256,6 +278,7 @@ impl NativeSandbox {
             })
         })?;
         Ok(NativeSandbox {
+            pool: Pool::new(init_exe.clone(), staging.path().to_path_buf(), true),
             store,
             init_exe,
             cgroups,
@@ -263,6 +286,29 @@ impl NativeSandbox {
             roots: Mutex::new(HashMap::new()),
             runs: AtomicU64::new(0),
         })
+    }
+
+    /// Whether steps take a pre-warmed init from the pool (the default,
+    /// see the module docs) or each start an init of their own (`false`;
+    /// slower by about the start of a process and the creation of a
+    /// network namespace, for comparison and as a way around a problem of
+    /// the pool). The contract is the same either way.
+    pub fn with_pool(self, pool: bool) -> Self {
+        NativeSandbox {
+            pool: Pool::new(
+                self.init_exe.clone(),
+                self.staging.path().to_path_buf(),
+                pool,
+            ),
+            ..self
+        }
+    }
+
+    /// The pid of the pool's zygote, while one runs (it is started by the
+    /// first run, and again by a run after it died): for diagnostics and
+    /// tests.
+    pub fn zygote_pid(&self) -> Option<u32> {
+        self.pool.zygote_pid()
     }
 
     /// The backend's name and the machine's kernel, for the build record:
@@ -428,8 +474,9 @@ impl NativeSandbox {
         result
     }
 
-    /// Start the init, send the spec, wait with the timeout and the
-    /// cancellation, and turn the report into an outcome.
+    /// Start the init (from the pool, or a fresh one), send the spec, wait
+    /// with the timeout and the cancellation, and turn the report into an
+    /// outcome.
     async fn drive(
         &self,
         spec: &StepSpec,
@@ -446,26 +493,24 @@ impl NativeSandbox {
                 source,
             }
         };
-        let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(init_err("connect to"))?;
-        let log_err = log.try_clone().map_err(io_err("use the log", &spec.log))?;
-        let mut cmd = tokio::process::Command::new(&self.init_exe);
-        cmd.arg(INIT_ARG)
-            .env_clear()
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true);
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| Error::InitExe {
-            path: self.init_exe.clone(),
-            source,
-        })?;
-        // The command holds the init's ends of the socket and the log:
-        // close them here, so the socket ends when the init does.
-        drop(cmd);
-        ours.set_nonblocking(true).map_err(init_err("connect to"))?;
-        let sock = tokio::net::UnixStream::from_std(ours).map_err(init_err("connect to"))?;
+        let pooled = match self.start_pooled(&log, &cancel).await {
+            Pooled::Started(init, sock) => Some((init, sock)),
+            Pooled::Cancelled => {
+                return Ok(Outcome {
+                    termination: Termination::Cancelled,
+                    duration: started.elapsed(),
+                })
+            }
+            Pooled::Unavailable => None,
+        };
+        let (mut init, sock) = match pooled {
+            Some((init, sock)) => (Init::Pooled(init), sock),
+            None => {
+                let (init, sock) = self.start_fresh(spec, log)?;
+                (Init::Fresh(init), sock)
+            }
+        };
         let (mut rd, mut wr) = sock.into_split();
         let frame = protocol::encode(&ToInit::Run(Box::new(init_spec.clone())));
         // A failed send shows as a missing report below.
@@ -500,7 +545,7 @@ impl NativeSandbox {
                     Err(_) => {
                         // The init does not answer: kill it; the step's
                         // PID 1 dies with it (PR_SET_PDEATHSIG).
-                        let _ = child.start_kill();
+                        init.kill();
                         report.await
                     }
                 };
@@ -508,7 +553,7 @@ impl NativeSandbox {
             }
         };
         drop(wr);
-        let exit = child.wait().await.map_err(init_err("wait for"))?;
+        let exit = init.wait().await.map_err(init_err("wait for"))?;
         if let Some(t) = stopped {
             return Ok(Outcome {
                 termination: t,
@@ -529,7 +574,7 @@ impl NativeSandbox {
             _ => {
                 return Err(Error::InitDied {
                     step: step.to_string(),
-                    status: exit.to_string(),
+                    status: exit,
                 })
             }
         };
@@ -537,6 +582,132 @@ impl NativeSandbox {
             termination,
             duration,
         })
+    }
+
+    /// Hand the run to a spare of the pool and wait for it to take it.
+    async fn start_pooled(&self, log: &std::fs::File, cancel: &CancellationToken) -> Pooled {
+        if !self.pool.is_on() {
+            return Pooled::Unavailable;
+        }
+        let Ok((ours, theirs)) = std::os::unix::net::UnixStream::pair() else {
+            return Pooled::Unavailable;
+        };
+        let theirs = OwnedFd::from(theirs);
+        if !self.pool.request(&theirs, log) {
+            return Pooled::Unavailable;
+        }
+        // The spare holds its own copy now; without ours, the socket ends
+        // when the spare does (or when no spare takes the request).
+        drop(theirs);
+        let sock = match ours
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(ours))
+        {
+            Ok(s) => s,
+            Err(_) => return Pooled::Unavailable,
+        };
+        let ack = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Pooled::Cancelled,
+            r = tokio::time::timeout(pool::ACK_WAIT, pool::recv_ack(&sock)) => r,
+        };
+        match ack {
+            Ok(Ok(Some(pidfd))) => match PooledInit::new(pidfd) {
+                Ok(init) => {
+                    self.pool.acked();
+                    Pooled::Started(init, sock)
+                }
+                // Without `sock`, the spare reads the end of the stream
+                // instead of a spec, and ends without running anything.
+                Err(_) => Pooled::Unavailable,
+            },
+            Ok(Ok(None) | Err(_)) => {
+                self.pool.no_ack(false);
+                Pooled::Unavailable
+            }
+            Err(_elapsed) => {
+                // Dropping `sock` makes a spare that takes the request
+                // later read the end of the stream instead of a spec.
+                self.pool.no_ack(true);
+                Pooled::Unavailable
+            }
+        }
+    }
+
+    /// Start an init of this run's own.
+    fn start_fresh(
+        &self,
+        spec: &StepSpec,
+        log: std::fs::File,
+    ) -> Result<(tokio::process::Child, tokio::net::UnixStream)> {
+        let step = spec.step.as_str();
+        let init_err = |action| {
+            move |source| Error::Init {
+                action,
+                step: step.to_string(),
+                source,
+            }
+        };
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(init_err("connect to"))?;
+        let log_err = log.try_clone().map_err(io_err("use the log", &spec.log))?;
+        let mut cmd = tokio::process::Command::new(&self.init_exe);
+        cmd.arg(INIT_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| Error::InitExe {
+            path: self.init_exe.clone(),
+            source,
+        })?;
+        // The command holds the init's ends of the socket and the log:
+        // close them here, so the socket ends when the init does.
+        drop(cmd);
+        ours.set_nonblocking(true).map_err(init_err("connect to"))?;
+        let sock = tokio::net::UnixStream::from_std(ours).map_err(init_err("connect to"))?;
+        Ok((child, sock))
+    }
+}
+
+/// What became of a run offered to the pool.
+enum Pooled {
+    /// A spare took it.
+    Started(PooledInit, tokio::net::UnixStream),
+    /// It was cancelled while waiting for a spare (nothing started).
+    Cancelled,
+    /// No spare took it (nothing started): start a fresh init.
+    Unavailable,
+}
+
+/// The init of one run.
+enum Init {
+    /// Started for this run (killed when dropped).
+    Fresh(tokio::process::Child),
+    /// Taken from the pool (killed when dropped).
+    Pooled(PooledInit),
+}
+
+impl Init {
+    fn kill(&mut self) {
+        match self {
+            Init::Fresh(c) => {
+                let _ = c.start_kill();
+            }
+            Init::Pooled(p) => p.kill(),
+        }
+    }
+
+    /// Wait for the init to end; how it ended, for messages.
+    async fn wait(&mut self) -> std::io::Result<String> {
+        match self {
+            Init::Fresh(c) => Ok(c.wait().await?.to_string()),
+            Init::Pooled(p) => {
+                p.wait().await?;
+                Ok("a pooled init, whose exit status is not kept".to_string())
+            }
+        }
     }
 }
 

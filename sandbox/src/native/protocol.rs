@@ -1,9 +1,20 @@
 //! What the runner and the re-executed init say to each other over the
 //! init's standard input (a Unix stream socket): length-prefixed JSON
 //! frames, so a message may hold newlines and any size of environment.
+//!
+//! With the pool of pre-warmed inits (see the `pool` module), two more
+//! messages carry file descriptors (`SCM_RIGHTS`): a [`REQUEST`] from the
+//! runner to the zygote, with the run's socket and log, and the [`ACK`] a
+//! pooled init sends first on the run's socket, with a pidfd of itself.
+//! The runner sends the spec only after the acknowledgement, so a request
+//! it gave up on can never start a step.
+#![allow(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +171,93 @@ pub(crate) async fn read_frame_async<T: for<'de> Deserialize<'de>>(
     decode(&body).map(Some)
 }
 
+/// The byte of a request to the zygote; its descriptors are the init's
+/// end of the run's socket and the step's log.
+pub(crate) const REQUEST: u8 = b'r';
+/// The first byte a pooled init sends on the run's socket; its one
+/// descriptor is a pidfd of the init.
+pub(crate) const ACK: u8 = b'a';
+
+/// Send the byte `tag` with `fds` attached (`SCM_RIGHTS`). `flags` are
+/// added to `MSG_NOSIGNAL`.
+pub(crate) fn send_fds(
+    sock: BorrowedFd<'_>,
+    tag: u8,
+    fds: &[RawFd],
+    flags: MsgFlags,
+) -> std::io::Result<()> {
+    let byte = [tag];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    loop {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&byte)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL | flags,
+            None,
+        ) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(std::io::Error::other("a one-byte message was not sent")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receive one byte and the descriptors attached to it (close-on-exec),
+/// at most `max` of them (more, or a truncated control message, is an
+/// error). `None` at the end of the stream. `flags` are added to
+/// `MSG_CMSG_CLOEXEC`.
+pub(crate) fn recv_fds(
+    sock: BorrowedFd<'_>,
+    max: usize,
+    flags: MsgFlags,
+) -> std::io::Result<Option<(u8, Vec<OwnedFd>)>> {
+    let mut byte = [0u8; 1];
+    // Room for a few more than `max`, so that extra descriptors are
+    // received (and closed) rather than truncated.
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let (bytes, truncated, raw) = loop {
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC | flags,
+        ) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            raw.extend(fds);
+                        }
+                    }
+                }
+                break (msg.bytes, truncated, raw);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: the kernel just installed these descriptors in this process
+    // for this message; nothing else owns them.
+    let fds: Vec<OwnedFd> = raw
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if truncated || fds.len() > max {
+        return Err(std::io::Error::other(format!(
+            "a message carried more than {max} file descriptors"
+        )));
+    }
+    Ok(Some((byte[0], fds)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +304,42 @@ mod tests {
         let body = br#"{"root":"/r","staging":"/s","inputs":[],"output":"/o","argv":["true"],"env":[],"tmp_bytes":1,"cgroup_join":[],"rlimits":{"address_space":null,"cpu_seconds":null,"processes":null}}"#;
         let spec: InitSpec = decode(body).expect("decode");
         assert_eq!(spec.variation, InitVariation::default());
+    }
+
+    #[test]
+    fn descriptors_cross_a_socket_with_their_tag() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let mut file = tempfile::tempfile().expect("tempfile");
+        file.write_all(b"through the socket").expect("write");
+        send_fds(a.as_fd(), REQUEST, &[file.as_raw_fd()], MsgFlags::empty()).expect("send");
+        let (tag, fds) = recv_fds(b.as_fd(), 2, MsgFlags::empty())
+            .expect("recv")
+            .expect("a message");
+        assert_eq!(tag, REQUEST);
+        assert_eq!(fds.len(), 1);
+        let mut got = std::fs::File::from(fds.into_iter().next().expect("fd"));
+        use std::io::Seek;
+        got.rewind().expect("rewind");
+        let mut text = String::new();
+        got.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "through the socket");
+        // Too many descriptors for the receiver is an error, not a
+        // silent loss.
+        let raw = [file.as_raw_fd(); 3];
+        send_fds(a.as_fd(), REQUEST, &raw, MsgFlags::empty()).expect("send");
+        assert!(recv_fds(b.as_fd(), 2, MsgFlags::empty()).is_err());
+        drop(a);
+        assert!(recv_fds(b.as_fd(), 2, MsgFlags::empty())
+            .expect("eof")
+            .is_none());
     }
 
     #[test]
