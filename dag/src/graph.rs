@@ -79,9 +79,13 @@ impl Graph {
                 ds.into_iter().map(Into::into).collect::<Vec<String>>(),
             ));
         }
-        for (node, ds) in deps {
-            let unique: BTreeSet<String> = ds.into_iter().collect();
-            for d in unique {
+        let mut froms: Vec<NodeIndex> = Vec::new();
+        for (node, mut ds) in deps {
+            // Unknown names are reported in name order, as before.
+            ds.sort_unstable();
+            ds.dedup();
+            froms.clear();
+            for d in ds {
                 let Some(&from) = index.get(&d) else {
                     let mut known: Vec<&str> = index.keys().map(String::as_str).collect();
                     known.sort_unstable();
@@ -91,6 +95,9 @@ impl Graph {
                         known: known.join(", "),
                     });
                 };
+                froms.push(from);
+            }
+            for &from in &froms {
                 graph.add_edge(from, node, ());
             }
         }

@@ -28,19 +28,64 @@ pub struct KeyMaterial {
     pub outputs: Vec<String>,
 }
 
-impl KeyMaterial {
+/// The same material as [`KeyMaterial`], borrowed: computing a key then
+/// copies nothing (a no-op build computes one per step). Serializes to the
+/// very same JSON (same field names, same order, same types).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KeyMaterialRef<'a> {
+    /// See [`KeyMaterial::policy_version`].
+    pub policy_version: u32,
+    /// See [`KeyMaterial::image`].
+    pub image: &'a ImageDigest,
+    /// See [`KeyMaterial::argv`].
+    pub argv: &'a [String],
+    /// See [`KeyMaterial::env`].
+    pub env: &'a BTreeMap<String, String>,
+    /// See [`KeyMaterial::inputs`].
+    pub inputs: &'a BTreeMap<String, TreeDigest>,
+    /// See [`KeyMaterial::outputs`].
+    pub outputs: &'a [String],
+}
+
+impl KeyMaterialRef<'_> {
     /// The canonical bytes hashed into the key: a domain tag, then compact JSON
     /// with map keys sorted (they are `BTreeMap`s and struct fields have a fixed order).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = b"repro step key v1\n".to_vec();
-        // Serializing these plain types cannot fail.
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"repro step key v1\n");
+        // Serializing these plain types into memory cannot fail.
+        let _ = serde_json::to_writer(&mut out, self);
         out
     }
 
     /// The step key.
     pub fn key(&self) -> StepKey {
         StepKey(Hash::of(&self.canonical_bytes()))
+    }
+}
+
+impl KeyMaterial {
+    /// The material, borrowed.
+    pub fn as_ref(&self) -> KeyMaterialRef<'_> {
+        KeyMaterialRef {
+            policy_version: self.policy_version,
+            image: &self.image,
+            argv: &self.argv,
+            env: &self.env,
+            inputs: &self.inputs,
+            outputs: &self.outputs,
+        }
+    }
+
+    /// The canonical bytes hashed into the key (see
+    /// [`KeyMaterialRef::canonical_bytes`]).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.as_ref().canonical_bytes()
+    }
+
+    /// The step key.
+    pub fn key(&self) -> StepKey {
+        self.as_ref().key()
     }
 }
 
@@ -82,6 +127,22 @@ mod tests {
         m.outputs.push("extra".into());
         assert_ne!(m.key(), base);
         assert_eq!(material().key(), base);
+    }
+
+    /// Keys must never change by accident: every cache and record holds
+    /// them. This pins the canonical bytes of one material.
+    #[test]
+    fn canonical_bytes_are_stable() {
+        let text = String::from_utf8(material().canonical_bytes()).unwrap();
+        let want = format!(
+            "repro step key v1\n{{\"policy_version\":1,\"image\":\"{}\",\"argv\":[\"python3\",\"train.py\"],\"env\":{{\"TZ\":\"UTC\"}},\"inputs\":{{\"data\":\"{}\"}},\"outputs\":[\"model.pkl\"]}}",
+            ImageDigest(Hash::of(b"image")),
+            TreeDigest(Hash::of(b"tree")),
+        );
+        assert_eq!(text, want);
+        // The owned material serializes the same way (as keys were first made).
+        let owned = serde_json::to_string(&material()).unwrap();
+        assert_eq!(text, format!("repro step key v1\n{owned}"));
     }
 
     #[test]

@@ -7,5 +7,5 @@ mod key;
 mod schedule;
 
 pub use graph::{Error, Graph, Result};
-pub use key::KeyMaterial;
+pub use key::{KeyMaterial, KeyMaterialRef};
 pub use schedule::{Scheduler, StepState};

@@ -1,5 +1,8 @@
 //! Which steps may run now, given what has finished.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 
@@ -31,6 +34,11 @@ pub struct Scheduler<'g> {
     missing: Vec<usize>,
     /// Position of each node in the topological order, used as priority.
     rank: Vec<usize>,
+    /// Ready steps as `(rank, node)`, smallest rank first. A step skipped
+    /// while in here stays until popped and is then passed over, so that
+    /// taking a step costs O(log n), not a scan of every step (a build of
+    /// 10,000 steps takes 10,000).
+    ready: BinaryHeap<Reverse<(usize, usize)>>,
 }
 
 impl<'g> Scheduler<'g> {
@@ -52,21 +60,28 @@ impl<'g> Scheduler<'g> {
                 rank[node.index()] = i;
             }
         }
+        let ready = (0..n)
+            .filter(|&i| state[i] == StepState::Ready)
+            .map(|i| Reverse((rank[i], i)))
+            .collect();
         Scheduler {
             graph,
             state,
             missing,
             rank,
+            ready,
         }
     }
 
     /// Take the next ready step (earliest in topological order) and mark it running.
     pub fn take_ready(&mut self) -> Option<&'g str> {
-        let node = (0..self.state.len())
-            .filter(|&i| self.state[i] == StepState::Ready)
-            .min_by_key(|&i| self.rank[i])?;
-        self.state[node] = StepState::Running;
-        Some(self.graph.name(NodeIndex::new(node)))
+        while let Some(Reverse((_, node))) = self.ready.pop() {
+            if self.state[node] == StepState::Ready {
+                self.state[node] = StepState::Running;
+                return Some(self.graph.name(NodeIndex::new(node)));
+            }
+        }
+        None
     }
 
     /// Record that `step` finished. Returns the steps that will now never run
@@ -92,6 +107,8 @@ impl<'g> Scheduler<'g> {
                 if self.missing[next.index()] == 0 && self.state[next.index()] == StepState::Waiting
                 {
                     self.state[next.index()] = StepState::Ready;
+                    self.ready
+                        .push(Reverse((self.rank[next.index()], next.index())));
                 }
             }
             return Vec::new();
@@ -184,6 +201,34 @@ mod tests {
         assert_eq!(s.state("lint"), Some(StepState::Succeeded));
         assert_eq!(s.state("train"), Some(StepState::Skipped));
         assert_eq!(s.state("featurize"), Some(StepState::Failed));
+    }
+
+    /// Ready steps come out in topological (declaration) order, whatever
+    /// order they became ready in, and a skipped step never comes out.
+    #[test]
+    fn ready_steps_come_out_in_topological_order() {
+        // a and b first; c needs b, d needs a, e needs a; x fails and
+        // takes y with it.
+        let g = Graph::new([
+            ("x", vec![]),
+            ("a", vec![]),
+            ("b", vec![]),
+            ("y", vec!["x"]),
+            ("c", vec!["b"]),
+            ("d", vec!["a"]),
+            ("e", vec!["a", "y"]),
+        ])
+        .unwrap();
+        let mut s = Scheduler::new(&g);
+        assert_eq!(s.take_ready(), Some("x"));
+        assert_eq!(s.take_ready(), Some("a"));
+        assert_eq!(s.take_ready(), Some("b"));
+        s.finish("b", true);
+        s.finish("a", true);
+        assert_eq!(s.finish("x", false), ["e", "y"]);
+        assert_eq!(s.take_ready(), Some("c"));
+        assert_eq!(s.take_ready(), Some("d"));
+        assert_eq!(s.take_ready(), None);
     }
 
     #[test]

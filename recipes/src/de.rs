@@ -13,16 +13,34 @@ const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
 
 /// Deserialize `text` (the contents of `file`) into `T`.
 pub(crate) fn from_str<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T> {
-    let de = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = key_path(e.path());
-        let inner = e.into_inner();
+    let diagnostic = |inner: toml::de::Error, key: Option<String>, syntax: bool| {
         let location = inner.span().map(|s| Location::of_span(text, s));
-        let (message, key, hint) = explain(inner.message(), key);
+        let mut message = inner.message();
+        if syntax {
+            // The parser adds what it expected (`invalid basic string,
+            // expected `"``); the position already shows it, and the
+            // wording of syntax errors stays what it has always been.
+            message = message
+                .split_once(", expected ")
+                .map_or(message, |(m, _)| m);
+        }
+        let (message, key, hint) = explain(message, key);
         let mut d = Diagnostic::new(file, message).at(location);
         d.key = key;
         d.hint = hint;
         d.into()
+    };
+    // A syntax error comes out of the parse, before any key is known.
+    let parse = || toml::Deserializer::parse(text).map_err(|e| diagnostic(e, None, true));
+    // Tracking the path of every value costs a third of a big recipe's
+    // deserialization; only a failure needs it, so a failure is simply
+    // deserialized again with tracking, which fails the same way.
+    if let Ok(value) = T::deserialize(parse()?) {
+        return Ok(value);
+    }
+    serde_path_to_error::deserialize(parse()?).map_err(|e| {
+        let key = key_path(e.path());
+        diagnostic(e.into_inner(), key, false)
     })
 }
 

@@ -934,6 +934,7 @@ struct Declared {
 struct Ctx<'a> {
     declared: &'a Declared,
     params: &'a BTreeMap<String, ParamValue>,
+    /// Sorted (the keys of a `BTreeMap`), for binary search.
     step_names: &'a [&'a str],
 }
 
@@ -1098,7 +1099,7 @@ fn build_step(c: &mut Collector, index: usize, s: &RawStep, ctx: &Ctx) -> Option
                 format!("step `{name}` uses its own output as input `{input}`"),
                 "a step can only use the outputs of other steps".to_string(),
             )),
-            InputRef::Step(n) if !ctx.step_names.contains(&n.as_str()) => Some((
+            InputRef::Step(n) if ctx.step_names.binary_search(&n.as_str()).is_err() => Some((
                 format!("input `{input}` of step `{name}` refers to unknown step `{n}`"),
                 known(
                     ctx.step_names.iter().copied(),
@@ -1163,7 +1164,7 @@ fn build_step(c: &mut Collector, index: usize, s: &RawStep, ctx: &Ctx) -> Option
                 format!("step `{name}` needs itself"),
                 Some("remove it from `needs`".into()),
             );
-        } else if !ctx.step_names.contains(&dep.as_str()) {
+        } else if ctx.step_names.binary_search(&dep.as_str()).is_err() {
             ok = false;
             c.push(
                 span(n),

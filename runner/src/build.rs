@@ -150,31 +150,38 @@ pub struct Built {
     pub report: BuildReport,
     /// The signed record, when every step succeeded.
     pub record: Option<(RecordDigest, Statement)>,
+    /// The plan that ran: returned rather than dropped so that the command
+    /// can leave it for the process's exit to free (see `build_cmd`).
+    #[allow(dead_code)] // held, never read
+    pub plan: Plan,
 }
 
-/// Run `plan` and, if it succeeds, sign and store a record.
+/// Plan `recipe` on `graph` (from [`crate::engine::check_graph`]), run it
+/// and, if it succeeds, sign and store a record.
 #[allow(clippy::too_many_arguments)]
 pub async fn build(
     engine: &Arc<Engine>,
     recipe: &Recipe,
+    graph: repro_dag::Graph,
     lock_bytes: Option<&[u8]>,
     pins: &Pins,
     opts: BuildOptions,
     key: &SigningKey,
 ) -> Result<Built> {
-    let plan = Plan::new(recipe, pins)?;
+    let plan = Plan::with_graph(recipe, pins, graph)?;
     let started = now();
     let report = engine.run(&plan, opts).await?;
     if !report.ok() {
         return Ok(Built {
             report,
             record: None,
+            plan,
         });
     }
     let finished = now();
     let store = engine.store();
-    let recipe_digest = store.put_bytes(recipe.source.as_bytes())?;
-    let lock_digest = lock_bytes.map(|b| store.put_bytes(b)).transpose()?;
+    let recipe_digest = put_if_absent(&store, recipe.source.as_bytes())?;
+    let lock_digest = lock_bytes.map(|b| put_if_absent(&store, b)).transpose()?;
     let backend = engine.backend_description().await;
     let statement = statement(
         &store,
@@ -195,7 +202,18 @@ pub async fn build(
     Ok(Built {
         report,
         record: Some((digest, statement)),
+        plan,
     })
+}
+
+/// Store `bytes` unless the store holds them already (re-hashed to be
+/// sure): a rebuild of an unchanged recipe then writes and fsyncs nothing.
+fn put_if_absent(store: &Store, bytes: &[u8]) -> Result<repro_store::BlobDigest> {
+    let d = repro_store::BlobDigest(Hash::of(bytes));
+    match store.verify_blob(&d) {
+        Ok(_) => Ok(d),
+        Err(_) => Ok(store.put_bytes(bytes)?),
+    }
 }
 
 fn now() -> String {
@@ -221,7 +239,8 @@ fn statement(
     for s in &report.steps {
         let output = s.output.context("a finished step has no output")?;
         let key = s.key.context("a finished step has no key")?;
-        for (path, entry) in store.flatten(&output)? {
+        let files = s.files(store)?.context("a finished step has no output")?;
+        for (path, entry) in files.iter() {
             if let repro_store::FileEntry::File { digest, .. } = entry {
                 subject.push(ResourceDescriptor::sha256(
                     format!("{}/{path}", s.name),

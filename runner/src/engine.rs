@@ -1,18 +1,20 @@
 //! Executes a planned build: computes step keys, consults the action cache,
 //! runs missing steps in the sandbox, and moves their outputs into the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use repro_dag::{Graph, KeyMaterial, Scheduler};
+use repro_dag::{Graph, KeyMaterialRef, Scheduler};
 use repro_recipes::{InputRef, Pins, Recipe};
 use repro_sandbox::{
     BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination, Variation,
 };
-use repro_store::{ActionResult, BlobDigest, ImageDigest, Ingest, StepKey, Store, TreeDigest};
+use repro_store::{
+    ActionResult, BlobDigest, FileEntry, ImageDigest, Ingest, StepKey, Store, TreeDigest,
+};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +48,40 @@ pub enum InputSource {
     Step(String),
 }
 
+/// A step taken from the scheduler, with its inputs and key.
+struct Ready<'p> {
+    step: &'p PlannedStep,
+    inputs: BTreeMap<String, TreeDigest>,
+    key: StepKey,
+}
+
+impl<'p> Ready<'p> {
+    /// Step `name` of `plan`, the outputs of the steps it uses taken from
+    /// `outputs` (they have all finished).
+    fn new(plan: &'p Plan, name: &str, outputs: &BTreeMap<String, TreeDigest>) -> Result<Self> {
+        let step = plan.steps.get(name).context("planned step missing")?;
+        let mut inputs = BTreeMap::new();
+        for (mount, src) in &step.inputs {
+            let tree = match src {
+                InputSource::Tree(t) => *t,
+                InputSource::Step(s) => *outputs
+                    .get(s)
+                    .with_context(|| format!("output of `{s}` missing"))?,
+            };
+            inputs.insert(mount.clone(), tree);
+        }
+        let key = step_key(step, &inputs);
+        Ok(Ready { step, inputs, key })
+    }
+}
+
+/// A local cache hit: the result and the output's files by path.
+type LocalHit = (ActionResult, Arc<BTreeMap<String, FileEntry>>);
+
+/// Lookups per thread below which a batch is not split among threads
+/// (starting a thread costs about as much as a few dozen lookups).
+const PARALLEL_LOOKUPS: usize = 64;
+
 /// A recipe with every reference pinned: what the engine executes.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -77,7 +113,12 @@ pub fn check_graph(recipe: &Recipe) -> Result<Graph> {
 impl Plan {
     /// Plan `recipe` with `pins`. Fails on a cycle, a missing pin or a bad substitution.
     pub fn new(recipe: &Recipe, pins: &Pins) -> Result<Plan> {
-        let graph = check_graph(recipe)?;
+        Plan::with_graph(recipe, pins, check_graph(recipe)?)
+    }
+
+    /// [`Plan::new`] with the recipe's graph built already by
+    /// [`check_graph`] (which need not run twice on a big recipe).
+    pub fn with_graph(recipe: &Recipe, pins: &Pins, graph: Graph) -> Result<Plan> {
         let base = repro_sandbox::base_env(
             recipe.build.source_date_epoch,
             recipe.build.python_hash_seed,
@@ -176,6 +217,35 @@ pub struct StepResult {
     pub duration: Duration,
     /// Why it failed or was skipped.
     pub reason: Option<String>,
+    /// The output's files by path, when the engine has read them already
+    /// (local cache hits); see [`StepResult::files`].
+    pub files: Option<Arc<BTreeMap<String, FileEntry>>>,
+}
+
+impl StepResult {
+    /// The output's files by path (as [`Store::flatten`] gives them), or
+    /// `None` without an output. Reads the tree objects only when the
+    /// engine has not already.
+    pub fn files(&self, store: &Store) -> Result<Option<Arc<BTreeMap<String, FileEntry>>>> {
+        if let Some(f) = &self.files {
+            return Ok(Some(Arc::clone(f)));
+        }
+        match self.output {
+            Some(o) => Ok(Some(Arc::new(store.flatten(&o)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The wall time in the sandbox in milliseconds, to the microsecond
+    /// (for JSON reports).
+    pub fn duration_ms(&self) -> f64 {
+        duration_ms(self.duration)
+    }
+}
+
+/// `d` in milliseconds, to the microsecond.
+pub fn duration_ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 /// The result of a build.
@@ -311,6 +381,18 @@ impl Engine {
     ///
     /// A step that fails stops its dependents; the others go on. An error of
     /// the machinery itself (store, daemon) ends the build with `Err`.
+    ///
+    /// When reading the cache, every step whose inputs are known is looked
+    /// up in the local action cache at once, in the scheduling loop, not in
+    /// a task of its own: a lookup is a few small file reads (the action
+    /// cache entry, the output's tree objects, and an existence check of
+    /// each blob, see [`Store::ac_lookup`]), far cheaper than handing each
+    /// step to a task and back. A batch of many lookups (a wide level of
+    /// the graph) is shared among up to `jobs` threads (see
+    /// [`Engine::lookup_all`]). A hit finishes its step at once, which may
+    /// make more steps ready for the next batch. Only steps that miss (or
+    /// must ask a remote cache) become tasks, at most `jobs` at a time, in
+    /// topological order.
     pub async fn run(self: &Arc<Self>, plan: &Plan, opts: BuildOptions) -> Result<BuildReport> {
         self.reporter.event(&Event::BuildStarted {
             steps: plan.steps.len(),
@@ -319,30 +401,59 @@ impl Engine {
         let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
         let mut outputs: BTreeMap<String, TreeDigest> = BTreeMap::new();
         let mut tasks = tokio::task::JoinSet::new();
+        // Steps whose lookup missed, waiting for a free slot.
+        let mut waiting: VecDeque<Ready> = VecDeque::new();
         let jobs = opts.jobs.max(1);
         loop {
-            while tasks.len() < jobs && !self.cancel.is_cancelled() {
-                let Some(name) = sched.take_ready() else {
-                    break;
-                };
-                let step = plan
-                    .steps
-                    .get(name)
-                    .cloned()
-                    .context("planned step missing")?;
-                let mut inputs = BTreeMap::new();
-                for (mount, src) in &step.inputs {
-                    let tree = match src {
-                        InputSource::Tree(t) => *t,
-                        InputSource::Step(s) => *outputs
-                            .get(s)
-                            .with_context(|| format!("output of `{s}` missing"))?,
-                    };
-                    inputs.insert(mount.clone(), tree);
+            if opts.read_cache {
+                loop {
+                    let mut batch = Vec::new();
+                    while !self.cancel.is_cancelled() {
+                        let Some(name) = sched.take_ready() else {
+                            break;
+                        };
+                        batch.push(Ready::new(plan, name, &outputs)?);
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let keys: Vec<StepKey> = batch.iter().map(|r| r.key).collect();
+                    let found = self.lookup_all(&keys, jobs);
+                    for (ready, found) in batch.into_iter().zip(found) {
+                        match found {
+                            Ok(Some((hit, files))) => {
+                                let r = self.cached(ready.step, ready.key, hit, Some(files));
+                                // A success never skips anything.
+                                sched.finish(&r.name, true);
+                                if let Some(o) = r.output {
+                                    outputs.insert(r.name.clone(), o);
+                                }
+                                results.insert(r.name.clone(), r);
+                            }
+                            Ok(None) => waiting.push_back(ready),
+                            Err(e) => {
+                                self.cancel.cancel();
+                                while tasks.join_next().await.is_some() {}
+                                return Err(e.context(format!("step `{}`", ready.step.name)));
+                            }
+                        }
+                    }
                 }
+            }
+            while tasks.len() < jobs && !self.cancel.is_cancelled() {
+                let ready = match waiting.pop_front() {
+                    Some(r) => r,
+                    None if opts.read_cache => break,
+                    None => match sched.take_ready() {
+                        Some(name) => Ready::new(plan, name, &outputs)?,
+                        None => break,
+                    },
+                };
+                let Ready { step, inputs, key } = ready;
+                let step = step.clone();
                 let engine = Arc::clone(self);
                 tasks.spawn(async move {
-                    let r = engine.run_step(&step, inputs, opts).await;
+                    let r = engine.run_step(&step, inputs, key, opts).await;
                     (step.name.clone(), r)
                 });
             }
@@ -380,6 +491,7 @@ impl Engine {
                         log: None,
                         duration: Duration::ZERO,
                         reason: Some(format!("`{name}` failed")),
+                        files: None,
                     },
                 );
             }
@@ -396,37 +508,83 @@ impl Engine {
         Ok(BuildReport { steps })
     }
 
+    /// Look up `keys` in the local action cache, the results in the same
+    /// order. Fewer than [`PARALLEL_LOOKUPS`] keys are looked up right here;
+    /// more are split into contiguous runs among up to `jobs` threads (at
+    /// most the machine's cores): each lookup is independent and mostly
+    /// waits on the kernel (opening and reading small files).
+    fn lookup_all(&self, keys: &[StepKey], jobs: usize) -> Vec<Result<Option<LocalHit>>> {
+        let lookup = |key: &StepKey| -> Result<Option<LocalHit>> {
+            Ok(self
+                .store
+                .ac_lookup(key)?
+                .map(|(hit, files)| (hit, Arc::new(files))))
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = jobs.min(cores).min(keys.len() / PARALLEL_LOOKUPS);
+        if threads <= 1 {
+            return keys.iter().map(lookup).collect();
+        }
+        let per_thread = keys.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut chunks = keys.chunks(per_thread);
+            // This thread takes the first run itself.
+            let first = chunks.next().unwrap_or_default();
+            let others: Vec<_> = chunks
+                .map(|chunk| scope.spawn(move || chunk.iter().map(lookup).collect::<Vec<_>>()))
+                .collect();
+            let mut all: Vec<_> = first.iter().map(lookup).collect();
+            for handle in others {
+                match handle.join() {
+                    Ok(found) => all.extend(found),
+                    // Only a bug panics here; carry it on.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            all
+        })
+    }
+
+    fn cached(
+        &self,
+        step: &PlannedStep,
+        key: StepKey,
+        hit: ActionResult,
+        files: Option<Arc<BTreeMap<String, FileEntry>>>,
+    ) -> StepResult {
+        self.reporter.event(&Event::StepCached {
+            step: step.name.clone(),
+            key,
+            output: hit.output,
+        });
+        StepResult {
+            name: step.name.clone(),
+            status: StepStatus::Cached,
+            key: Some(key),
+            output: Some(hit.output),
+            log: Some(hit.log),
+            duration: Duration::ZERO,
+            reason: None,
+            files,
+        }
+    }
+
+    /// A step the local cache does not have: ask the remote cache (when
+    /// reading the cache), else run it.
     async fn run_step(
         &self,
         step: &PlannedStep,
         inputs: BTreeMap<String, TreeDigest>,
+        key: StepKey,
         opts: BuildOptions,
     ) -> Result<StepResult> {
-        let key = step_key(step, &inputs);
-        let store = Arc::clone(&self.store);
-        if opts.read_cache {
-            let mut hit = blocking(move || Ok(store.ac_get(&key)?)).await?;
-            if let (None, Some(remote)) = (&hit, &self.remote) {
-                hit = remote
-                    .lookup(&key)
-                    .await
-                    .with_context(|| format!("remote cache lookup of step `{}`", step.name))?;
-            }
+        if let (true, Some(remote)) = (opts.read_cache, &self.remote) {
+            let hit = remote
+                .lookup(&key)
+                .await
+                .with_context(|| format!("remote cache lookup of step `{}`", step.name))?;
             if let Some(hit) = hit {
-                self.reporter.event(&Event::StepCached {
-                    step: step.name.clone(),
-                    key,
-                    output: hit.output,
-                });
-                return Ok(StepResult {
-                    name: step.name.clone(),
-                    status: StepStatus::Cached,
-                    key: Some(key),
-                    output: Some(hit.output),
-                    log: Some(hit.log),
-                    duration: Duration::ZERO,
-                    reason: None,
-                });
+                return Ok(self.cached(step, key, hit, None));
             }
         }
         let result = self
@@ -540,7 +698,21 @@ impl Engine {
             if failed {
                 return Ok((log, None));
             }
-            let output = store.snapshot_dir(&out, Ingest::Move)?;
+            let output = if write_cache {
+                store.snapshot_dir(&out, Ingest::Move)?
+            } else {
+                // Not cached (verify, check): an output the store holds
+                // already needs no move. Hash it in place once; if the
+                // store has that tree complete, the scratch copy goes
+                // with the scratch directory. Moving it in would hash it
+                // again, fsync it, and re-hash the stored copy.
+                let d = repro_store::hash_dir(&out)?;
+                if store.tree_is_complete(&d)? {
+                    d
+                } else {
+                    store.snapshot_dir(&out, Ingest::Move)?
+                }
+            };
             if write_cache {
                 store.ac_put(
                     &key,
@@ -572,6 +744,7 @@ impl Engine {
                     log: Some(log),
                     duration,
                     reason: None,
+                    files: None,
                 })
             }
             (reason, _) => {
@@ -589,6 +762,7 @@ impl Engine {
                     log: Some(log),
                     duration,
                     reason: Some(reason),
+                    files: None,
                 })
             }
         }
@@ -597,13 +771,13 @@ impl Engine {
 
 /// The key of `step` run on `inputs`.
 pub fn step_key(step: &PlannedStep, inputs: &BTreeMap<String, TreeDigest>) -> StepKey {
-    KeyMaterial {
+    KeyMaterialRef {
         policy_version: repro_sandbox::POLICY_VERSION,
-        image: step.image,
-        argv: step.argv.clone(),
-        env: step.env.clone(),
-        inputs: inputs.clone(),
-        outputs: step.outputs.clone(),
+        image: &step.image,
+        argv: &step.argv,
+        env: &step.env,
+        inputs,
+        outputs: &step.outputs,
     }
     .key()
 }
@@ -765,6 +939,218 @@ mod tests {
             base.keys().map(String::as_str).collect::<BTreeSet<_>>(),
             sandbox
         );
+    }
+
+    struct Silent;
+    impl Reporter for Silent {
+        fn event(&self, _: &Event) {}
+    }
+
+    /// A one-step plan whose result is put in the action cache by hand.
+    fn cached_plan(store: &Store) -> (Plan, TreeDigest) {
+        let step = PlannedStep {
+            name: "train".into(),
+            image: ImageDigest(repro_store::Hash::of(b"no such image")),
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            outputs: vec!["model.bin".into()],
+            limits: Limits {
+                memory_bytes: None,
+                cpus: None,
+                timeout: Duration::from_secs(60),
+                pids: 512,
+            },
+        };
+        let out = store.scratch("out-").unwrap();
+        std::fs::write(out.path().join("model.bin"), b"weights").unwrap();
+        let output = store.snapshot_dir(out.path(), Ingest::Move).unwrap();
+        let log = store.put_bytes(b"trained\n").unwrap();
+        let key = step_key(&step, &BTreeMap::new());
+        store
+            .ac_put(
+                &key,
+                &ActionResult {
+                    output,
+                    log,
+                    exit_code: 0,
+                    duration_ms: 5,
+                },
+            )
+            .unwrap();
+        let graph = Graph::new([("train", Vec::<String>::new())]).unwrap();
+        let plan = Plan {
+            steps: BTreeMap::from([("train".to_string(), step)]),
+            graph,
+        };
+        (plan, output)
+    }
+
+    /// A complete cached result is taken without the sandbox, with its
+    /// files listed; once a blob of it is gone from the store it is not
+    /// taken any more: the engine goes to run the step (which fails here,
+    /// the image being absent) instead of accepting the hole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_step_with_a_missing_blob_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (plan, output) = cached_plan(&store);
+        let engine = Arc::new(Engine::new(
+            Arc::clone(&store),
+            BackendKind::Native,
+            Arc::new(Silent),
+            CancellationToken::new(),
+        ));
+        let opts = BuildOptions {
+            jobs: 2,
+            read_cache: true,
+            write_cache: true,
+        };
+        let report = engine.run(&plan, opts).await.unwrap();
+        let step = &report.steps[0];
+        assert_eq!(step.status, StepStatus::Cached);
+        assert_eq!(step.output, Some(output));
+        assert_eq!(step.duration_ms(), 0.0);
+        let files = step.files(&store).unwrap().unwrap();
+        assert_eq!(*files, store.flatten(&output).unwrap());
+        assert!(engine.sandbox.get().is_none(), "the sandbox was started");
+
+        let weights = repro_store::BlobDigest(repro_store::Hash::of(b"weights"));
+        std::fs::remove_file(store.blob_path(&weights)).unwrap();
+        let engine = Arc::new(Engine::new(
+            Arc::clone(&store),
+            BackendKind::Native,
+            Arc::new(Silent),
+            CancellationToken::new(),
+        ));
+        match engine.run(&plan, opts).await {
+            Ok(r) => assert_ne!(r.steps[0].status, StepStatus::Cached, "{:?}", r.steps),
+            Err(e) => assert!(format!("{e:#}").contains("train"), "{e:#}"),
+        }
+    }
+
+    /// A wide graph, all cached: 300 independent steps (looked up by
+    /// several threads at once), then 300 steps each using one of them.
+    /// Every step gets its own output and key, in topological order, with
+    /// no sandbox; a step whose entry is gone is then not taken from the
+    /// cache, and the others still are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wide_cached_graph_is_looked_up_in_parallel_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let limits = Limits {
+            memory_bytes: None,
+            cpus: None,
+            timeout: Duration::from_secs(60),
+            pids: 512,
+        };
+        let n = 300;
+        let mut steps = BTreeMap::new();
+        let mut deps = Vec::new();
+        let mut want = BTreeMap::new();
+        let mut outputs = BTreeMap::new();
+        // First the roots, then their users: a user's key needs its root's output.
+        for (i, name) in (0..2 * n).map(|i| (i, format!("s{i:04}"))) {
+            let inputs: BTreeMap<String, InputSource> = if i < n {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([(
+                    "in".to_string(),
+                    InputSource::Step(format!("s{:04}", i - n)),
+                )])
+            };
+            let step = PlannedStep {
+                name: name.clone(),
+                image: ImageDigest(repro_store::Hash::of(b"no such image")),
+                argv: vec!["echo".into(), name.clone()],
+                env: BTreeMap::new(),
+                inputs: inputs.clone(),
+                outputs: vec!["o".into()],
+                limits: limits.clone(),
+            };
+            let resolved = inputs
+                .values()
+                .map(|src| match src {
+                    InputSource::Step(s) => ("in".to_string(), outputs[s]),
+                    InputSource::Tree(t) => ("in".to_string(), *t),
+                })
+                .collect();
+            let out = store.scratch("out-").unwrap();
+            std::fs::write(out.path().join("o"), name.as_bytes()).unwrap();
+            let output = store.snapshot_dir(out.path(), Ingest::Move).unwrap();
+            let log = store
+                .put_bytes(format!("log of {name}").as_bytes())
+                .unwrap();
+            let key = step_key(&step, &resolved);
+            let r = ActionResult {
+                output,
+                log,
+                exit_code: 0,
+                duration_ms: 1,
+            };
+            store.ac_put(&key, &r).unwrap();
+            outputs.insert(name.clone(), output);
+            want.insert(name.clone(), (key, output));
+            let d: Vec<String> = match inputs.values().next() {
+                Some(InputSource::Step(s)) => vec![s.clone()],
+                _ => vec![],
+            };
+            deps.push((name.clone(), d));
+            steps.insert(name, step);
+        }
+        let plan = Plan {
+            steps,
+            graph: Graph::new(deps).unwrap(),
+        };
+        let engine = Arc::new(Engine::new(
+            Arc::clone(&store),
+            BackendKind::Native,
+            Arc::new(Silent),
+            CancellationToken::new(),
+        ));
+        let opts = BuildOptions {
+            jobs: 4,
+            read_cache: true,
+            write_cache: true,
+        };
+        let report = engine.run(&plan, opts).await.unwrap();
+        assert!(engine.sandbox.get().is_none(), "the sandbox was started");
+        let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
+        let order: Vec<&str> = plan.graph.topo_order().collect();
+        assert_eq!(names, order);
+        assert_eq!(report.steps.len(), 2 * n);
+        for s in &report.steps {
+            let (key, output) = want[&s.name];
+            assert_eq!(s.status, StepStatus::Cached, "{}", s.name);
+            assert_eq!((s.key, s.output), (Some(key), Some(output)), "{}", s.name);
+            let files = s.files(&store).unwrap().unwrap();
+            assert_eq!(*files, store.flatten(&output).unwrap(), "{}", s.name);
+        }
+
+        // The entry of one user goes: that one step must run (and fails,
+        // its image being absent); every other step is still a hit.
+        let (gone, _) = want["s0450"];
+        std::fs::remove_file(dir.path().join("v1/ac").join(gone.hex())).unwrap();
+        let engine = Arc::new(Engine::new(
+            Arc::clone(&store),
+            BackendKind::Native,
+            Arc::new(Silent),
+            CancellationToken::new(),
+        ));
+        match engine.run(&plan, opts).await {
+            Ok(r) => {
+                for s in &r.steps {
+                    assert_eq!(s.status == StepStatus::Cached, s.name != "s0450", "{s:?}");
+                }
+            }
+            Err(e) => assert!(format!("{e:#}").contains("s0450"), "{e:#}"),
+        }
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        assert_eq!(duration_ms(Duration::from_nanos(1_234_567_890)), 1234.567);
+        assert_eq!(duration_ms(Duration::ZERO), 0.0);
     }
 
     #[test]

@@ -206,7 +206,15 @@ pub fn open(
 }
 
 /// Keep a public key in the store, so records signed with it can be checked later.
+///
+/// A key the store already holds intact (re-hashed: 32 bytes) is not
+/// written again: a build or a verification publishes its key once or
+/// twice, and every write costs a temporary file.
 pub fn publish(store: &Store, key: &VerifyingKey) -> Result<BlobDigest> {
+    let d = BlobDigest(Hash::of(key.as_bytes()));
+    if store.verify_blob(&d).is_ok() {
+        return Ok(d);
+    }
     Ok(store.put_bytes(key.as_bytes())?)
 }
 
@@ -239,6 +247,34 @@ mod tests {
 
         let err = open(&env, |_| None).unwrap_err();
         assert!(matches!(err, EnvelopeError::UnknownKey(_)), "{err}");
+    }
+
+    /// Publishing twice keeps one intact copy; a damaged copy is written
+    /// anew rather than trusted.
+    #[test]
+    fn publish_writes_a_key_once_and_repairs_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let d = publish(&store, &key).unwrap();
+        assert_eq!(d, BlobDigest(Hash::of(key.as_bytes())));
+        assert_eq!(
+            lookup_in_store(&store, &key_id(&key).to_string()),
+            Some(key)
+        );
+        assert_eq!(publish(&store, &key).unwrap(), d);
+        let path = store.blob_path(&d);
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).unwrap();
+        std::fs::write(&path, b"not the key").unwrap();
+        assert_eq!(lookup_in_store(&store, &key_id(&key).to_string()), None);
+        assert_eq!(publish(&store, &key).unwrap(), d);
+        assert_eq!(
+            lookup_in_store(&store, &key_id(&key).to_string()),
+            Some(key)
+        );
     }
 
     #[test]

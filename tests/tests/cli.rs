@@ -145,6 +145,44 @@ fn data_add_prints_a_stable_digest_that_follows_the_content() {
 }
 
 #[test]
+fn hash_prints_what_the_store_would_record_without_storing_anything() {
+    use sha2::{Digest, Sha256};
+    let r = Repro::new();
+    r.write("d/a.csv", "x,y\n1,2\n");
+    r.write("d/sub/b.txt", "b");
+    std::os::unix::fs::symlink("a.csv", r.work().join("d/link")).unwrap();
+    let file = r.run(&["hash", "d/a.csv"]);
+    assert!(file.status.success(), "{}", stderr(&file));
+    let want = format!("sha256:{}\n", hex::encode(Sha256::digest(b"x,y\n1,2\n")));
+    assert_eq!(stdout(&file), want);
+    let tree = r.run(&["hash", "d"]);
+    assert!(tree.status.success(), "{}", stderr(&tree));
+    assert!(
+        !r.store().exists(),
+        "`repro hash` must not create or write a store"
+    );
+    let added = r.run(&["data", "add", "d"]);
+    assert_eq!(stdout(&tree), stdout(&added));
+    // Several paths: one `<digest>  <path>` line each, in order.
+    let both = r.run(&["hash", "d", "d/a.csv"]);
+    assert_eq!(
+        stdout(&both),
+        format!("{}  d\n{}  d/a.csv\n", stdout(&tree).trim(), want.trim())
+    );
+    let json = r.run(&["hash", "--json", "d/a.csv"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(doc[0]["kind"], "file");
+    assert_eq!(doc[0]["size"], 8);
+    let missing = r.run(&["hash", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("cannot hash `nope`"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
 fn key_generate_refuses_to_overwrite_and_show_prints_the_id() {
     let r = Repro::new();
     let out = r.run(&["key", "generate"]);
