@@ -128,6 +128,22 @@ impl Store {
         Ok(true)
     }
 
+    /// Every tree object below tree `t` (its subdirectories', at any depth;
+    /// not `t` itself), each re-hashed as it is read.
+    pub fn subtrees(&self, t: &TreeDigest) -> Result<Vec<TreeDigest>> {
+        let mut out = Vec::new();
+        let mut todo = vec![*t];
+        while let Some(t) = todo.pop() {
+            for e in self.get_tree(&t)?.entries {
+                if let EntryKind::Dir { tree } = e.kind {
+                    out.push(tree);
+                    todo.push(tree);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Record the result of a step (replacing any previous entry).
     pub fn ac_put(&self, key: &StepKey, r: &ActionResult) -> Result<()> {
         let bytes = serde_json::to_vec(r).map_err(|e| Error::Malformed {
@@ -226,6 +242,35 @@ mod tests {
         };
         fs::remove_file(s.blob_path(&BlobDigest(a.0))).unwrap();
         assert_eq!(s.ac_lookup(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn subtrees_lists_every_nested_tree_object() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let out = s.scratch("out-").unwrap();
+        fs::create_dir_all(out.path().join("a/b")).unwrap();
+        fs::create_dir_all(out.path().join("empty")).unwrap();
+        fs::write(out.path().join("a/b/deep.txt"), b"deep").unwrap();
+        fs::write(out.path().join("top.bin"), b"top").unwrap();
+        let output = s.snapshot_dir(out.path(), Ingest::Move).unwrap();
+        let mut got = s.subtrees(&output).unwrap();
+        got.sort();
+        let top = s.get_tree(&output).unwrap();
+        let mut want = Vec::new();
+        for e in &top.entries {
+            if let EntryKind::Dir { tree } = &e.kind {
+                want.push(*tree);
+                for e in s.get_tree(tree).unwrap().entries {
+                    if let EntryKind::Dir { tree } = e.kind {
+                        want.push(tree);
+                    }
+                }
+            }
+        }
+        want.sort();
+        assert_eq!(want.len(), 3, "{top:?}");
+        assert_eq!(got, want);
     }
 
     #[test]

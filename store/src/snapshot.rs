@@ -4,13 +4,16 @@
 //!
 //! # Phases
 //!
-//! 1. **Walk** (as many threads as cores): every directory is listed, its
-//!    entries sorted by name; each regular file gets one `statx` (relative
-//!    to the open directory), each symlink a `readlink`. Names and targets
-//!    that are not UTF-8 and files of other kinds (sockets, fifos, devices)
-//!    stop the walk with an error naming the path, before anything is read
-//!    or stored. With a stat cache ([`crate::statcache`]), each directory is
-//!    compared with its cached listing as it is read.
+//! 1. **Walk** (as many threads as cores): every directory is opened
+//!    (relative to the open root) and listed, its entries sorted by name;
+//!    each regular file gets one `fstatat` by its bare name relative to the
+//!    open directory, each symlink a `readlink`. Names and targets that are
+//!    not UTF-8 and files of other kinds (sockets, fifos, devices) stop the
+//!    walk with an error naming the path, before anything is read or
+//!    stored. With a stat cache ([`crate::statcache`]), a directory whose
+//!    own stat is as recorded takes its listing from the cache (its files
+//!    are still stat-ed), and each directory is compared with its cached
+//!    listing.
 //! 2. **Files**: every file the cache does not vouch for is read once,
 //!    largest first so that a big file does not start last, by a fixed pool
 //!    of threads each with one 256 KiB buffer: only hashing, on as many
@@ -55,14 +58,20 @@
 //! per file for [`hash_dir`], 5 MiB + 0.6 KiB per file for
 //! [`Store::snapshot_dir`], under 3 MiB for one 20 GiB file.
 
+use std::ffi::{CStr, OsStr};
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
+use nix::dir::Type as DirType;
+use nix::fcntl::{readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, Mode};
 use sha2::{Digest as _, Sha256};
 
 use crate::blob::kind_of;
@@ -81,9 +90,11 @@ pub(crate) const BUF: usize = 256 * 1024;
 /// let the filesystem batch them (see the module docs).
 pub(crate) const INGEST_WORKERS: usize = 16;
 
-/// How many threads read files when only hashing: one per core.
+/// How many threads read files when only hashing: one per core. Asked
+/// once per process (it reads the cgroup's CPU quota each time).
 pub(crate) fn cpu_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// How many threads ingest files: [`INGEST_WORKERS`], or one per core on
@@ -117,6 +128,18 @@ impl FileStat {
             executable: m.mode() & 0o111 != 0,
         }
     }
+
+    /// From a `stat` of the walk (the same fields as [`FileStat::of`]).
+    fn of_stat(st: &libc::stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec.clamp(0, 999_999_999) as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec.clamp(0, 999_999_999) as u32),
+            executable: st.st_mode & 0o111 != 0,
+        }
+    }
 }
 
 /// One directory found by the walk.
@@ -134,6 +157,10 @@ pub(crate) struct WalkDir {
     /// cached tree object is in the store. Subdirectories are compared on
     /// their own.
     pub(crate) same_as_cache: bool,
+    /// Its own stat, taken before it was listed.
+    pub(crate) stat: Option<FileStat>,
+    /// Whether its listing was read, not taken from the stat cache.
+    pub(crate) listed: bool,
 }
 
 /// One entry of a [`WalkDir`].
@@ -175,6 +202,9 @@ pub(crate) struct SnapshotStats {
     pub(crate) trees_written: usize,
     /// Whether a stat cache file was (re)written.
     pub(crate) cache_written: bool,
+    /// Directories whose listing was read (`getdents64`), not taken from
+    /// the stat cache.
+    pub(crate) dirs_listed: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,6 +239,8 @@ pub(crate) fn walk(
         entries: Vec::new(),
         cached: None,
         same_as_cache: false,
+        stat: None,
+        listed: false,
     };
     let state = Mutex::new(State {
         dirs: vec![new_dir(root.to_path_buf(), String::new())],
@@ -217,6 +249,14 @@ pub(crate) fn walk(
         err: None,
     });
     let wake = Condvar::new();
+    // Every directory is opened relative to the root: its path is resolved
+    // once, not once per directory.
+    let root_dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .map_err(io_err("list", root))?;
+    let root_fd = root_dir.as_raw_fd();
     let work = || loop {
         let (idx, path, rel) = {
             let mut s = lock(&state);
@@ -236,7 +276,7 @@ pub(crate) fn walk(
                 s = wake.wait(s).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let res = list_dir(&path, &rel, cache, store);
+        let res = list_dir(root_fd, &path, &rel, cache, store);
         let mut s = lock(&state);
         s.busy -= 1;
         match res {
@@ -254,6 +294,8 @@ pub(crate) fn walk(
                 d.entries = listing.entries;
                 d.cached = listing.cached;
                 d.same_as_cache = listing.same_as_cache;
+                d.stat = Some(listing.stat);
+                d.listed = listing.listed;
             }
             Err(e) => {
                 if s.err.is_none() {
@@ -285,64 +327,46 @@ struct Listing {
     entries: Vec<WalkEntry>,
     cached: Option<usize>,
     same_as_cache: bool,
+    stat: FileStat,
+    listed: bool,
 }
 
 /// List one directory (see [`walk`]) and compare it with its cached listing.
+///
+/// `root_fd` is the walk's root, open; `path` the directory's full path
+/// (for messages) and `rel` its path relative to the root. The directory is
+/// `fstat`-ed first; if the stat cache vouches for its listing (see
+/// [`listing_from_cache`]) the names come from the cache, otherwise they
+/// are read straight from the directory (one `getdents64` for a directory
+/// of a few hundred files, the names borrowed from it). Each regular file
+/// is then `fstatat`-ed by its bare name relative to the open directory:
+/// nothing is allocated per entry but its name.
 fn list_dir(
+    root_fd: RawFd,
     path: &Path,
     rel: &str,
     cache: Option<&Cache>,
     store: Option<&Store>,
 ) -> Result<Listing> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(path).map_err(io_err("list", path))? {
-        let entry = entry.map_err(io_err("list", path))?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|name| Error::NotUtf8 {
-                path: path.join(name),
-                what: "name",
-            })?;
-        // The type comes from the listing itself (no system call) on
-        // filesystems that report it.
-        let ft = entry
-            .file_type()
-            .map_err(io_err("inspect", path.join(&name)))?;
-        let kind = if ft.is_dir() {
-            WalkKind::Dir(usize::MAX)
-        } else if ft.is_symlink() {
-            let p = path.join(&name);
-            let target = fs::read_link(&p).map_err(io_err("read symlink", &p))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| Error::NotUtf8 {
-                    path: p,
-                    what: "symlink target",
-                })?;
-            WalkKind::Symlink(target)
-        } else {
-            // One statx relative to the open directory, not following symlinks.
-            let meta = entry
-                .metadata()
-                .map_err(io_err("inspect", path.join(&name)))?;
-            if !meta.is_file() {
-                return Err(Error::UnsupportedFile {
-                    path: path.join(&name),
-                    kind: kind_of(&meta),
-                });
-            }
-            let stat = FileStat::of(&meta);
-            WalkKind::File(WalkFile {
-                stat,
-                digest: None,
-                size: stat.size,
-                cacheable: false,
-            })
-        };
-        entries.push(WalkEntry { name, kind });
-    }
+    let list_err = |e: nix::Error| io_err("list", path)(io::Error::from(e));
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let rel_path = if rel.is_empty() { "." } else { rel };
+    let mut dir =
+        nix::dir::Dir::openat(Some(root_fd), rel_path, flags, Mode::empty()).map_err(list_err)?;
+    let fd = dir.as_raw_fd();
+    // Before the listing: a change made while it is read shows in the
+    // next snapshot's stat.
+    let stat = FileStat::of_stat(&fstat(fd).map_err(list_err)?);
+    let from_cache = match cache {
+        Some(cache) => listing_from_cache(cache, rel, fd, &stat),
+        None => None,
+    };
+    let listed = from_cache.is_none();
+    let mut entries = match from_cache {
+        Some(entries) => entries,
+        None => read_listing(&mut dir, path)?,
+    };
+    drop(dir);
     entries.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     entries.shrink_to_fit();
     let (cached, same_as_cache) = match (cache, store) {
@@ -353,7 +377,128 @@ fn list_dir(
         entries,
         cached,
         same_as_cache,
+        stat,
+        listed,
     })
+}
+
+/// The listing of the open directory `fd` (`rel`) as the stat cache
+/// recorded it, if the cache vouches for it: the directory's device,
+/// inode, size, mtime and ctime are as recorded, not racy (see
+/// [`crate::statcache`]), and every cached file is still a regular file
+/// (each is `fstatat`-ed here, as the walk would). `None` if not: then the
+/// directory is listed.
+fn listing_from_cache(
+    cache: &Cache,
+    rel: &str,
+    fd: RawFd,
+    stat: &FileStat,
+) -> Option<Vec<WalkEntry>> {
+    let ci = cache.dir(rel)?;
+    let recorded = cache.dir_stat(ci)?;
+    if recorded != *stat || !cache.trusted(&recorded) {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(cache.len_of(ci));
+    for c in cache.entries_of(ci) {
+        let name = std::str::from_utf8(c.name).ok()?;
+        let kind = match c.kind {
+            CachedKind::Dir => WalkKind::Dir(usize::MAX),
+            CachedKind::Symlink { target } => {
+                WalkKind::Symlink(std::str::from_utf8(target).ok()?.to_owned())
+            }
+            CachedKind::File { .. } => {
+                // Gone, or no longer a regular file: the directory changed
+                // after all (its stat cannot tell on this filesystem).
+                let st = fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return None;
+                }
+                let stat = FileStat::of_stat(&st);
+                WalkKind::File(WalkFile {
+                    stat,
+                    digest: None,
+                    size: stat.size,
+                    cacheable: false,
+                })
+            }
+        };
+        entries.push(WalkEntry {
+            name: name.to_owned(),
+            kind,
+        });
+    }
+    Some(entries)
+}
+
+/// Read the listing of the open directory `dir` (`path`), `fstatat`-ing
+/// every regular file.
+fn read_listing(dir: &mut nix::dir::Dir, path: &Path) -> Result<Vec<WalkEntry>> {
+    let list_err = |e: nix::Error| io_err("list", path)(io::Error::from(e));
+    let fd = dir.as_raw_fd();
+    let mut entries = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(list_err)?;
+        let cname = entry.file_name();
+        let bytes = cname.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let full = || path.join(OsStr::from_bytes(bytes));
+        let name = cname.to_str().map_err(|_| Error::NotUtf8 {
+            path: full(),
+            what: "name",
+        })?;
+        // The type comes from the listing itself (no system call) on
+        // filesystems that report it.
+        let kind = match entry.file_type() {
+            Some(DirType::Directory) => WalkKind::Dir(usize::MAX),
+            Some(DirType::Symlink) => read_symlink(fd, cname, &full())?,
+            _ => {
+                // One stat relative to the open directory, not following
+                // symlinks; it decides the type where the listing did not.
+                let st = fstatat(Some(fd), cname, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err("inspect", full())(io::Error::from(e)))?;
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFREG => {
+                        let stat = FileStat::of_stat(&st);
+                        WalkKind::File(WalkFile {
+                            stat,
+                            digest: None,
+                            size: stat.size,
+                            cacheable: false,
+                        })
+                    }
+                    libc::S_IFDIR => WalkKind::Dir(usize::MAX),
+                    libc::S_IFLNK => read_symlink(fd, cname, &full())?,
+                    _ => {
+                        let p = full();
+                        let meta = fs::symlink_metadata(&p).map_err(io_err("inspect", &p))?;
+                        return Err(Error::UnsupportedFile {
+                            path: p,
+                            kind: kind_of(&meta),
+                        });
+                    }
+                }
+            }
+        };
+        entries.push(WalkEntry {
+            name: name.to_owned(),
+            kind,
+        });
+    }
+    Ok(entries)
+}
+
+/// The target of the symlink `name` in the open directory `fd` (`path`).
+fn read_symlink(fd: RawFd, name: &CStr, path: &Path) -> Result<WalkKind> {
+    let target =
+        readlinkat(Some(fd), name).map_err(|e| io_err("read symlink", path)(io::Error::from(e)))?;
+    let target = target.into_string().map_err(|_| Error::NotUtf8 {
+        path: path.to_path_buf(),
+        what: "symlink target",
+    })?;
+    Ok(WalkKind::Symlink(target))
 }
 
 /// Take the digests of trusted cache hits into `entries` (sorted); returns
@@ -375,27 +520,22 @@ fn compare_with_cache(
         return (None, false);
     };
     let cdir = cache.dir_at(ci);
-    let cached = cache.entries_of(ci);
-    let mut same = cached.len() == entries.len();
-    let mut j = 0;
+    let mut same = cache.len_of(ci) == entries.len();
+    let mut cached = cache.entries_of(ci).peekable();
     for e in entries.iter_mut() {
         let name = e.name.as_bytes();
-        while j < cached.len() && cache.name(&cached[j]) < name {
-            j += 1;
-        }
-        let hit = cached.get(j).filter(|c| cache.name(c) == name);
-        let matched = match (&mut e.kind, hit.map(|c| &c.kind)) {
+        while cached.next_if(|c| c.name < name).is_some() {}
+        let hit = cached.next_if(|c| c.name == name);
+        let matched = match (&mut e.kind, hit.map(|c| c.kind)) {
             (WalkKind::File(f), Some(CachedKind::File { stat, digest }))
-                if f.stat == *stat && cache.trusted(stat) =>
+                if f.stat == stat && cache.trusted(&stat) =>
             {
-                f.digest = Some(*digest);
+                f.digest = Some(digest);
                 f.cacheable = true;
                 true
             }
             (WalkKind::Dir(_), Some(CachedKind::Dir)) => true,
-            (WalkKind::Symlink(t), Some(CachedKind::Symlink { target })) => {
-                t.as_bytes() == cache.bytes(target)
-            }
+            (WalkKind::Symlink(t), Some(CachedKind::Symlink { target })) => t.as_bytes() == target,
             _ => false,
         };
         same &= matched;
@@ -716,6 +856,7 @@ impl Store {
         let mut dirs = walk(dir, cpu_workers(), cache.as_ref(), Some(self))?;
         let jobs = file_jobs(&dirs);
         stats.hashed = jobs.len();
+        stats.dirs_listed = dirs.iter().filter(|d| d.listed).count();
         stats.reused = dirs
             .iter()
             .flat_map(|d| &d.entries)
@@ -736,12 +877,15 @@ impl Store {
         }
         fill_results(&mut dirs, &jobs, results);
         let Trees { digests, built } = build_trees(&dirs, cache.as_ref(), Some(self));
+        let outdated = cache
+            .as_ref()
+            .is_some_and(|c| c.version < statcache::VERSION);
         // Not needed any more: free it before the new one is encoded.
         drop(cache);
         stats.trees_written = self.put_trees(&built)?;
         let root = digests[0].0;
         if let Some(session) = session {
-            if digests.iter().any(|(_, reused)| !reused) {
+            if outdated || digests.iter().any(|(_, reused)| !reused) {
                 stats.cache_written = session.save(self, &dirs, &digests);
             }
         }
