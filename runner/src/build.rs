@@ -16,6 +16,8 @@ use crate::keys;
 use crate::platform::Platform;
 use crate::record::*;
 
+mod memo;
+
 /// Resolve one floating reference: import an image archive, export a
 /// Docker tag, or snapshot a folder into the store.
 async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Result<Hash> {
@@ -150,14 +152,24 @@ pub struct Built {
     pub report: BuildReport,
     /// The signed record, when every step succeeded.
     pub record: Option<(RecordDigest, Statement)>,
-    /// The plan that ran: returned rather than dropped so that the command
-    /// can leave it for the process's exit to free (see `build_cmd`).
+    /// The plan that ran (none when the build memo gave every result):
+    /// returned rather than dropped so that the command can leave it for
+    /// the process's exit to free (see `build_cmd`).
     #[allow(dead_code)] // held, never read
-    pub plan: Plan,
+    pub plan: Option<Plan>,
 }
 
 /// Plan `recipe` on `graph` (from [`crate::engine::check_graph`]), run it
 /// and, if it succeeds, sign and store a record.
+///
+/// When reading the cache, a build of a recipe that is byte for byte what a
+/// previous successful build built, with the same inputs, takes that
+/// build's results from its memo (see [`memo`]) instead of planning and
+/// looking up every step; whether everything those results name is still
+/// in the store is checked on a second thread while the record is made,
+/// and the record is stored only once the check has passed (else the build
+/// runs as if there were no memo). Every successful build that ran or
+/// looked up its steps writes the memo.
 #[allow(clippy::too_many_arguments)]
 pub async fn build(
     engine: &Arc<Engine>,
@@ -168,6 +180,29 @@ pub async fn build(
     opts: BuildOptions,
     key: &SigningKey,
 ) -> Result<Built> {
+    let store = engine.store();
+    let memo_key = memo::key(recipe, pins, engine.backend().name())?;
+    if opts.read_cache {
+        if let Some(m) = memo::load(&store, recipe, &memo_key, graph.len(), graph.topo_order()) {
+            let started = now();
+            let check = {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || memo::all_present(&store, &m.blobs, false))
+            };
+            let report = BuildReport { steps: m.steps };
+            let sealed = seal(engine, recipe, lock_bytes, pins, &report, started, key).await;
+            if check.join().unwrap_or(false) {
+                let (statement, bytes) = sealed?;
+                engine.replay(&report);
+                let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
+                return Ok(Built {
+                    report,
+                    record: Some((digest, statement)),
+                    plan: None,
+                });
+            }
+        }
+    }
     let plan = Plan::with_graph(recipe, pins, graph)?;
     let started = now();
     let report = engine.run(&plan, opts).await?;
@@ -175,13 +210,41 @@ pub async fn build(
         return Ok(Built {
             report,
             record: None,
-            plan,
+            plan: Some(plan),
         });
     }
+    let (statement, bytes) = seal(engine, recipe, lock_bytes, pins, &report, started, key).await?;
+    let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
+    if opts.write_cache {
+        // The memo only saves time: a build that cannot write one still
+        // succeeded.
+        if let Err(e) = memo::save(&store, recipe, &memo_key, &report) {
+            engine.note(format!("cannot remember this build for the next: {e:#}"));
+        }
+    }
+    Ok(Built {
+        report,
+        record: Some((digest, statement)),
+        plan: Some(plan),
+    })
+}
+
+/// The statement of the successful build `report` (started at `started`,
+/// finishing now) and its signed envelope as stored: everything of a
+/// record short of writing it.
+async fn seal(
+    engine: &Arc<Engine>,
+    recipe: &Recipe,
+    lock_bytes: Option<&[u8]>,
+    pins: &Pins,
+    report: &BuildReport,
+    started: String,
+    key: &SigningKey,
+) -> Result<(Statement, Vec<u8>)> {
     let finished = now();
     let store = engine.store();
-    let recipe_digest = put_if_absent(&store, recipe.source.as_bytes())?;
-    let lock_digest = lock_bytes.map(|b| put_if_absent(&store, b)).transpose()?;
+    let recipe_digest = recipe.digest;
+    let lock_digest = lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b)));
     let backend = engine.backend_description().await;
     let statement = statement(
         &store,
@@ -189,21 +252,32 @@ pub async fn build(
         recipe_digest,
         lock_digest,
         pins,
-        &report,
+        report,
         backend,
         started,
         finished,
     )?;
     let payload = serde_json::to_vec(&statement)?;
     let envelope = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
-    keys::publish(&store, &key.verifying_key())?;
-    let bytes = serde_json::to_vec_pretty(&envelope)?;
-    let digest = store.put_record(&bytes, &recipe.model.name, &recipe.model.version)?;
-    Ok(Built {
-        report,
-        record: Some((digest, statement)),
-        plan,
-    })
+    let bytes = envelope.to_vec_pretty()?;
+    Ok((statement, bytes))
+}
+
+/// Store a record (`bytes`, from [`seal`]) with what it refers to: the
+/// recipe, the lock and the signing key's public half.
+fn store_record(
+    store: &Store,
+    recipe: &Recipe,
+    lock_bytes: Option<&[u8]>,
+    key: &SigningKey,
+    bytes: &[u8],
+) -> Result<RecordDigest> {
+    put_if_absent(store, recipe.source.as_bytes())?;
+    if let Some(b) = lock_bytes {
+        put_if_absent(store, b)?;
+    }
+    keys::publish(store, &key.verifying_key())?;
+    Ok(store.put_record(bytes, &recipe.model.name, &recipe.model.version)?)
 }
 
 /// Store `bytes` unless the store holds them already (re-hashed to be

@@ -302,6 +302,28 @@ impl Engine {
         self
     }
 
+    /// The sandbox backend steps run on.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Report the steps of `report` (every one cached, in topological
+    /// order, as the build memo gives them) as a build's.
+    pub fn replay(&self, report: &BuildReport) {
+        self.reporter.event(&Event::BuildStarted {
+            steps: report.steps.len(),
+        });
+        for s in &report.steps {
+            if let (Some(key), Some(output)) = (s.key, s.output) {
+                self.reporter.event(&Event::StepCached {
+                    step: s.name.clone(),
+                    key,
+                    output,
+                });
+            }
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> Arc<Store> {
         Arc::clone(&self.store)
