@@ -940,6 +940,14 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
     let compare = compare::CompareOptions {
         diffoscope: args.diffoscope,
     };
+    // Load the signing key and describe the machine while the steps run.
+    let signing = {
+        let key = args.key.clone();
+        tokio::task::spawn_blocking(move || {
+            let signer = key_path(key).and_then(|p| Ok((keys::load(&p)?, p)));
+            (signer, platform::Platform::detect(String::new()))
+        })
+    };
     let v = verify::verify(
         &engine,
         opened,
@@ -949,10 +957,11 @@ async fn verify_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: VerifyAr
     )
     .await?;
     // Sign what was found: the verification becomes evidence.
-    let attestation = match key_path(args.key).and_then(|p| Ok((keys::load(&p)?, p))) {
+    let (signer, mut platform) = signing.await.context("loading the signing key panicked")?;
+    let attestation = match signer {
         Ok((key, path)) => {
             let identity = attest::identity_of(&path, &key);
-            let platform = platform::Platform::detect(engine.backend_description().await);
+            platform.backend = engine.backend_description().await;
             let envelope = attest::sign_verification(&v, &record, identity, platform, &key)?;
             keys::publish(&store, &key.verifying_key())?;
             let a = store.put_attestation(&record, &serde_json::to_vec_pretty(&envelope)?)?;

@@ -142,6 +142,8 @@ pub async fn verify(
     let store = engine.store();
     let st = &opened.statement;
     let ext = &st.predicate.build_definition.external_parameters;
+    let pins = pins_of(st)?;
+    let prewarm = prewarm_sandbox(engine, &pins, st.steps().len());
     let recipe_digest = ext
         .recipe_digest
         .parse()
@@ -155,7 +157,6 @@ pub async fn verify(
         String::from_utf8(text).map_err(|_| CannotVerify("the recipe is not UTF-8".into()))?;
     let recipe = repro_recipes::parse_str(&PathBuf::from(&ext.recipe), &text)
         .map_err(|e| CannotVerify(format!("the recorded recipe does not parse any more: {e}")))?;
-    let pins = pins_of(st)?;
     // Images the recipe names in a registry are pulled by digest if missing.
     crate::build::fetch_registry_images(engine, &recipe, registry).await?;
     // Check every pinned input before spending time on steps.
@@ -176,6 +177,8 @@ pub async fn verify(
             plan.steps.len()
         )));
     }
+    // Its errors are the engine's to report (they recur there).
+    let _ = prewarm.await;
     let report = engine
         .run(
             &plan,
@@ -221,6 +224,37 @@ pub async fn verify(
         signed_by: opened.signed_by,
         steps,
         reproduced,
+    })
+}
+
+/// Set up the sandbox while the record's recipe and inputs are checked:
+/// connect it (the native backend starts its namespace probe), tell it how
+/// many steps will run (so that a one- or two-step verification does not
+/// start a pool of pre-warmed inits, see `NativeSandbox::expect_runs`),
+/// and prepare and check the root of every pinned image the store already
+/// holds. The engine's own calls later find this work done (or wait for
+/// it); an error here is left for them to meet and report.
+fn prewarm_sandbox(
+    engine: &Arc<Engine>,
+    pins: &repro_recipes::Pins,
+    steps: usize,
+) -> tokio::task::JoinHandle<()> {
+    let engine = Arc::clone(engine);
+    let images: Vec<_> = pins.toolchains.values().copied().collect();
+    tokio::spawn(async move {
+        let Ok(sandbox) = engine.sandbox().await else {
+            return;
+        };
+        sandbox.expect_runs(steps);
+        if sandbox.kind() != repro_sandbox::BackendKind::Native {
+            return;
+        }
+        let store = engine.store();
+        for image in images {
+            if store.get_image(&image).is_ok() {
+                let _ = sandbox.ensure_image(&store, &image).await;
+            }
+        }
     })
 }
 

@@ -69,6 +69,15 @@ impl Sandbox {
         }
     }
 
+    /// How many runs are coming, so that the native backend uses its pool
+    /// of pre-warmed inits only when it pays (see
+    /// [`NativeSandbox::expect_runs`]); Docker ignores it.
+    pub fn expect_runs(&self, runs: usize) {
+        if let Sandbox::Native(s) = self {
+            s.expect_runs(runs);
+        }
+    }
+
     /// Make `image` (kept in `store`) ready to run steps in.
     pub async fn ensure_image(&self, store: &Store, image: &ImageDigest) -> Result<()> {
         match self {

@@ -75,7 +75,10 @@ pub use backend::{BackendKind, Sandbox};
 pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
 pub use error::{Error, Result};
 pub use native::NativeSandbox;
-pub use rootfs::{check_rootfs, prepare_rootfs, Rootfs, RootfsError};
+pub use rootfs::{
+    check_rootfs, check_rootfs_remembered, prepare_rootfs, Rootfs, RootfsError,
+    RACY_SECONDS as ROOTFS_RACY_SECONDS,
+};
 pub use spec::{Limits, Mount, Outcome, StepSpec, Termination, Variation};
 
 /// The version of the sandbox contract. Bump it when anything in the

@@ -16,8 +16,10 @@
 //! the loser deletes its copy and uses the winner's (both unpacked the same
 //! bytes). A cache hit only re-hashes the listing file (a few megabytes for
 //! a full Debian image) against `listing.sha256` and checks that `root/` is
-//! there; [`check_rootfs`] re-walks and re-hashes the whole tree and the
-//! runner calls it once per build and image.
+//! there; [`check_rootfs`] re-walks and re-hashes the whole tree. The
+//! native sandbox checks each image once per process with
+//! [`check_rootfs_remembered`]: in full the first time in a boot, then by
+//! `lstat` only while nothing in the tree changed since the full check.
 //!
 //! # Unpacking
 //!
@@ -387,6 +389,138 @@ pub fn check_rootfs(root: &Rootfs) -> Result<()> {
         changes: shown,
         total,
     })
+}
+
+/// [`check_rootfs`], skipped when this root passed it earlier in this boot
+/// and no entry of it has changed since as far as `lstat` tells: the same
+/// paths, kinds, modes, owners, inodes, sizes, modification and change
+/// times, and symlink targets. A write to a file, a `chmod`, a rename, a
+/// new or removed entry all change one of these (the change time cannot be
+/// set back short of changing the clock), so this walks the tree without
+/// reading any file. The pass is remembered in `dir` (a directory only
+/// this user may write to; see `NativeSandbox::new_with_runtime_cache`),
+/// keyed by the kernel's boot id, the image and the listing's digest; a
+/// pass is not remembered while an entry changed less than
+/// [`RACY_SECONDS`] ago (timestamps are coarse: a change in the same tick
+/// could go unseen). Only a digest of the `lstat` data is kept.
+pub fn check_rootfs_remembered(root: &Rootfs, dir: &Path) -> Result<()> {
+    let file = dir.join(format!("{}.check", root.image.hex()));
+    // Only the digest of the state is kept (that of a big image is
+    // megabytes).
+    let state = stat_state(root).map(|(s, newest)| (format!("{}\n", Hash::of(&s)), newest));
+    if let Some((state, _)) = &state {
+        if fs::read(&file).is_ok_and(|b| b == state.as_bytes()) {
+            return Ok(());
+        }
+    }
+    check_rootfs(root)?;
+    if let Some((state, newest)) = state {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if newest < now - RACY_SECONDS {
+            static WRITES: AtomicU64 = AtomicU64::new(0);
+            let tmp = dir.join(format!(
+                ".{}.{}.{}",
+                root.image.hex(),
+                std::process::id(),
+                WRITES.fetch_add(1, Ordering::Relaxed)
+            ));
+            if fs::write(&tmp, state).is_err() || fs::rename(&tmp, &file).is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entries changed less than this many seconds before a check are not
+/// vouched for by their `lstat` (see [`check_rootfs_remembered`]).
+pub const RACY_SECONDS: i64 = 2;
+
+/// What [`check_rootfs_remembered`] compares: the boot, the root and the
+/// `lstat` of every entry, and the newest change time among them; `None`
+/// when the tree cannot be walked (the full check then says why).
+fn stat_state(root: &Rootfs) -> Option<(Vec<u8>, i64)> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let mut out = format!(
+        "repro-rootfs-stat 1\nboot {}\nimage {}\nlisting {}\nroot ",
+        boot.trim(),
+        root.image,
+        root.digest
+    )
+    .into_bytes();
+    escape(root.path.as_os_str().as_bytes(), &mut out);
+    out.push(b'\n');
+    let dir = Dir::open_ambient_dir(&root.path, ambient_authority()).ok()?;
+    let mut newest = i64::MIN;
+    let meta = dir.dir_metadata().ok()?;
+    stat_line(b".", &meta, None, &mut out, &mut newest);
+    stat_walk(&dir, &mut Vec::new(), &mut out, &mut newest).ok()?;
+    Some((out, newest))
+}
+
+fn stat_line(
+    path: &[u8],
+    m: &cap_std::fs::Metadata,
+    target: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    newest: &mut i64,
+) {
+    escape(path, out);
+    out.extend_from_slice(
+        format!(
+            " {:o} {} {} {} {} {} {}.{} {}.{}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+        .as_bytes(),
+    );
+    if let Some(t) = target {
+        out.push(b' ');
+        escape(t, out);
+    }
+    out.push(b'\n');
+    *newest = (*newest).max(m.ctime()).max(m.mtime());
+}
+
+/// The `lstat` lines of everything under `d`, by name within each
+/// directory, depth first.
+fn stat_walk(d: &Dir, prefix: &mut Vec<u8>, out: &mut Vec<u8>, newest: &mut i64) -> io::Result<()> {
+    let mut names: Vec<OsString> = d
+        .entries()?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(name.as_bytes());
+        let meta = d.symlink_metadata(&name)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = d.read_link_contents(&name)?.into_os_string().into_vec();
+            stat_line(prefix, &meta, Some(&target), out, newest);
+        } else {
+            stat_line(prefix, &meta, None, out, newest);
+        }
+        if ft.is_dir() {
+            let sub = d.open_dir_nofollow(&name)?;
+            stat_walk(&sub, prefix, out, newest)?;
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
 }
 
 /// Use an existing cache entry after the cheap check.

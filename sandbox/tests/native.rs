@@ -967,3 +967,92 @@ async fn steps_fall_back_when_the_zygote_is_gone() {
     assert_eq!(outcome.termination, Termination::Exited(0));
     assert_eq!(fresh.zygote_pid(), None);
 }
+
+/// A namespace probe that passed is remembered for the boot: the next
+/// sandbox (same init executable) does not probe again, and steps run as
+/// before; without a cache every sandbox probes.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_passed_probe_is_remembered_for_the_next_sandbox() {
+    let f = fixture().await;
+    let init = PathBuf::from(env!("CARGO_BIN_EXE_repro-sandbox-init"));
+    let cache = f.dir.path().join("runtime");
+    let open = |cache: Option<&Path>| {
+        let store = Store::open(&f.dir.path().join("store")).expect("store");
+        NativeSandbox::new_with_runtime_cache(store, init.clone(), cache).expect("sandbox")
+    };
+    let first = open(Some(&cache));
+    assert!(!first.probe_was_cached().await.expect("probe"));
+    let second = open(Some(&cache));
+    assert!(second.probe_was_cached().await.expect("probe"));
+    let none = open(None);
+    assert!(!none.probe_was_cached().await.expect("probe"));
+    for sandbox in [&first, &second, &none] {
+        sandbox.ensure_image(&f.image).await.expect("ensure_image");
+        let spec = f.spec("cached-probe", "echo ran");
+        let outcome = sandbox
+            .run(&spec, CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(outcome.termination, Termination::Exited(0));
+        assert_eq!(std::fs::read_to_string(&spec.log).expect("log"), "ran\n");
+    }
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&cache.join("native-probe")), 0o700);
+    assert_eq!(mode(&cache.join("rootfs-check")), 0o700);
+}
+
+/// A probe whose executable is not an init fails at `ensure_image` (not at
+/// `new`, which does not wait for it), and is never remembered.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn a_failed_probe_is_reported_when_the_sandbox_is_used() {
+    let f = fixture().await;
+    let cache = f.dir.path().join("runtime-bad");
+    let store = Store::open(&f.dir.path().join("store")).expect("store");
+    let sandbox = NativeSandbox::new_with_runtime_cache(store, "/bin/true".into(), Some(&cache))
+        .expect("new does not wait for the probe");
+    let err = sandbox
+        .ensure_image(&f.image)
+        .await
+        .expect_err("a failed probe");
+    assert!(matches!(err, Error::InitExe { .. }), "{err}");
+    assert!(err.to_string().contains("probe"), "{err}");
+    let spec = f.spec("bad-probe", "echo never");
+    let err = sandbox
+        .run_in_root(f.dir.path(), &spec, CancellationToken::new())
+        .await
+        .expect_err("no run after a failed probe");
+    assert!(matches!(err, Error::InitExe { .. }), "{err}");
+    let remembered = std::fs::read_dir(cache.join("native-probe"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(remembered, 0);
+}
+
+/// Told that only one or two runs are coming, the sandbox starts no zygote
+/// (each run starts its own init); told more, it starts the zygote at once,
+/// before the first run.
+#[tokio::test]
+#[ignore = "needs root and user namespaces"]
+async fn the_pool_is_started_only_when_enough_runs_are_expected() {
+    let f = fixture().await;
+    f.sandbox.expect_runs(1);
+    for i in 0..2 {
+        let spec = f.spec("few", &format!("echo few {i}"));
+        let (t, log) = f.run(&spec).await;
+        assert_eq!((t, log), (Termination::Exited(0), format!("few {i}\n")));
+        assert_eq!(f.sandbox.zygote_pid(), None);
+    }
+    f.sandbox.expect_runs(repro_sandbox::native::POOL_MIN_RUNS);
+    let zygote = f.sandbox.zygote_pid().expect("a zygote before any run");
+    for i in 0..3 {
+        let spec = f.spec("many", &format!("echo many {i}"));
+        let (t, log) = f.run(&spec).await;
+        assert_eq!((t, log), (Termination::Exited(0), format!("many {i}\n")));
+    }
+    assert_eq!(f.sandbox.zygote_pid(), Some(zygote));
+}

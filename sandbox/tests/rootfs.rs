@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use repro_sandbox::{check_rootfs, prepare_rootfs, Rootfs, RootfsError};
+use repro_sandbox::{check_rootfs, check_rootfs_remembered, prepare_rootfs, Rootfs, RootfsError};
 use repro_store::{BlobDigest, ImageDigest, Store};
 use sha2::{Digest as _, Sha256};
 
@@ -612,6 +612,79 @@ fn check_rootfs_names_modified_removed_and_added_files() {
     .expect("chmod");
     let msg = check_rootfs(&root).expect_err("chmod").to_string();
     assert!(msg.contains("`etc/hosts` changed"), "{msg}");
+}
+
+/// A check remembered for the boot is redone whenever anything in the
+/// root changed since, by `lstat`; entries changed within the last
+/// seconds are never vouched for.
+#[test]
+fn a_remembered_check_is_redone_when_anything_in_the_root_changes() {
+    let (dir, store) = temp_store();
+    let layer = Tar::new()
+        .dir("usr/bin", 0o755)
+        .file("usr/bin/python3", 0o755, b"python")
+        .file("usr/bin/perl", 0o755, b"perl")
+        .file("etc/hosts", 0o644, b"hosts")
+        .finish();
+    let (image, _) = put_image(&store, &[(layer, TAR)]);
+    let root = prepare_rootfs(&store, &image).expect("prepare");
+    let checks = dir.path().join("checks");
+    std::fs::create_dir(&checks).expect("mkdir");
+    let remembered = || std::fs::read_dir(&checks).expect("list").count();
+
+    // Just unpacked: checked in full, not remembered.
+    check_rootfs_remembered(&root, &checks).expect("fresh");
+    assert_eq!(remembered(), 0);
+    std::thread::sleep(std::time::Duration::from_secs(
+        repro_sandbox::ROOTFS_RACY_SECONDS as u64 + 1,
+    ));
+    check_rootfs_remembered(&root, &checks).expect("settled");
+    assert_eq!(remembered(), 1);
+    // Remembered: the files are not read (a damaged listing goes unseen
+    // here; `prepare_rootfs` re-hashes it every time).
+    let listing = root.entry_dir().join("listing");
+    let good = std::fs::read(&listing).expect("listing");
+    std::fs::write(&listing, b"damaged").expect("damage");
+    check_rootfs_remembered(&root, &checks).expect("remembered");
+    check_rootfs(&root).expect_err("a full check reads the listing");
+    std::fs::write(&listing, good).expect("repair");
+
+    // Same size, different bytes.
+    std::fs::write(root.path.join("usr/bin/python3"), b"PYTHON").expect("modify");
+    let err = check_rootfs_remembered(&root, &checks).expect_err("modified");
+    let msg = err.to_string();
+    assert!(matches!(err, RootfsError::Modified { .. }), "{msg}");
+    assert!(msg.contains("`usr/bin/python3` changed"), "{msg}");
+    std::fs::write(root.path.join("usr/bin/python3"), b"python").expect("restore");
+    check_rootfs_remembered(&root, &checks).expect("restored");
+
+    std::fs::set_permissions(
+        root.path.join("etc/hosts"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod");
+    let msg = check_rootfs_remembered(&root, &checks)
+        .expect_err("chmod")
+        .to_string();
+    assert!(msg.contains("`etc/hosts` changed"), "{msg}");
+    std::fs::set_permissions(
+        root.path.join("etc/hosts"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod back");
+
+    std::fs::write(root.path.join("etc/extra"), b"").expect("add");
+    let msg = check_rootfs_remembered(&root, &checks)
+        .expect_err("added")
+        .to_string();
+    assert!(msg.contains("`etc/extra` was added"), "{msg}");
+    std::fs::remove_file(root.path.join("etc/extra")).expect("remove again");
+
+    std::fs::remove_file(root.path.join("usr/bin/perl")).expect("remove");
+    let msg = check_rootfs_remembered(&root, &checks)
+        .expect_err("removed")
+        .to_string();
+    assert!(msg.contains("`usr/bin/perl` was removed"), "{msg}");
 }
 
 #[test]

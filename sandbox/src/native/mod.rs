@@ -29,6 +29,19 @@
 //! namespaces of its own, never seen by another step. Whenever the pool
 //! cannot serve a run (the zygote died or is stuck, or too many runs wait)
 //! nothing of the step has started, and the run starts its own init.
+//! A caller that knows how many steps will run says so
+//! ([`NativeSandbox::expect_runs`]): for one or two, no zygote is started
+//! at all (it would cost more than it saves); for more, it starts at once.
+//!
+//! # Checks before the first step
+//!
+//! [`NativeSandbox::new`] starts the namespace probe and does not wait for
+//! it; [`NativeSandbox::ensure_image`] checks the image's root meanwhile
+//! and then waits for the probe's answer. Both results are remembered
+//! until the next boot in a root-only runtime directory
+//! ([`DEFAULT_RUNTIME_CACHE_DIR`]): the probe per init executable, the
+//! root's check by `lstat` of its entries (see
+//! [`check_rootfs_remembered`](crate::check_rootfs_remembered)).
 //!
 //! # What the step gets
 //!
@@ -87,6 +100,7 @@ mod cgroup;
 mod init;
 mod listing;
 mod pool;
+mod probe;
 mod protocol;
 mod seccomp;
 mod zygote;
@@ -97,7 +111,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use repro_store::{ImageDigest, Store};
@@ -105,13 +119,18 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use init::{init_main, INIT_ARG};
+pub use probe::DEFAULT_CACHE_DIR as DEFAULT_RUNTIME_CACHE_DIR;
 
 use crate::spec::{Outcome, StepSpec, Termination, Variation};
 use crate::BackendInfo;
 use cgroup::{Cgroup, CgroupMode};
 use pool::{Pool, PooledInit};
+use probe::Probe;
 use protocol::{FromInit, InitSpec, InitVariation, Rlimits, ToInit};
 
+/// Runs expected (see [`NativeSandbox::expect_runs`]) from which the pool
+/// of pre-warmed inits is used.
+pub const POOL_MIN_RUNS: usize = 3;
 /// The size of `/tmp` when the step has no memory limit (as in Docker).
 const DEFAULT_TMP_BYTES: u64 = 1 << 30;
 /// How long a killed step may take to report before its init is killed.
@@ -222,53 +241,65 @@ pub struct NativeSandbox {
     pool: Pool,
     store: Store,
     init_exe: PathBuf,
+    /// Whether this machine can create a step's namespaces (see the
+    /// `probe` module): started by `new`, waited for before a root is
+    /// used or a step runs.
+    probe: Arc<Probe>,
     cgroups: CgroupMode,
     /// An empty directory each init mounts its private staging tmpfs on.
     staging: tempfile::TempDir,
-    /// Prepared roots, by image.
-    roots: Mutex<HashMap<ImageDigest, PathBuf>>,
+    /// Where the checks of images' roots that passed are remembered (see
+    /// [`crate::check_rootfs_remembered`]), if anywhere.
+    rootfs_checks: Option<PathBuf>,
+    /// Prepared roots, by image (each prepared once, also when asked for
+    /// by several tasks at the same time).
+    roots: Mutex<HashMap<ImageDigest, Arc<tokio::sync::OnceCell<PathBuf>>>>,
     /// Makes cgroup names unique within this process.
     runs: AtomicU64,
 }
 
 impl NativeSandbox {
-    /// Check that this machine can run native sandboxes: root, and every
-    /// namespace (the init executable `init_exe`, run with
-    /// [`INIT_ARG`]` --probe`, creates them as a step would). A refused
-    /// namespace is [`Error::Namespaces`], naming it and the setting to
-    /// change. Also finds the cgroup interface (v1, v2 or none).
+    /// Set up native sandboxes: checks that this is root, finds the cgroup
+    /// interface (v1, v2 or none), and starts the check that every
+    /// namespace can be created (the init executable `init_exe`, run with
+    /// [`INIT_ARG`]` --probe`, creates them as a step would) without
+    /// waiting for it: [`ensure_image`](Self::ensure_image) and the runs
+    /// wait for its answer, and a refused namespace is then
+    /// [`Error::Namespaces`], naming it and the setting to change. A probe
+    /// that passed is remembered until the next boot in
+    /// [`DEFAULT_RUNTIME_CACHE_DIR`], as is the check of each image's root
+    /// (see [`new_with_runtime_cache`](Self::new_with_runtime_cache)).
     ///
     /// `init_exe` is normally the `repro` binary itself
     /// (`std::env::current_exe()`), which must call [`init_main`] when its
     /// first argument is [`INIT_ARG`].
     pub fn new(store: Store, init_exe: PathBuf) -> Result<Self> {
+        Self::new_with_runtime_cache(store, init_exe, Some(Path::new(probe::DEFAULT_CACHE_DIR)))
+    }
+
+    /// [`new`](Self::new), remembering passed checks in `cache` instead, or
+    /// never (`None`: every sandbox probes and re-hashes each image's root
+    /// in full). In `cache`, `native-probe` and `rootfs-check` are created
+    /// with mode `0700` and used only when they belong to this user and no
+    /// one else may write to them.
+    ///
+    /// A passed namespace probe is keyed by the kernel's boot id and
+    /// release, the effective uid and the init executable's path, device,
+    /// inode, size and times. Should namespaces have been refused since it
+    /// was remembered, the steps fail with the probe's message (naming the
+    /// setting) and the pass is forgotten. A passed check of an image's
+    /// root holds while the boot is the same and nothing in the root has
+    /// changed by `lstat` (see [`crate::check_rootfs_remembered`]).
+    pub fn new_with_runtime_cache(
+        store: Store,
+        init_exe: PathBuf,
+        cache: Option<&Path>,
+    ) -> Result<Self> {
         if !nix::unistd::Uid::effective().is_root() {
             return Err(Error::NotRoot);
         }
-        let out = std::process::Command::new(&init_exe)
-            .arg(INIT_ARG)
-            .arg(init::PROBE_ARG)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|source| Error::InitExe {
-                path: init_exe.clone(),
-                source,
-            })?;
-        match protocol::read_frame::<FromInit>(&mut out.stdout.as_slice()) {
-            Ok(Some(FromInit::Exited(0))) => {}
-            Ok(Some(FromInit::Error(why))) => return Err(Error::Namespaces(why)),
-            other => {
-                return Err(Error::InitExe {
-                    path: init_exe,
-                    source: std::io::Error::other(format!(
-                        "its probe answered {other:?} and ended with {}",
-                        out.status
-                    )),
-                })
-            }
-        }
+        let probe = Arc::new(Probe::start(&init_exe, cache)?);
+        let rootfs_checks = cache.and_then(|c| probe::private_dir(&c.join("rootfs-check")));
         let cgroups = CgroupMode::detect();
         let staging = store.scratch("native-staging-").map_err(|e| {
             Error::Sandbox(crate::Error::Io {
@@ -281,6 +312,8 @@ impl NativeSandbox {
             pool: Pool::new(init_exe.clone(), staging.path().to_path_buf(), true),
             store,
             init_exe,
+            probe,
+            rootfs_checks,
             cgroups,
             staging,
             roots: Mutex::new(HashMap::new()),
@@ -311,6 +344,40 @@ impl NativeSandbox {
         self.pool.zygote_pid()
     }
 
+    /// Tell the sandbox how many runs are coming (the steps a build or a
+    /// verification will run), so that the pool is used only when it pays:
+    /// for fewer than [`POOL_MIN_RUNS`] each run starts an init of its
+    /// own and no zygote is started (a zygote and its spares cost more than
+    /// they save for one or two steps); for more, the zygote starts now, so
+    /// that a spare is ready when the first step runs. Without this hint
+    /// the first run starts the zygote. A pool turned off by
+    /// [`with_pool`](Self::with_pool)`(false)` stays off.
+    pub fn expect_runs(&self, runs: usize) {
+        self.pool.expect_runs(runs >= POOL_MIN_RUNS);
+    }
+
+    /// Whether the namespace probe's pass was remembered from an earlier
+    /// sandbox in this boot (waits for the probe): for tests.
+    #[doc(hidden)]
+    pub async fn probe_was_cached(&self) -> Result<bool> {
+        self.probe_checked().await?;
+        Ok(self.probe.was_cached())
+    }
+
+    /// Wait for the namespace probe's answer.
+    async fn probe_checked(&self) -> Result<()> {
+        if self.probe.is_done() {
+            return self.probe.check();
+        }
+        let probe = Arc::clone(&self.probe);
+        tokio::task::spawn_blocking(move || probe.check())
+            .await
+            .map_err(|e| Error::Setup {
+                step: String::new(),
+                why: format!("waiting for the namespace probe panicked: {e}"),
+            })?
+    }
+
     /// The backend's name and the machine's kernel, for the build record:
     /// `backend` is `native`, `server_version` this crate's version,
     /// `api_version` how limits are enforced (`cgroup-v1`, `cgroup-v2` or
@@ -331,30 +398,44 @@ impl NativeSandbox {
     /// Unpack (or find in the store's cache) the root filesystem of
     /// `image` and check it, once per image in this process. Must be
     /// called before [`run`](Self::run) for each image.
+    ///
+    /// Also waits for the namespace probe (see [`new`](Self::new)), which
+    /// runs meanwhile. Concurrent calls for one image prepare it once.
     pub async fn ensure_image(&self, image: &ImageDigest) -> Result<()> {
-        if self.root_of(image).is_some() {
-            return Ok(());
-        }
-        let store = self.store.clone();
-        let digest = *image;
-        let root = tokio::task::spawn_blocking(move || {
-            let root = crate::prepare_rootfs(&store, &digest)?;
-            crate::check_rootfs(&root)?;
-            Ok::<_, crate::RootfsError>(root)
+        let cell = {
+            let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(roots.entry(*image).or_default())
+        };
+        cell.get_or_try_init(|| async {
+            let store = self.store.clone();
+            let probe = Arc::clone(&self.probe);
+            let checks = self.rootfs_checks.clone();
+            let digest = *image;
+            tokio::task::spawn_blocking(move || {
+                let root = crate::prepare_rootfs(&store, &digest).and_then(|root| {
+                    match &checks {
+                        Some(dir) => crate::check_rootfs_remembered(&root, dir),
+                        None => crate::check_rootfs(&root),
+                    }
+                    .map(|()| root)
+                });
+                // A refused namespace says more than a damaged root.
+                probe.check()?;
+                Ok::<_, Error>(root?.path)
+            })
+            .await
+            .map_err(|e| Error::Setup {
+                step: String::new(),
+                why: format!("preparing the root of `{image}` panicked: {e}"),
+            })?
         })
-        .await
-        .map_err(|e| Error::Setup {
-            step: String::new(),
-            why: format!("preparing the root of `{image}` panicked: {e}"),
-        })??;
-        let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
-        roots.insert(*image, root.path);
+        .await?;
         Ok(())
     }
 
     fn root_of(&self, image: &ImageDigest) -> Option<PathBuf> {
         let roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
-        roots.get(image).cloned()
+        roots.get(image).and_then(|c| c.get().cloned())
     }
 
     /// Run one step in a fresh sandbox on the image's prepared root.
@@ -409,6 +490,7 @@ impl NativeSandbox {
     ) -> Result<Outcome> {
         spec.validate()?;
         let variation = init_variation(spec, variation)?;
+        self.probe_checked().await?;
         if cancel.is_cancelled() {
             return Ok(Outcome {
                 termination: Termination::Cancelled,
@@ -464,6 +546,11 @@ impl NativeSandbox {
         let result = self
             .drive(spec, &init_spec, log, cgroup.as_ref(), cancel)
             .await;
+        if let Err(Error::Setup { .. }) = &result {
+            // Perhaps namespaces are refused since the probe's pass was
+            // remembered: the next sandbox probes again.
+            self.probe.forget();
+        }
         if let Some(cg) = cgroup.as_mut() {
             cg.remove().map_err(|source| Error::Cgroup {
                 action: "remove",

@@ -47,6 +47,9 @@ struct State {
     failures: u32,
     /// No pool: asked for, or given up.
     off: bool,
+    /// Too few runs are expected for the pool to pay: runs start inits of
+    /// their own (see `NativeSandbox::expect_runs`).
+    few: bool,
 }
 
 #[derive(Debug)]
@@ -85,7 +88,23 @@ impl Pool {
 
     /// Whether runs go through the pool.
     pub(super) fn is_on(&self) -> bool {
-        !self.state().off
+        let state = self.state();
+        !state.off && !state.few
+    }
+
+    /// Whether enough runs are expected for the pool to pay (`worth`): if
+    /// so, start the zygote now (unless one runs or the pool is off);
+    /// if not, runs start inits of their own, and a zygote already
+    /// running stays for when the pool pays again.
+    pub(super) fn expect_runs(&self, worth: bool) {
+        let mut state = self.state();
+        state.few = !worth;
+        if worth && !state.off && state.zygote.is_none() {
+            match self.spawn() {
+                Ok(z) => state.zygote = Some(z),
+                Err(_) => state.off = true,
+            }
+        }
     }
 
     /// The zygote's pid, when one runs.
@@ -98,7 +117,7 @@ impl Pool {
     /// the request could not be queued (the run then starts its own init).
     pub(super) fn request(&self, init_end: &OwnedFd, log: &std::fs::File) -> bool {
         let mut state = self.state();
-        if state.off {
+        if state.off || state.few {
             return false;
         }
         if state.zygote.is_none() {
