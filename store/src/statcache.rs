@@ -730,6 +730,78 @@ mod tests {
         assert_eq!((d3, st.hashed), (d2, 0));
     }
 
+    /// A cache of format version 1 (no directory stats) as an earlier
+    /// `repro` wrote it: the same bytes as `v2` without the directories'
+    /// stats, with the checksum made again.
+    fn downgrade_to_v1(v2: &[u8]) -> Vec<u8> {
+        let body = &v2[..v2.len() - 4];
+        let mut c = Cursor { b: body, at: 0 };
+        let mut w = Vec::new();
+        let header = |c: &mut Cursor| {
+            c.array::<16>().unwrap();
+            assert_eq!(c.u32(), Some(VERSION));
+            c.array::<16>().unwrap();
+            c.bytes().unwrap();
+            c.time().unwrap();
+        };
+        header(&mut c);
+        w.extend_from_slice(MAGIC);
+        w.extend_from_slice(&1u32.to_le_bytes());
+        w.extend_from_slice(&body[20..c.at]);
+        let n_dirs = c.u32().unwrap();
+        w.extend_from_slice(&n_dirs.to_le_bytes());
+        for _ in 0..n_dirs {
+            let start = c.at;
+            c.bytes().unwrap();
+            c.array::<32>().unwrap();
+            w.extend_from_slice(&body[start..c.at]);
+            match c.u8().unwrap() {
+                DIR_NO_STAT => {}
+                k => {
+                    c.stat(k == DIR_STAT_EXEC).unwrap();
+                }
+            }
+            let start = c.at;
+            let len = c.u32().unwrap();
+            for _ in 0..len {
+                c.entry().unwrap();
+            }
+            w.extend_from_slice(&body[start..c.at]);
+        }
+        assert_eq!(c.at, body.len());
+        let crc = crc32fast::hash(&w);
+        w.extend_from_slice(&crc.to_le_bytes());
+        w
+    }
+
+    /// A version 1 cache is still trusted for its files (every directory is
+    /// listed again, as it has no directory stats), and the snapshot
+    /// rewrites it as the current version.
+    #[test]
+    fn a_version_1_cache_is_used_and_upgraded() {
+        let (t, s) = store();
+        let src = t.path().join("src");
+        sample(&src);
+        let n = count_files(&src);
+        let (d1, _) = snap(&s, &src, LATER);
+        let files = cache_files(&s);
+        assert_eq!(files.len(), 1);
+        let v2 = fs::read(&files[0]).unwrap();
+        fs::write(&files[0], downgrade_to_v1(&v2)).unwrap();
+
+        let (d2, st) = snap(&s, &src, 2 * LATER);
+        assert_eq!(d2, d1);
+        assert_eq!((st.hashed, st.reused), (0, n), "files trusted from v1");
+        assert_eq!(st.dirs_listed, SAMPLE_DIRS, "v1 has no directory stats");
+        assert!(st.cache_written, "upgraded");
+        let upgraded = fs::read(&files[0]).unwrap();
+        assert_eq!(&upgraded[16..20], &VERSION.to_le_bytes());
+
+        let (d3, st) = snap(&s, &src, 3 * LATER);
+        assert_eq!((d3, st.hashed, st.dirs_listed), (d1, 0, 0));
+        assert!(!st.cache_written);
+    }
+
     /// The directories of [`sample`].
     const SAMPLE_DIRS: usize = 6;
 
