@@ -207,6 +207,20 @@ pub(crate) struct SnapshotStats {
     pub(crate) dirs_listed: usize,
 }
 
+/// Run `work` on `workers` threads at once (this one among them) and
+/// wait for all of them.
+fn on_workers(workers: usize, work: impl Fn() + Sync) {
+    if workers <= 1 {
+        return work();
+    }
+    std::thread::scope(|sc| {
+        for _ in 1..workers {
+            sc.spawn(&work);
+        }
+        work();
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -306,16 +320,7 @@ pub(crate) fn walk(
         drop(s);
         wake.notify_all();
     };
-    if workers <= 1 {
-        work();
-    } else {
-        std::thread::scope(|sc| {
-            for _ in 1..workers {
-                sc.spawn(work);
-            }
-            work();
-        });
-    }
+    on_workers(workers, work);
     let s = state.into_inner().unwrap_or_else(|e| e.into_inner());
     match s.err {
         Some(e) => Err(e),
@@ -595,16 +600,7 @@ pub(crate) fn parallel_map<J: Sync, T: Send + Sync>(
             }
         }
     };
-    if workers == 1 {
-        run();
-    } else {
-        std::thread::scope(|sc| {
-            for _ in 1..workers {
-                sc.spawn(run);
-            }
-            run();
-        });
-    }
+    on_workers(workers, run);
     if let Some((_, e)) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
