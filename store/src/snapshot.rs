@@ -191,6 +191,19 @@ pub(crate) struct WalkFile {
     pub(crate) cacheable: bool,
 }
 
+impl WalkFile {
+    /// A file the walk found with `stat` (of `fstatat`), not read yet.
+    fn found(st: &libc::stat) -> WalkFile {
+        let stat = FileStat::of_stat(st);
+        WalkFile {
+            stat,
+            digest: None,
+            size: stat.size,
+            cacheable: false,
+        }
+    }
+}
+
 /// What one snapshot did; for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SnapshotStats {
@@ -419,13 +432,7 @@ fn listing_from_cache(
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                     return None;
                 }
-                let stat = FileStat::of_stat(&st);
-                WalkKind::File(WalkFile {
-                    stat,
-                    digest: None,
-                    size: stat.size,
-                    cacheable: false,
-                })
+                WalkKind::File(WalkFile::found(&st))
             }
         };
         entries.push(WalkEntry {
@@ -465,15 +472,7 @@ fn read_listing(dir: &mut nix::dir::Dir, path: &Path) -> Result<Vec<WalkEntry>> 
                 let st = fstatat(Some(fd), cname, AtFlags::AT_SYMLINK_NOFOLLOW)
                     .map_err(|e| io_err("inspect", full())(io::Error::from(e)))?;
                 match st.st_mode & libc::S_IFMT {
-                    libc::S_IFREG => {
-                        let stat = FileStat::of_stat(&st);
-                        WalkKind::File(WalkFile {
-                            stat,
-                            digest: None,
-                            size: stat.size,
-                            cacheable: false,
-                        })
-                    }
+                    libc::S_IFREG => WalkKind::File(WalkFile::found(&st)),
                     libc::S_IFDIR => WalkKind::Dir(usize::MAX),
                     libc::S_IFLNK => read_symlink(fd, cname, &full())?,
                     _ => {
