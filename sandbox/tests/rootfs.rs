@@ -570,17 +570,24 @@ fn a_zstd_layer_is_a_clear_error() {
     assert!(msg.contains("hint: "), "{msg}");
 }
 
-#[test]
-fn check_rootfs_names_modified_removed_and_added_files() {
-    let (_dir, store) = temp_store();
+/// A small image (two executables and a config file) and its root, as
+/// prepared for the sandbox.
+fn small_root(store: &Store) -> (ImageDigest, Rootfs) {
     let layer = Tar::new()
         .dir("usr/bin", 0o755)
         .file("usr/bin/python3", 0o755, b"python")
         .file("usr/bin/perl", 0o755, b"perl")
         .file("etc/hosts", 0o644, b"hosts")
         .finish();
-    let (image, _) = put_image(&store, &[(layer, TAR)]);
-    let root = prepare_rootfs(&store, &image).expect("prepare");
+    let (image, _) = put_image(store, &[(layer, TAR)]);
+    let root = prepare_rootfs(store, &image).expect("prepare");
+    (image, root)
+}
+
+#[test]
+fn check_rootfs_names_modified_removed_and_added_files() {
+    let (_dir, store) = temp_store();
+    let (image, root) = small_root(&store);
     check_rootfs(&root).expect("fresh");
 
     // Same size, different bytes.
@@ -620,14 +627,7 @@ fn check_rootfs_names_modified_removed_and_added_files() {
 #[test]
 fn a_remembered_check_is_redone_when_anything_in_the_root_changes() {
     let (dir, store) = temp_store();
-    let layer = Tar::new()
-        .dir("usr/bin", 0o755)
-        .file("usr/bin/python3", 0o755, b"python")
-        .file("usr/bin/perl", 0o755, b"perl")
-        .file("etc/hosts", 0o644, b"hosts")
-        .finish();
-    let (image, _) = put_image(&store, &[(layer, TAR)]);
-    let root = prepare_rootfs(&store, &image).expect("prepare");
+    let (_, root) = small_root(&store);
     let checks = dir.path().join("checks");
     std::fs::create_dir(&checks).expect("mkdir");
     let remembered = || std::fs::read_dir(&checks).expect("list").count();
