@@ -181,25 +181,32 @@ pub async fn build(
     key: &SigningKey,
 ) -> Result<Built> {
     let store = engine.store();
+    check_inputs(&store, pins).await?;
     let memo_key = memo::key(recipe, pins, engine.backend().name())?;
     if opts.read_cache {
         if let Some(m) = memo::load(&store, recipe, &memo_key, graph.len(), graph.topo_order()) {
             let started = now();
             let check = {
                 let store = Arc::clone(&store);
-                std::thread::spawn(move || memo::all_present(&store, &m.blobs, false))
+                std::thread::spawn(move || store.check_intact(&memo_key, &m.blobs))
             };
             let report = BuildReport { steps: m.steps };
             let sealed = seal(engine, recipe, lock_bytes, pins, &report, started, key).await;
-            if check.join().unwrap_or(false) {
-                let (statement, bytes) = sealed?;
-                engine.replay(&report);
-                let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
-                return Ok(Built {
-                    report,
-                    record: Some((digest, statement)),
-                    plan: None,
-                });
+            match check.join() {
+                Ok(Ok(_)) => {
+                    let (statement, bytes) = sealed?;
+                    engine.replay(&report);
+                    let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
+                    return Ok(Built {
+                        report,
+                        record: Some((digest, statement)),
+                        plan: None,
+                    });
+                }
+                Ok(Err(e)) => engine.reporter().event(&crate::events::Event::Warning(format!(
+                    "the results of the last build are not taken at once: {e}; looking up every step"
+                ))),
+                Err(_) => engine.note("the check of the build memo panicked; looking up every step".into()),
             }
         }
     }
@@ -227,6 +234,45 @@ pub async fn build(
         record: Some((digest, statement)),
         plan: Some(plan),
     })
+}
+
+/// Check that every pinned input (toolchain image, data snapshot, code
+/// tree) is whole in the store before anything is built on it or a record
+/// vouches for it: every blob present and intact, re-hashed unless its
+/// stamp from an earlier check vouches for it (see
+/// [`repro_store::intact`]). A cached build reads none of these blobs, so
+/// without this check it would sign a record over a missing or altered
+/// snapshot. The error (exit 3) names the input and the damaged blob.
+async fn check_inputs(store: &Arc<Store>, pins: &Pins) -> Result<()> {
+    let store = Arc::clone(store);
+    let pins = pins.clone();
+    tokio::task::spawn_blocking(move || {
+        let hint = "hint: if its folder still holds it, `repro lock` (or a build without `--locked`) takes it again; otherwise restore it with `repro pull` or `repro import` of a version that has it";
+        for (name, d) in &pins.toolchains {
+            let check = || -> repro_store::Result<_> {
+                let info = store.get_image(d)?;
+                let mut blobs = vec![repro_store::BlobDigest(d.0), info.config];
+                blobs.extend(info.layers.iter().map(|l| l.digest));
+                store.check_intact(&d.0, &blobs)
+            };
+            check().with_context(|| {
+                format!("toolchain `{name}` ({d}) is damaged in the store\n{hint}")
+            })?;
+        }
+        let trees = pins
+            .data
+            .iter()
+            .map(|(n, d)| ("data", n, d))
+            .chain(pins.code.iter().map(|(n, d)| ("code", n, d)));
+        for (kind, name, d) in trees {
+            let check = || store.check_intact(&d.0, &store.tree_blobs(d)?);
+            check().with_context(|| {
+                format!("{kind} snapshot `{kind}.{name}` ({d}) is damaged in the store\n{hint}")
+            })?;
+        }
+        anyhow::Ok(())
+    })
+    .await?
 }
 
 /// The statement of the successful build `report` (started at `started`,

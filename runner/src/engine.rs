@@ -334,18 +334,19 @@ impl Engine {
         &*self.reporter
     }
 
-    /// The sandbox backend and its version, for the record; `docker` when it
-    /// was never connected (a fully cached build).
+    /// The sandbox backend and its version, for the record; only the
+    /// backend's name when it was never connected (a fully cached build).
     pub async fn backend_description(&self) -> String {
+        let name = self.backend.name();
         match self.sandbox.get() {
             Some(s) => match s.describe().await {
                 Ok(info) => format!(
                     "{} {} (API {})",
                     info.backend, info.server_version, info.api_version
                 ),
-                Err(_) => "docker".to_string(),
+                Err(_) => name.to_string(),
             },
-            None => "docker (not started: every step was cached)".to_string(),
+            None => format!("{name} (not started: every step was cached)"),
         }
     }
 
@@ -453,6 +454,16 @@ impl Engine {
                                 results.insert(r.name.clone(), r);
                             }
                             Ok(None) => waiting.push_back(ready),
+                            // A damaged output is never taken: the step runs
+                            // again, and its output replaces the damaged blob
+                            // if it gives the same bytes.
+                            Err(e) if is_damage(&e) => {
+                                self.reporter.event(&Event::Warning(format!(
+                                    "the cached result of step `{}` is not used: {e:#}; running the step again",
+                                    ready.step.name
+                                )));
+                                waiting.push_back(ready);
+                            }
                             Err(e) => {
                                 self.cancel.cancel();
                                 while tasks.join_next().await.is_some() {}
@@ -791,6 +802,15 @@ impl Engine {
     }
 }
 
+/// Whether `e` says that a store object is corrupt (as opposed to an
+/// error of the machinery: a full disk, a permission).
+fn is_damage(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<repro_store::Error>(),
+        Some(repro_store::Error::Corrupt { .. })
+    )
+}
+
 /// The key of `step` run on `inputs`.
 pub fn step_key(step: &PlannedStep, inputs: &BTreeMap<String, TreeDigest>) -> StepKey {
     KeyMaterialRef {
@@ -1049,6 +1069,85 @@ mod tests {
             Ok(r) => assert_ne!(r.steps[0].status, StepStatus::Cached, "{:?}", r.steps),
             Err(e) => assert!(format!("{e:#}").contains("train"), "{e:#}"),
         }
+    }
+
+    /// A fully cached build never starts the sandbox; its record still
+    /// names the backend it was built for, not another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unstarted_sandbox_is_described_by_its_own_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        for (kind, name) in [
+            (BackendKind::Native, "native"),
+            (BackendKind::Docker, "docker"),
+        ] {
+            let engine = Engine::new(
+                Arc::clone(&store),
+                kind,
+                Arc::new(Silent),
+                CancellationToken::new(),
+            );
+            let d = engine.backend_description().await;
+            assert_eq!(d, format!("{name} (not started: every step was cached)"));
+        }
+    }
+
+    /// Keeps the warnings it is given.
+    #[derive(Default)]
+    struct Warnings(Mutex<Vec<String>>);
+    impl Reporter for Warnings {
+        fn event(&self, e: &Event) {
+            if let Event::Warning(n) = e {
+                self.0.lock().unwrap().push(n.clone());
+            }
+        }
+    }
+
+    /// A cached result whose output blob was altered in place (after an
+    /// earlier hit stamped it) is not taken: the engine says so, naming
+    /// the blob, and goes to run the step (which fails here, the image
+    /// being absent) instead of vouching for the altered bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_step_with_a_corrupt_blob_is_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (plan, _) = cached_plan(&store);
+        let opts = BuildOptions {
+            jobs: 2,
+            read_cache: true,
+            write_cache: true,
+        };
+        let engine = |notes: Arc<Warnings>| {
+            Arc::new(Engine::new(
+                Arc::clone(&store),
+                BackendKind::Native,
+                notes,
+                CancellationToken::new(),
+            ))
+        };
+        let report = engine(Arc::default()).run(&plan, opts).await.unwrap();
+        assert_eq!(report.steps[0].status, StepStatus::Cached);
+
+        let weights = repro_store::BlobDigest(repro_store::Hash::of(b"weights"));
+        let path = store.blob_path(&weights);
+        std::fs::set_permissions(
+            &path,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::write(&path, b"weightz").unwrap();
+        let notes = Arc::new(Warnings::default());
+        match engine(Arc::clone(&notes)).run(&plan, opts).await {
+            Ok(r) => assert_ne!(r.steps[0].status, StepStatus::Cached, "{:?}", r.steps),
+            Err(e) => assert!(format!("{e:#}").contains("train"), "{e:#}"),
+        }
+        let notes = notes.0.lock().unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("`train` is not used") && n.contains(&weights.to_string())),
+            "{notes:?}"
+        );
     }
 
     /// A wide graph, all cached: 300 independent steps (looked up by

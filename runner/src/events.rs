@@ -10,6 +10,9 @@ use repro_store::{StepKey, TreeDigest};
 pub enum Event {
     /// Something before the steps: resolving, loading images.
     Note(String),
+    /// Something the user must hear of even with `--quiet` or `--json`: a
+    /// damaged store object found and worked around.
+    Warning(String),
     /// A build of `steps` steps begins.
     BuildStarted {
         /// How many steps.

@@ -80,6 +80,7 @@ impl Reporter for Console {
         let quiet = self.verbosity == Verbosity::Quiet;
         match event {
             Event::Note(n) if !quiet => self.line(format!("{} {n}", self.paint("note:", 2))),
+            Event::Warning(w) => self.line(format!("{} {w}", self.paint("warning:", 33))),
             Event::BuildStarted { steps } if !quiet => self.line(format!(
                 "building {steps} step{}",
                 if *steps == 1 { "" } else { "s" }

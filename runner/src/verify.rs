@@ -177,6 +177,7 @@ pub async fn verify(
             plan.steps.len()
         )));
     }
+    let stored = check_recorded_outputs(&store, &recorded)?;
     // Its errors are the engine's to report (they recur there).
     let _ = prewarm.await;
     let report = engine
@@ -188,7 +189,13 @@ pub async fn verify(
                 write_cache: false,
             },
         )
-        .await?;
+        .await;
+    // Damage to the recorded outputs first: a rebuilt step that mounts a
+    // damaged one fails on it too, less precisely.
+    stored
+        .await
+        .context("the check of the recorded outputs panicked")??;
+    let report = report?;
     let mut steps = Vec::new();
     for r in &recorded {
         let expected: TreeDigest = r.output.parse()?;
@@ -225,6 +232,58 @@ pub async fn verify(
         steps,
         reproduced,
     })
+}
+
+/// Check the outputs the record names as the store holds them, which the
+/// rebuild is compared with (and which the model card, the promotion gate,
+/// lineage, export and push read): every tree object and file blob must be
+/// present now, before the rebuild runs (a rebuilt step could put a missing
+/// one back), and every one is re-hashed, no stamp trusted, on a blocking
+/// thread while the steps run (the returned task). A rebuild that gives the
+/// recorded digests does not make an altered stored copy good: that is
+/// tampering, reported as such (exit 3, naming the blob), and no
+/// attestation is signed.
+fn check_recorded_outputs(
+    store: &Arc<Store>,
+    recorded: &[crate::record::RecordedStep],
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let mut sets = Vec::new();
+    for r in recorded {
+        let tree: TreeDigest = r
+            .output
+            .parse()
+            .map_err(|e| CannotVerify(format!("step `{}`: {e}", r.name)))?;
+        let blobs = store
+            .tree_blobs(&tree)
+            .map_err(|e| damaged(store, &r.name, &tree, e))?;
+        if let Some(gone) = blobs.iter().find(|b| !store.has_blob(b)) {
+            let path = store.blob_path(gone);
+            let e = repro_store::Error::Missing {
+                what: "blob",
+                digest: gone.to_string(),
+                path,
+            };
+            return Err(damaged(store, &r.name, &tree, e));
+        }
+        sets.push((r.name.clone(), tree, blobs));
+    }
+    let store = Arc::clone(store);
+    Ok(tokio::task::spawn_blocking(move || {
+        for (step, tree, blobs) in sets {
+            store
+                .verify_blobs(&blobs)
+                .map_err(|e| damaged(&store, &step, &tree, e))?;
+        }
+        Ok(())
+    }))
+}
+
+/// The error of a recorded output that the store holds damaged (exit 3).
+fn damaged(store: &Store, step: &str, tree: &TreeDigest, e: repro_store::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context(CannotVerify(format!(
+        "the recorded output of step `{step}` ({tree}) is damaged in the store `{}`\nhint: `repro fsck` lists every damaged object; restore the version with `repro pull` or `repro import` of its bundle",
+        store.dir().display()
+    )))
 }
 
 /// Set up the sandbox while the record's recipe and inputs are checked:

@@ -50,10 +50,13 @@ impl Store {
     /// that the caller need not read the tree objects a second time.
     ///
     /// What a hit has checked: the log blob and every blob the output tree
-    /// names exist, and every tree object of the output is present and
-    /// re-hashed (a corrupt one is an error, as in [`Store::get_tree`]).
-    /// File blobs are not re-hashed here: whoever reads them does (see
-    /// [`Store::materialize`]), and `repro fsck` re-hashes everything.
+    /// names exist, every tree object of the output is present and
+    /// re-hashed, and the log and every file blob is intact: re-hashed
+    /// unless its stamp from an earlier lookup of this key vouches for it
+    /// (see [`crate::intact`]). A missing object is a miss; a corrupt one
+    /// is the error ([`Error::Corrupt`], naming it), so that the caller can
+    /// say so before it runs the step again (which replaces the damaged
+    /// blob with a good copy when the step gives the same bytes).
     pub fn ac_lookup(
         &self,
         key: &StepKey,
@@ -79,7 +82,20 @@ impl Store {
         if !self.complete_listing(&r.output, "", &mut files)? {
             return Ok(None);
         }
-        Ok(Some((r, files)))
+        let mut blobs: Vec<BlobDigest> = files
+            .values()
+            .filter_map(|e| match e {
+                FileEntry::File { digest, .. } => Some(*digest),
+                FileEntry::Symlink { .. } => None,
+            })
+            .collect();
+        blobs.push(r.log);
+        match self.check_intact(&key.0, &blobs) {
+            Ok(_) => Ok(Some((r, files))),
+            // Removed since the listing looked.
+            Err(Error::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Add the files of tree `t` (under `prefix`) to `out`; `false` as soon
@@ -205,6 +221,39 @@ mod tests {
         // The top tree object goes missing: miss.
         fs::remove_file(s.blob_path(&BlobDigest(output.0))).unwrap();
         assert_eq!(s.ac_get(&key).unwrap(), None);
+    }
+
+    /// A hit never vouches for a damaged output: a file blob or the log
+    /// altered in place, even after earlier lookups stamped them, is the
+    /// error naming it; putting the good bytes back makes it a hit again.
+    #[test]
+    fn a_corrupt_output_or_log_is_an_error_not_a_hit() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let out = s.scratch("out-").unwrap();
+        fs::write(out.path().join("metrics.json"), br#"{"auc":0.97}"#).unwrap();
+        let output = s.snapshot_dir(out.path(), Ingest::Move).unwrap();
+        let log = s.put_bytes(b"evaluating\n").unwrap();
+        let key = StepKey(Hash::of(b"evaluate"));
+        let r = ActionResult {
+            output,
+            log,
+            exit_code: 0,
+            duration_ms: 1,
+        };
+        s.ac_put(&key, &r).unwrap();
+        assert!(s.ac_lookup(&key).unwrap().is_some());
+        assert!(s.ac_lookup(&key).unwrap().is_some());
+        let metrics = BlobDigest(Hash::of(br#"{"auc":0.97}"#));
+        for damaged in [metrics, log] {
+            crate::blob::tests::corrupt(&s.blob_path(&damaged));
+            let err = s.ac_lookup(&key).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(&damaged.to_string()), "{err}");
+        }
+        s.put_bytes(br#"{"auc":0.97}"#).unwrap();
+        s.put_bytes(b"evaluating\n").unwrap();
+        assert_eq!(s.ac_get(&key).unwrap(), Some(r));
     }
 
     /// The listing of a hit is exactly what `flatten` gives, nested

@@ -431,6 +431,9 @@ impl Store {
         if plan.items.iter().any(|i| i.kind == GcKind::Blob) {
             // A stat cache may name any blob; none may outlive its removal.
             self.invalidate_stat_caches()?;
+            // Blob stamps describe sets that may be going: a check after
+            // this re-hashes its set once.
+            self.clear_blob_stamps()?;
         }
         let mut items: Vec<&GcItem> = plan.items.iter().collect();
         items.sort_by_key(|i| i.kind);

@@ -13,6 +13,7 @@
 //! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
 //! <root>/v1/cache/stat/<hex>      stat cache of one snapshotted directory (see [`statcache`])
 //! <root>/v1/cache/stat-generation the stat caches' generation (see [`statcache`])
+//! <root>/v1/cache/intact/<hex>    blob stamps of one checked set of blobs (see [`intact`])
 //! <root>/v1/lock                  flock file
 //! ```
 //!
@@ -60,6 +61,7 @@ pub mod digest;
 mod error;
 pub mod gc;
 pub mod image;
+pub mod intact;
 mod record;
 pub mod snapshot;
 pub mod statcache;
@@ -75,6 +77,7 @@ pub use digest::{
 pub use error::{Error, Result};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
+pub use intact::Checked;
 pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 

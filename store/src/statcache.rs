@@ -138,11 +138,11 @@ fn read_generation(store: &Store) -> Option<[u8; 16]> {
     }
 }
 
-fn nanos(t: (i64, u32)) -> i128 {
+pub(crate) fn nanos(t: (i64, u32)) -> i128 {
     i128::from(t.0) * 1_000_000_000 + i128::from(t.1)
 }
 
-fn epoch_time(t: SystemTime) -> Option<(i64, u32)> {
+pub(crate) fn epoch_time(t: SystemTime) -> Option<(i64, u32)> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
     Some((i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()))
 }

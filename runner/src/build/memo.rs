@@ -13,8 +13,11 @@
 //!   build); any change to one of these misses;
 //! - the steps are exactly the recipe's, in the graph's order;
 //! - the build reads the cache (not `--no-cache`);
-//! - everything the results name is still in the store: every log blob,
-//!   output tree object (nested ones included) and file blob exists.
+//! - everything the results name is still in the store and intact: every
+//!   log blob, output tree object (nested ones included) and file blob
+//!   exists and hashes to its name ([`Store::check_intact`]: re-hashed
+//!   unless its stamp from the last check under this memo key vouches for
+//!   it; see [`repro_store::intact`]).
 //!
 //! Given the same recipe bytes and inputs, the plan and so every step key
 //! is what the memoised build computed (a step's key depends only on the
@@ -49,9 +52,6 @@ use crate::engine::{BuildReport, StepResult, StepStatus};
 
 /// Bumped whenever what a memo holds or how it is keyed changes.
 const FORMAT: u32 = 1;
-
-/// Blobs per thread below which the presence checks stay on one thread.
-const PARALLEL_CHECKS: usize = 256;
 
 /// Everything a memo is keyed on (see the module's documentation).
 #[derive(Serialize)]
@@ -111,8 +111,8 @@ pub struct Memoised {
     /// The steps, every one cached, in topological order.
     pub steps: Vec<StepResult>,
     /// Every blob they name (logs, tree objects, files), sorted and
-    /// deduplicated: the memo holds only if the store has them all (see
-    /// [`all_present`]).
+    /// deduplicated: the memo holds only if the store has them all, intact
+    /// ([`Store::check_intact`], under the memo key).
     pub blobs: Vec<BlobDigest>,
 }
 
@@ -161,29 +161,6 @@ pub fn load<'a>(
         })
         .collect();
     Some(Memoised { steps, blobs })
-}
-
-/// Whether the store has every blob of `blobs` (each check is a `statx`),
-/// split among the cores when there are many and `parallel`.
-pub fn all_present(store: &Store, blobs: &[BlobDigest], parallel: bool) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if parallel {
-        cores.min(blobs.len() / PARALLEL_CHECKS).max(1)
-    } else {
-        1
-    };
-    let check = |chunk: &[BlobDigest]| chunk.iter().all(|b| store.has_blob(b));
-    if threads == 1 {
-        return check(blobs);
-    }
-    let per_thread = blobs.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut chunks = blobs.chunks(per_thread);
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> = chunks.map(|c| scope.spawn(move || check(c))).collect();
-        let mine = check(first);
-        others.into_iter().all(|h| h.join().unwrap_or(false)) && mine
-    })
 }
 
 /// Remember the results of the successful build `report` of `recipe` under
@@ -304,7 +281,7 @@ outputs = ["out/"]
         save(&store, &r, &k, &report).unwrap();
 
         let m = load(&store, &r, &k, 1, ["train"].into_iter()).unwrap();
-        assert!(all_present(&store, &m.blobs, true));
+        assert!(store.check_intact(&k, &m.blobs).is_ok());
         let s = &m.steps[0];
         assert_eq!(s.status, StepStatus::Cached);
         assert_eq!(
@@ -339,32 +316,23 @@ outputs = ["out/"]
         let bytes = store.read_blob(&gone).unwrap();
         std::fs::remove_file(store.blob_path(&gone)).unwrap();
         let m = load(&store, &r, &k, 1, ["train"].into_iter()).unwrap();
-        assert!(!all_present(&store, &m.blobs, true));
-        assert!(!all_present(&store, &m.blobs, false));
+        assert!(store.check_intact(&k, &m.blobs).is_err());
         store.put_bytes(&bytes).unwrap();
-        assert!(all_present(&store, &m.blobs, false));
+        assert!(store.check_intact(&k, &m.blobs).is_ok());
 
-        // So does the log.
+        // So does the log; and an altered model file.
         std::fs::remove_file(store.blob_path(&log)).unwrap();
-        assert!(!all_present(&store, &m.blobs, false));
+        assert!(store.check_intact(&k, &m.blobs).is_err());
+        store.put_bytes(b"trained\n").unwrap();
+        assert!(store.check_intact(&k, &m.blobs).is_ok());
+        let model = store.blob_path(&BlobDigest(Hash::of(b"weights")));
+        std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&model, b"weightz").unwrap();
+        let err = store.check_intact(&k, &m.blobs).unwrap_err();
+        assert!(matches!(err, repro_store::Error::Corrupt { .. }), "{err}");
 
         // A damaged memo is a miss, not an error.
         std::fs::write(path(&store, &r), b"{\"key\":").unwrap();
         assert!(load(&store, &r, &k, 1, ["train"].into_iter()).is_none());
-    }
-
-    /// Many blobs are checked on several threads, with the same answer.
-    #[test]
-    fn presence_is_checked_in_parallel_with_the_same_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut blobs: Vec<BlobDigest> = (0..4 * PARALLEL_CHECKS)
-            .map(|i| store.put_bytes(format!("blob {i}").as_bytes()).unwrap())
-            .collect();
-        blobs.sort_unstable();
-        assert!(all_present(&store, &blobs, true));
-        std::fs::remove_file(store.blob_path(&blobs[blobs.len() - 1])).unwrap();
-        assert!(!all_present(&store, &blobs, true));
-        assert!(!all_present(&store, &blobs, false));
     }
 }
