@@ -40,9 +40,9 @@ pub(crate) struct RawRecipe {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawParam>")]
     pub params: BTreeMap<String, Spanned<toml::Value>>,
-    /// The steps, a DAG through `inputs` and `needs`.
+    /// The steps, a DAG through `inputs` and `needs`; at least one.
     #[serde(default)]
-    #[schemars(with = "Vec<RawStep>")]
+    #[schemars(with = "Vec<RawStep>", length(min = 1))]
     pub steps: Vec<Spanned<RawStep>>,
 }
 

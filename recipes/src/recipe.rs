@@ -1,6 +1,6 @@
 //! The validated recipe and how it is built from the raw TOML.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -655,7 +655,7 @@ fn build(c: &mut Collector, path: &Path, text: &str, raw: RawRecipe) -> Recipe {
                     span(&x),
                     "build.threads",
                     "`threads` must be at least 1",
-                    None,
+                    Some("write an integer from 1 to 4294967295, e.g. `threads = 1`".into()),
                 );
             }
             build.threads = *x.get_ref();
@@ -852,6 +852,17 @@ fn build(c: &mut Collector, path: &Path, text: &str, raw: RawRecipe) -> Recipe {
             steps.push(step);
         }
     }
+    if raw.steps.is_empty() {
+        c.diags.push(
+            Diagnostic::new(path, "the recipe has no steps")
+                .key("steps")
+                .hint(
+                    "add a `[[steps]]` table with `name`, `toolchain` and `argv`; \
+                     a recipe without steps would build nothing and sign a record of it",
+                ),
+        );
+    }
+    check_cycles(c, &steps);
 
     Recipe {
         path: path.to_path_buf(),
@@ -1247,4 +1258,159 @@ fn build_limits(c: &mut Collector, index: usize, l: &RawLimits) -> Option<Limits
         }
     }
     ok.then_some(limits)
+}
+
+/// One dependency of a step on another step, where it is written.
+struct Dependency<'a> {
+    /// The step depended on (an index into the valid steps).
+    on: usize,
+    /// Where it is written: `needs[j]` or the input's name.
+    via: Via<'a>,
+    location: Option<Location>,
+}
+
+enum Via<'a> {
+    Needs(usize),
+    Input(&'a str),
+}
+
+impl Dependency<'_> {
+    /// Its key path, in step `index` of the file.
+    fn key(&self, index: usize) -> String {
+        match self.via {
+            Via::Needs(j) => format!("steps[{index}].needs[{j}]"),
+            Via::Input(name) => format!("steps[{index}].inputs.{}", toml_key(name)),
+        }
+    }
+}
+
+/// Report every cycle of steps through `needs` and `steps.NAME` inputs
+/// (each step on at most one reported cycle), at the dependency of the
+/// cycle written last in the file: the one that closed it. Only valid
+/// steps take part; a step naming itself is reported where it is checked.
+fn check_cycles(c: &mut Collector, steps: &[Step]) {
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        by_name.entry(s.name.as_str()).or_insert(i);
+    }
+    let deps: Vec<Vec<Dependency>> = steps
+        .iter()
+        .map(|s| {
+            let needs = s
+                .needs
+                .iter()
+                .enumerate()
+                .map(|(j, n)| (n, Via::Needs(j), s.spans.needs.get(j)));
+            let inputs = s.inputs.iter().filter_map(|(input, r)| match r {
+                InputRef::Step(n) => Some((n, Via::Input(input), s.spans.inputs.get(input))),
+                _ => None,
+            });
+            let mut out: Vec<Dependency> = needs
+                .chain(inputs)
+                .filter_map(|(n, via, at)| {
+                    Some(Dependency {
+                        on: *by_name.get(n.as_str())?,
+                        via,
+                        location: at.copied(),
+                    })
+                })
+                .collect();
+            out.sort_by_key(|d| d.location);
+            out
+        })
+        .collect();
+
+    // Depth-first, without recursion (a chain of 10,000 steps is fine):
+    // `stack` holds each step being visited and the index of the next
+    // dependency to follow; the one followed last is at that index - 1.
+    const NEW: u8 = 0;
+    const ON_STACK: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; steps.len()];
+    let mut position = vec![0usize; steps.len()];
+    let mut on_a_cycle = vec![false; steps.len()];
+    for root in 0..steps.len() {
+        if state[root] != NEW {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        state[root] = ON_STACK;
+        while let Some(&mut (at, ref mut next)) = stack.last_mut() {
+            let Some(d) = deps[at].get(*next) else {
+                state[at] = DONE;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match state[d.on] {
+                NEW => {
+                    state[d.on] = ON_STACK;
+                    position[d.on] = stack.len();
+                    stack.push((d.on, 0));
+                }
+                ON_STACK => {
+                    // The stack from `d.on` up, and back to `d.on`.
+                    let cycle: Vec<(usize, &Dependency)> = stack[position[d.on]..]
+                        .iter()
+                        .map(|&(s, n)| (s, &deps[s][n - 1]))
+                        .collect();
+                    if cycle.iter().any(|&(s, _)| on_a_cycle[s]) {
+                        continue;
+                    }
+                    for &(s, _) in &cycle {
+                        on_a_cycle[s] = true;
+                    }
+                    report_cycle(c, steps, &cycle);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// How many steps and keys a cycle's diagnostic names before it elides.
+const CYCLE_SHOWN: usize = 10;
+
+/// `cycle`: each step of the loop with its dependency on the next one.
+fn report_cycle(c: &mut Collector, steps: &[Step], cycle: &[(usize, &Dependency)]) {
+    let n = cycle.len();
+    let last = (0..n).max_by_key(|&i| cycle[i].1.location).unwrap_or(0);
+    // The steps from the one whose dependency closed the loop, around.
+    let names: Vec<&str> = (0..n)
+        .map(|k| steps[cycle[(last + k) % n].0].name.as_str())
+        .collect();
+    let mut text = format!("steps form a cycle: `{}` needs ", names[0]);
+    let mut links: Vec<String> = names[1..].iter().map(|s| format!("`{s}`")).collect();
+    links.push(format!("`{}`", names[0]));
+    if links.len() > CYCLE_SHOWN {
+        let tail = links.split_off(links.len() - 2);
+        links.truncate(CYCLE_SHOWN - 2);
+        links.push("…".to_string());
+        links.extend(tail);
+        text = format!("steps form a cycle of {n} steps: `{}` needs ", names[0]);
+    }
+    text.push_str(&links.join(", which needs "));
+    let mut written: Vec<(usize, &Dependency)> = cycle.to_vec();
+    written.sort_by_key(|(_, d)| d.location);
+    let mut keys: Vec<String> = written
+        .iter()
+        .take(CYCLE_SHOWN)
+        .map(|&(s, d)| match d.location {
+            Some(l) => format!("`{}` (line {})", d.key(steps[s].index), l.line),
+            None => format!("`{}`", d.key(steps[s].index)),
+        })
+        .collect();
+    if n > CYCLE_SHOWN {
+        keys.push(format!("and {} more", n - CYCLE_SHOWN));
+    }
+    let (from, closing) = cycle[last];
+    c.diags.push(
+        Diagnostic::new(c.file, text)
+            .at(closing.location)
+            .key(closing.key(steps[from].index))
+            .hint(format!(
+                "a step runs after the steps it needs; remove one of these dependencies: {}",
+                keys.join(", ")
+            )),
+    );
 }

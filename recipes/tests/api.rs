@@ -376,3 +376,213 @@ fn all_semantic_errors_are_reported_together_in_file_order() {
         .collect();
     assert_eq!(keys, ["model.version", "steps[0].name"]);
 }
+
+/// `n` steps `s0` .. `s{n-1}`, each needing the one before.
+fn chain(n: usize) -> String {
+    let mut text = String::from(
+        "[model]\nname = \"m\"\nversion = \"1\"\n\n[toolchains.t]\nimage = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\n",
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[steps]]\nname = \"s{i}\"\ntoolchain = \"t\"\nargv = [\"true\"]\n"
+        ));
+        if i > 0 {
+            text.push_str(&format!("needs = [\"s{}\"]\n", i - 1));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_recipe_without_steps_is_refused_naming_the_file() {
+    let text = "[model]\nname = \"m\"\nversion = \"1\"\n";
+    let err = parse_str(Path::new("dir/model.toml"), text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "error: the recipe has no steps\n  --> dir/model.toml\n  = key: steps\n  = hint: add a \
+         `[[steps]]` table with `name`, `toolchain` and `argv`; a recipe without steps would \
+         build nothing and sign a record of it"
+    );
+    // `steps = []` is no better.
+    let err = parse_str(Path::new("model.toml"), &format!("steps = []\n{text}")).unwrap_err();
+    assert_eq!(err.diagnostics()[0].message, "the recipe has no steps");
+}
+
+#[test]
+fn a_cycle_through_a_long_chain_is_found_without_recursion_and_named_briefly() {
+    // 20,000 steps in a line: the search goes 20,000 steps deep, which a
+    // recursive one would do on a test thread's small stack.
+    let n = 20_000;
+    let text = chain(n);
+    assert_eq!(
+        parse_str(Path::new("m.toml"), &text).unwrap().steps.len(),
+        n
+    );
+
+    // `s0` needs the last step: one cycle through all of them, reported at
+    // the key that closed it (the last one written, `s0`'s being first in
+    // the file is not: `s19999` needs `s19998` is written last).
+    let closed = text.replacen(
+        "argv = [\"true\"]\n",
+        &format!("argv = [\"true\"]\nneeds = [\"s{}\"]\n", n - 1),
+        1,
+    );
+    let err = parse_str(Path::new("m.toml"), &closed).unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!(err.diagnostics().len(), 1, "{err}");
+    assert_eq!(d.key.as_deref(), Some("steps[19999].needs[0]"));
+    assert_eq!(
+        d.message,
+        "steps form a cycle of 20000 steps: `s19999` needs `s19998`, which needs `s19997`, \
+         which needs `s19996`, which needs `s19995`, which needs `s19994`, which needs \
+         `s19993`, which needs `s19992`, which needs `s19991`, which needs …, which needs \
+         `s0`, which needs `s19999`"
+    );
+    let hint = d.hint.as_deref().unwrap();
+    assert!(
+        hint.starts_with("a step runs after the steps it needs; remove one of these dependencies: `steps[0].needs[0]` (line 12), `steps[1].needs[0]` (line 18)"),
+        "{hint}"
+    );
+    assert!(hint.ends_with(", and 19990 more"), "{hint}");
+}
+
+#[test]
+fn cycles_are_found_among_steps_with_duplicate_names_and_other_errors() {
+    // Two steps named `b` (reported as a duplicate); dependencies on `b`
+    // mean the first. A step with another error takes no part.
+    let text = "[model]\nname = \"m\"\nversion = \"1\"\n\n[toolchains.t]\nimage = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\n\
+        \n[[steps]]\nname = \"a\"\ntoolchain = \"t\"\nargv = [\"true\"]\nneeds = [\"b\"]\n\
+        \n[[steps]]\nname = \"b\"\ntoolchain = \"t\"\nargv = [\"true\"]\ninputs = { x = \"steps.a\" }\n\
+        \n[[steps]]\nname = \"b\"\ntoolchain = \"t\"\nargv = [\"true\"]\n\
+        \n[[steps]]\nname = \"c\"\ntoolchain = \"nope\"\nargv = [\"true\"]\nneeds = [\"a\"]\n";
+    let err = parse_str(Path::new("m.toml"), text).unwrap_err();
+    let messages: Vec<(&str, Option<&str>)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.message.as_str(), d.key.as_deref()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                "steps form a cycle: `b` needs `a`, which needs `b`",
+                Some("steps[1].inputs.x")
+            ),
+            (
+                "duplicate step name `b`, first used at line 15",
+                Some("steps[2].name")
+            ),
+            (
+                "step `c` uses unknown toolchain `nope`",
+                Some("steps[3].toolchain")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn duplicate_keys_and_tables_are_named_with_both_positions() {
+    let cases = [
+        // A table header twice: the second header's key, the first's line.
+        (
+            "[model]\nname = \"m\"\nversion = \"1\"\n\n[model]\nname = \"n\"\n",
+            "duplicate table `[model]`, first defined at line 1",
+            "5:2",
+            Some("model"),
+        ),
+        // Dotted and quoted header keys.
+        (
+            "[toolchains.\"a.b\"]\ntag = \"x\"\n[toolchains.\"a.b\"]\ntag = \"y\"\n",
+            "duplicate table `[toolchains.\"a.b\"]`, first defined at line 1",
+            "3:13",
+            Some("toolchains.\"a.b\""),
+        ),
+        // A key twice in a table.
+        (
+            "[model]\nname = \"m\"\nversion = \"1\"\nname = \"n\"\n",
+            "duplicate key `model.name`, first defined at line 2",
+            "4:1",
+            Some("model.name"),
+        ),
+        // A key twice in the second entry of an array of tables.
+        (
+            "[[steps]]\nname = \"a\"\n[[steps]]\nname = \"b\"\nargv = []\nname = \"c\"\n",
+            "duplicate key `steps[1].name`, first defined at line 4",
+            "6:1",
+            Some("steps[1].name"),
+        ),
+        // An array of tables over a table.
+        (
+            "[model]\nname = \"m\"\n[[model]]\nname = \"n\"\n",
+            "duplicate table `[[model]]`, first defined at line 1",
+            "3:3",
+            Some("model"),
+        ),
+        // A dotted key at the top level.
+        (
+            "model.name = \"m\"\nmodel.name = \"n\"\n",
+            "duplicate key `model.name`, first defined at line 1",
+            "2:7",
+            Some("model.name"),
+        ),
+        // Inside an inline table: the key as written, at its position.
+        (
+            "model = { name = \"m\", name = \"n\" }\n",
+            "duplicate key `name`",
+            "1:23",
+            None,
+        ),
+    ];
+    for (text, message, at, key) in cases {
+        let err = parse_str(Path::new("m.toml"), text).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.message, message, "{text}");
+        assert_eq!(
+            d.location.map(|l| l.to_string()).as_deref(),
+            Some(at),
+            "{text}"
+        );
+        assert_eq!(d.key.as_deref(), key, "{text}");
+    }
+}
+
+#[test]
+fn thread_counts_state_the_range_they_accept() {
+    let base = "[model]\nname = \"m\"\nversion = \"1\"\n\n[build]\n";
+    for (value, message, hint) in [
+        (
+            "\"four\"",
+            "invalid type: string \"four\", expected an integer from 1 to 4294967295",
+            Some("write a number, without quotes"),
+        ),
+        (
+            "4294967296",
+            "invalid value: integer `4294967296`, expected an integer from 1 to 4294967295",
+            None,
+        ),
+        (
+            "0",
+            "`threads` must be at least 1",
+            Some("write an integer from 1 to 4294967295, e.g. `threads = 1`"),
+        ),
+    ] {
+        let text = format!("{base}threads = {value}\n");
+        let text = format!(
+            "{text}{}",
+            chain(1).replace("[model]\nname = \"m\"\nversion = \"1\"\n", "")
+        );
+        let err = parse_str(Path::new("m.toml"), &text).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.message, message);
+        assert_eq!(d.hint.as_deref(), hint);
+        assert_eq!(d.key.as_deref(), Some("build.threads"));
+        assert_eq!(d.location.map(|l| l.to_string()).as_deref(), Some("6:11"));
+    }
+    // The seed's range does start at 0.
+    let text = format!("{base}python_hash_seed = \"0\"\n");
+    let err = parse_str(Path::new("m.toml"), &text).unwrap_err();
+    assert_eq!(
+        err.diagnostics()[0].message,
+        "invalid type: string \"0\", expected an integer from 0 to 4294967295"
+    );
+}

@@ -20,8 +20,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use repro_store::{BlobDigest, RecordDigest, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::exit::UserError;
-use crate::keys::{self, Envelope};
+use crate::exit::{Tampered, UserError};
+use crate::keys::{self, Envelope, EnvelopeError};
 use crate::platform::Platform;
 use crate::record::{ResourceDescriptor, STATEMENT_TYPE};
 use crate::verify::{CannotVerify, Verification};
@@ -280,16 +280,41 @@ pub struct Checked {
 }
 
 /// Parse and check an attestation envelope. `lookup` finds public keys by id.
+/// The signature's verdict is `Ok(key id)` or why it does not check out.
 pub fn check(
     bytes: &[u8],
     lookup: impl Fn(&str) -> Option<VerifyingKey>,
 ) -> Result<(AttestationStatement, std::result::Result<String, String>)> {
+    let (envelope, signature) = open(bytes, lookup)?;
+    let statement = statement_of(&envelope)?;
+    Ok((statement, signature.map_err(|e| signature_problem(&e))))
+}
+
+/// The envelope in `bytes` and whether its signature checks out.
+fn open(
+    bytes: &[u8],
+    lookup: impl Fn(&str) -> Option<VerifyingKey>,
+) -> Result<(Envelope, std::result::Result<String, EnvelopeError>)> {
     let envelope: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| CannotVerify(format!("not a signed attestation (DSSE envelope): {e}")))?;
-    let signature = keys::open(&envelope, lookup)
-        .map(|(_, k)| k)
-        .map_err(|e| e.to_string());
-    let payload = base64_payload(&envelope)?;
+    let signature = keys::open(&envelope, lookup).map(|(_, k)| k);
+    Ok((envelope, signature))
+}
+
+/// Why an attestation's signature does not check out, in words about the
+/// attestation (the envelope's own words speak of a record).
+fn signature_problem(e: &EnvelopeError) -> String {
+    match e {
+        EnvelopeError::BadSignature(k) => format!(
+            "the signature of key `{k}` does not match the attestation's statement: the attestation was changed after it was signed"
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// The statement of an attestation envelope, which must be a verification summary.
+fn statement_of(envelope: &Envelope) -> Result<AttestationStatement> {
+    let payload = base64_payload(envelope)?;
     let statement: AttestationStatement = serde_json::from_slice(&payload)
         .map_err(|e| CannotVerify(format!("the attestation's statement does not parse: {e}")))?;
     if statement.type_ != STATEMENT_TYPE || statement.predicate_type != VSA_PREDICATE_TYPE {
@@ -299,7 +324,7 @@ pub fn check(
         ))
         .into());
     }
-    Ok((statement, signature))
+    Ok(statement)
 }
 
 fn base64_payload(envelope: &Envelope) -> Result<Vec<u8>> {
@@ -313,7 +338,9 @@ fn base64_payload(envelope: &Envelope) -> Result<Vec<u8>> {
 pub fn list(store: &Store, record: &RecordDigest) -> Result<Vec<Checked>> {
     let mut out = Vec::new();
     for d in store.attestations_of(record)? {
-        let bytes = store.read_blob(&d)?;
+        let bytes = store
+            .read_blob(&d)
+            .with_context(|| format!("attestation {d} of record {record} cannot be read"))?;
         let (statement, signature) = check(&bytes, |id| keys::lookup_in_store(store, id))?;
         out.push(Checked {
             digest: d,
@@ -339,16 +366,29 @@ pub fn import(
     key: Option<VerifyingKey>,
     expect: Option<RecordDigest>,
 ) -> Result<(BlobDigest, AttestationStatement)> {
-    let (statement, signature) = check(bytes, |id| match key {
+    let (envelope, signature) = open(bytes, |id| match key {
         Some(k) => (keys::key_id(&k).to_string() == id).then_some(k),
         None => keys::lookup_in_store(store, id),
     })?;
-    if let Err(why) = signature {
-        return Err(UserError(format!(
-            "refused: {why}\nhint: pass the signer's public key with `--key <file.pub>` if you trust it"
-        ))
-        .into());
+    match signature {
+        Ok(_) => {}
+        // Forged or edited: evidence tampered with, not a wrong argument.
+        Err(e @ EnvelopeError::BadSignature(_)) => {
+            return Err(Tampered(format!(
+                "refused: attestation {} fails its signature check: {}\nhint: do not rely on it; ask its signer for the attestation as they signed it",
+                BlobDigest(repro_store::Hash::of(bytes)),
+                signature_problem(&e)
+            ))
+            .into());
+        }
+        Err(why) => {
+            return Err(UserError(format!(
+                "refused: {why}\nhint: pass the signer's public key with `--key <file.pub>` if you trust it"
+            ))
+            .into());
+        }
     }
+    let statement = statement_of(&envelope)?;
     let record = statement
         .record()
         .ok_or_else(|| UserError("refused: the attestation names no record".into()))?;
@@ -371,4 +411,141 @@ pub fn import(
     }
     let d = store.put_attestation(&record, bytes)?;
     Ok((d, statement))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit;
+
+    /// An attestation of `record` signed by `key`, as `repro verify` writes it.
+    fn signed(key: &SigningKey, record: &RecordDigest) -> Vec<u8> {
+        let platform = Platform {
+            arch: "x86_64".into(),
+            os: "linux".into(),
+            kernel: "6.1".into(),
+            cpu_model: "cpu".into(),
+            cpu_flags: Vec::new(),
+            cpus: 1,
+            backend: "native".into(),
+        };
+        let desc = ResourceDescriptor::sha256("record:m@1", record);
+        let statement = AttestationStatement {
+            type_: STATEMENT_TYPE.into(),
+            subject: vec![desc.clone()],
+            predicate_type: VSA_PREDICATE_TYPE.into(),
+            predicate: VerificationSummary {
+                verifier: Verifier {
+                    id: VERIFIER_ID.into(),
+                    version: BTreeMap::new(),
+                },
+                time_verified: "2026-01-01T00:00:00Z".into(),
+                resource_uri: "repro:m@1".into(),
+                policy: Policy {
+                    uri: POLICY_URI.into(),
+                },
+                input_attestations: vec![desc],
+                verification_result: "PASSED".into(),
+                verified_levels: vec![LEVEL_REPRODUCED.into()],
+                repro: ReproDetails {
+                    identity: Identity::default(),
+                    platform,
+                    model: "m@1".into(),
+                    steps: Vec::new(),
+                },
+            },
+        };
+        let payload = serde_json::to_vec(&statement).unwrap();
+        let envelope = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
+        serde_json::to_vec_pretty(&envelope).unwrap()
+    }
+
+    /// `bytes` with its result turned from `PASSED` to `FAILED`, the
+    /// signature kept.
+    fn forged(bytes: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut env: Envelope = serde_json::from_slice(bytes).unwrap();
+        let payload = String::from_utf8(b64.decode(&env.payload).unwrap()).unwrap();
+        env.payload = b64.encode(payload.replace("\"PASSED\"", "\"FAILED\""));
+        serde_json::to_vec_pretty(&env).unwrap()
+    }
+
+    fn record() -> RecordDigest {
+        format!("sha256:{}", "ab".repeat(32)).parse().unwrap()
+    }
+
+    #[test]
+    fn a_forged_attestation_is_refused_as_tampered_with_exit_3_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let bytes = forged(&signed(&key, &record()));
+        let err = import(&store, &bytes, Some(key.verifying_key()), None).unwrap_err();
+        assert_eq!(exit::classify(&err), exit::CANNOT, "{err:#}");
+        let text = err.to_string();
+        let digest = BlobDigest(repro_store::Hash::of(&bytes));
+        assert!(
+            text.starts_with(&format!(
+                "refused: attestation {digest} fails its signature check: the signature of key `{}` does not match the attestation's statement: the attestation was changed after it was signed\nhint: ",
+                keys::key_id(&key.verifying_key())
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("record"), "{text}");
+        // The same attestation unsigned by a key we know is the user's to
+        // settle (pass the key), not tampering.
+        let err = import(&store, &bytes, None, None).unwrap_err();
+        assert_eq!(exit::classify(&err), exit::USER, "{err:#}");
+        assert!(err.to_string().contains("signed by unknown key"), "{err}");
+    }
+
+    #[test]
+    fn a_forged_attestation_in_the_store_is_listed_as_the_attestation_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        keys::publish(&store, &key.verifying_key()).unwrap();
+        let r = record();
+        let good = store.put_attestation(&r, &signed(&key, &r)).unwrap();
+        let bad = store
+            .put_attestation(&r, &forged(&signed(&key, &r)))
+            .unwrap();
+        let listed = list(&store, &r).unwrap();
+        let verdict = |d: &BlobDigest| {
+            listed
+                .iter()
+                .find(|c| c.digest == *d)
+                .map(|c| c.signature.clone())
+                .unwrap()
+        };
+        assert!(verdict(&good).is_ok());
+        let why = verdict(&bad).unwrap_err();
+        assert!(
+            why.ends_with("does not match the attestation's statement: the attestation was changed after it was signed"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn an_attestation_edited_in_place_in_the_store_is_named_when_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let r = record();
+        let d = store.put_attestation(&r, &signed(&key, &r)).unwrap();
+        let path = store.blob_path(&d);
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).unwrap();
+        std::fs::write(&path, forged(&std::fs::read(&path).unwrap())).unwrap();
+        let err = list(&store, &r).err().unwrap();
+        assert_eq!(exit::classify(&err), exit::CANNOT, "{err:#}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("attestation {d} of record {r} cannot be read")),
+            "{err:#}"
+        );
+    }
 }

@@ -19,17 +19,20 @@ use crate::record::*;
 mod memo;
 
 /// Resolve one floating reference: import an image archive, export a
-/// Docker tag, or snapshot a folder into the store.
+/// Docker tag, or snapshot a folder into the store. An archive or folder
+/// that cannot be taken is reported at the key that names it (exit 3).
 async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Result<Hash> {
     let store = engine.store();
     match &f.reference {
         FloatingRef::Archive(path) => {
             let full = recipe.resolve(path);
             engine.note(format!("importing image archive `{}`", full.display()));
+            let shown = std::path::absolute(&full).unwrap_or_else(|_| full.clone());
             let d = tokio::task::spawn_blocking(move || {
-                repro_toolchains::import_archive(&store, &full)
+                repro_toolchains::import_archive(&store, &shown)
             })
-            .await??;
+            .await?
+            .map_err(|e| at_key(recipe, f, &e.to_string()))?;
             Ok(d.hash())
         }
         FloatingRef::Tag(tag) => {
@@ -43,11 +46,49 @@ async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Res
                 f.key,
                 full.display()
             ));
-            let d = tokio::task::spawn_blocking(move || store.snapshot_dir(&full, Ingest::Copy))
-                .await??;
+            let dir = full.clone();
+            let d = tokio::task::spawn_blocking(move || store.snapshot_dir(&dir, Ingest::Copy))
+                .await?
+                .map_err(|e| {
+                    let shown = std::path::absolute(&full).unwrap_or_else(|_| full.clone());
+                    match std::fs::symlink_metadata(&full) {
+                        Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
+                            let folder = std::path::absolute(&recipe.dir)
+                                .unwrap_or_else(|_| recipe.dir.clone());
+                            at_key(
+                                recipe,
+                                f,
+                                &format!(
+                                    "{} folder `{}` does not exist\nhint: `path` is relative to the recipe's folder `{}`; correct it, or put the {} there",
+                                    f.kind,
+                                    shown.display(),
+                                    folder.display(),
+                                    f.kind,
+                                ),
+                            )
+                        }
+                        _ => at_key(recipe, f, &e.to_string()),
+                    }
+                })?;
             Ok(d.hash())
         }
     }
+}
+
+/// An error about floating reference `f` (its text, with an optional
+/// `\nhint: ` line) as a diagnostic at the key and position that name it in
+/// the recipe. Its exit code is 3: the recipe is well formed, the archive or
+/// folder it names is missing or unusable.
+fn at_key(recipe: &Recipe, f: &Floating, text: &str) -> anyhow::Error {
+    let (message, hint) = match text.split_once("\nhint: ") {
+        Some((m, h)) => (m, Some(h)),
+        None => (text, None),
+    };
+    let mut d = repro_recipes::Diagnostic::new(&recipe.path, message.replace('\n', "; "))
+        .at(f.location)
+        .key(&f.key);
+    d.hint = hint.map(str::to_string);
+    anyhow::anyhow!("{d}")
 }
 
 /// The pins of everything the recipe pins itself.

@@ -33,11 +33,20 @@ pub struct Interrupted;
 #[error("{0}")]
 pub struct UserError(pub String);
 
+/// Evidence changed after it was signed (a forged or edited attestation);
+/// exits with [`CANNOT`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Tampered(pub String);
+
 /// Pick the exit code for an error by looking through its causes.
 pub fn classify(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.is::<Interrupted>() {
             return INTERRUPTED;
+        }
+        if cause.is::<Tampered>() {
+            return CANNOT;
         }
         if cause.is::<UserError>()
             || cause.is::<repro_recipes::Error>()

@@ -170,7 +170,8 @@ fn another_partys_attestation_is_imported_only_if_signed_by_a_trusted_key_and_ab
         stderr(&out)
     );
 
-    // A forged attestation (payload changed after signing): refused.
+    // A forged attestation (payload changed after signing): refused as
+    // tampered evidence (exit 3), named by its digest.
     let mut env: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&bobs[0]).unwrap()).unwrap();
     use base64::Engine as _;
@@ -187,9 +188,10 @@ fn another_partys_attestation_is_imported_only_if_signed_by_a_trusted_key_and_ab
         "--key",
         bobs_pub.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("does not match the payload"),
+        stderr(&out).contains("fails its signature check")
+            && stderr(&out).contains("the attestation was changed after it was signed"),
         "{}",
         stderr(&out)
     );

@@ -28,6 +28,11 @@ fn recipe_errors_reach_the_user_exactly_with_exit_code_2() {
         "missing-step-needs",
         "missing-step-input",
         "locked-unpinned",
+        "no-steps",
+        "cycle",
+        "duplicate-table",
+        "duplicate-key",
+        "threads-not-a-number",
     ] {
         let toml = std::fs::read_to_string(fixtures().join(format!("{case}.toml"))).unwrap();
         let expected = std::fs::read_to_string(fixtures().join(format!("{case}.stderr"))).unwrap();
@@ -81,7 +86,132 @@ needs = ["b"]
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
-        "error: steps form a cycle: `a` -> `b` -> `c` -> `a`\n  --> model.toml\n  = hint: remove one of these dependencies (`needs` or an input `steps.<name>`)\n"
+        "error: steps form a cycle: `c` needs `b`, which needs `a`, which needs `c`\n  --> model.toml:25:10\n  = key: steps[2].needs[0]\n  = hint: a step runs after the steps it needs; remove one of these dependencies: `steps[0].needs[0]` (line 13), `steps[1].inputs.from_a` (line 19), `steps[2].needs[0]` (line 25)\n"
+    );
+    // Refused before anything is resolved or built: no record.
+    let records = std::fs::read_dir(r.store().join("v1/refs/records"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0);
+}
+
+/// A recipe of a pinned image and data in a folder, for the resolution errors.
+const ONE_STEP: &str = r#"
+[model]
+name = "m"
+version = "1"
+
+[toolchains.t]
+image = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+[data.x]
+path = "inputs/x"
+
+[[steps]]
+name = "s"
+toolchain = "t"
+argv = ["true"]
+inputs = { x = "data.x" }
+"#;
+
+#[test]
+fn a_missing_data_folder_is_named_at_its_key_with_the_path_resolved() {
+    let r = Repro::with_key();
+    r.write("recipes/model.toml", ONE_STEP);
+    let folder = r.work().canonicalize().unwrap().join("recipes");
+    for command in ["lock", "build"] {
+        let out = r.run(&[command, "recipes/model.toml"]);
+        assert_eq!(out.status.code(), Some(3), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        let expected = format!(
+            "error: data folder `{}/inputs/x` does not exist\n  --> recipes/model.toml:10:8\n  = key: data.x.path\n  = hint: `path` is relative to the recipe's folder `{}`; correct it, or put the data there\n",
+            folder.display(),
+            folder.display()
+        );
+        assert!(err.ends_with(&expected), "{command}: {err}");
+    }
+}
+
+#[test]
+fn an_archive_that_is_no_image_is_named_at_its_key() {
+    let r = Repro::with_key();
+    r.write(
+        "model.toml",
+        &ONE_STEP
+            .replace(
+                "image = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"",
+                "archive = \"images/notes.txt\"",
+            )
+            .replace("path = \"inputs/x\"", "digest = \"sha256:2222222222222222222222222222222222222222222222222222222222222222\""),
+    );
+    r.write("images/notes.txt", "not an image\n");
+    let archive = r.work().canonicalize().unwrap().join("images/notes.txt");
+    for command in ["lock", "build"] {
+        let out = r.run(&[command, "model.toml"]);
+        assert_eq!(out.status.code(), Some(3), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        let expected = format!(
+            "error: `{}` is neither an OCI image layout nor a docker archive\n  --> model.toml:7:11\n  = key: toolchains.t.archive\n  = hint: pass a directory or tar holding `oci-layout` and `index.json`, or the output of `docker save`\n",
+            archive.display()
+        );
+        assert!(err.ends_with(&expected), "{command}: {err}");
+    }
+}
+
+/// An attestation whose signature does not match its statement is
+/// tampered evidence (exit 3), named by its digest, not a wrong argument;
+/// one signed by a key nobody gave is the user's to settle (exit 2).
+#[test]
+fn a_forged_attestation_is_refused_as_tampered_with_exit_3() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let r = Repro::with_key();
+    let show = stdout(&r.run(&["key", "show"]));
+    let keyid = show
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // A statement with a signature of that key that was never made for it.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let envelope = serde_json::json!({
+        "payload": b64.encode(br#"{"_type":"https://in-toto.io/Statement/v1"}"#),
+        "payloadType": "application/vnd.in-toto+json",
+        "signatures": [{ "keyid": keyid, "sig": b64.encode([7u8; 64]) }],
+    });
+    let bytes = serde_json::to_vec(&envelope).unwrap();
+    let file = r.write("forged.json", std::str::from_utf8(&bytes).unwrap());
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let public = r.tmp.path().join("signing.key.pub");
+    // With the key given, and with the key the store holds already.
+    for key in [vec!["--key", public.to_str().unwrap()], vec![]] {
+        let mut args = vec!["attest", "import", file.to_str().unwrap()];
+        args.extend(&key);
+        let out = r.run(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!(
+                "error: refused: attestation {digest} fails its signature check: the signature of key `{keyid}` does not match the attestation's statement: the attestation was changed after it was signed\n"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("record"), "{err}");
+    }
+
+    // Signed by a key nobody gave: exit 2, as before.
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let file = r.write(
+        "unknown.json",
+        &String::from_utf8(bytes).unwrap().replace(&keyid, &unknown),
+    );
+    let out = r.run(&["attest", "import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("signed by unknown key"),
+        "{}",
+        stderr(&out)
     );
 }
 

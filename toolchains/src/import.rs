@@ -174,7 +174,8 @@ fn read_tar(store: &Store, path: &Path) -> Result<TarFiles> {
     let mut magic = [0u8; 2];
     let n = read_up_to(&mut f, &mut magic).map_err(io_err("read", path))?;
     f.seek(SeekFrom::Start(0)).map_err(io_err("read", path))?;
-    let inner: Box<dyn Read> = if magic[..n] == *GZIP_MAGIC {
+    let gzipped = magic[..n] == *GZIP_MAGIC;
+    let inner: Box<dyn Read> = if gzipped {
         Box::new(GzDecoder::new(BufReader::new(f)))
     } else {
         Box::new(BufReader::new(f))
@@ -184,9 +185,18 @@ fn read_tar(store: &Store, path: &Path) -> Result<TarFiles> {
         path: path.to_path_buf(),
         why: format!("cannot read it as a tar: {e}"),
     };
+    // A plain file whose very first tar header does not read is no tar at
+    // all (a text file, a zip): not an image, rather than a damaged one.
+    let mut first = !gzipped;
     let mut out = TarFiles::default();
     for entry in ar.entries().map_err(not_tar)? {
-        let mut entry = entry.map_err(not_tar)?;
+        let mut entry = entry.map_err(|e| match first {
+            true => Error::NotAnImage {
+                path: path.to_path_buf(),
+            },
+            false => not_tar(e),
+        })?;
+        first = false;
         let raw = entry.path().map_err(not_tar)?;
         let Some(name) = raw.to_str().and_then(normalize) else {
             continue;

@@ -416,13 +416,25 @@ fn other_files_are_not_images() {
         import_archive(&s, &dir),
         Err(Error::NotAnImage { .. })
     ));
-    let junk = t.path().join("junk");
-    fs::write(&junk, vec![0x42u8; 2000]).unwrap();
-    let err = import_archive(&s, &junk).unwrap_err();
-    assert!(
-        matches!(err, Error::Invalid { .. } | Error::NotAnImage { .. }),
-        "{err}"
-    );
+    // Files that are no tar at all, short or long, are not images either
+    // (not damaged ones).
+    for (name, bytes) in [
+        ("junk", vec![0x42u8; 2000]),
+        ("short.txt", b"junk\n".to_vec()),
+    ] {
+        let junk = t.path().join(name);
+        fs::write(&junk, bytes).unwrap();
+        let err = import_archive(&s, &junk).unwrap_err();
+        assert!(matches!(err, Error::NotAnImage { .. }), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    // A tar cut short after its first entry is a damaged one.
+    let cut = t.path().join("cut.tar");
+    let mut bytes = layer_tar(&[("a", &[1u8; 600]), ("b", b"b")]);
+    bytes.truncate(512 + 1024 + 100);
+    fs::write(&cut, bytes).unwrap();
+    let err = import_archive(&s, &cut).unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
     let err = import_archive(&s, &t.path().join("missing.tar")).unwrap_err();
     assert!(err.to_string().contains("missing.tar"), "{err}");
 }
