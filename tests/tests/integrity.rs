@@ -124,6 +124,30 @@ fn verify_over_a_tampered_stored_output_is_tampering_not_a_pass() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let attested = attestations(&r);
     assert_eq!(attested, 1);
+    // A gate on the metrics, met by the recorded bytes.
+    r.write(
+        "policy.toml",
+        r#"
+[stages.validated]
+thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.5 }]
+
+[stages.production]
+from = "validated"
+thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.5 }]
+"#,
+    );
+    let promote = |to: &str| {
+        r.run(&[
+            "promote",
+            "scored@1.0.0",
+            "--to",
+            to,
+            "--policy",
+            "policy.toml",
+        ])
+    };
+    let out = promote("validated");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     alter_metrics(&r.blob_path(&metrics));
     let out = r.run(&["verify", "scored@1.0.0"]);
@@ -139,6 +163,9 @@ fn verify_over_a_tampered_stored_output_is_tampering_not_a_pass() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains(&metrics), "{}", stderr(&out));
     let out = r.run(&["export", "scored@1.0.0", "-o", "bundle.tar"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&metrics), "{}", stderr(&out));
+    let out = promote("production");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains(&metrics), "{}", stderr(&out));
 }

@@ -119,7 +119,7 @@ pub fn evaluate(
             (None, Some(hi)) => format!("<= {hi}"),
             (None, None) => "any".to_string(),
         };
-        let (met, detail) = match metric(store, &steps, &t.step, &t.file, &t.path) {
+        let (met, detail) = match metric(store, &steps, &t.step, &t.file, &t.path)? {
             Ok(v) => (
                 t.min.is_none_or(|lo| v >= lo) && t.max.is_none_or(|hi| v <= hi),
                 format!("{v}"),
@@ -135,37 +135,39 @@ pub fn evaluate(
     Ok(checks)
 }
 
-/// The number at `path` in the JSON file `file` of step `step`'s outputs.
+/// The number at `path` in the JSON file `file` of step `step`'s outputs,
+/// or why there is none (an unmet requirement). A recorded output that the
+/// store holds altered or has lost is no reason to refuse but tampering:
+/// the error (exit 3, naming the blob), so that no gate is ever decided on
+/// bytes that are not the recorded ones.
 fn metric(
     store: &Store,
     steps: &[crate::record::RecordedStep],
     step: &str,
     file: &str,
     path: &str,
-) -> std::result::Result<f64, String> {
-    let s = steps
-        .iter()
-        .find(|s| s.name == step)
-        .ok_or_else(|| format!("the record has no step `{step}`"))?;
-    let tree = s
-        .output
-        .parse()
-        .map_err(|e| format!("step `{step}`: bad output digest: {e}"))?;
-    let files = store
-        .flatten(&tree)
-        .map_err(|e| format!("cannot read the outputs of `{step}`: {e}"))?;
+) -> Result<std::result::Result<f64, String>> {
+    let Some(s) = steps.iter().find(|s| s.name == step) else {
+        return Ok(Err(format!("the record has no step `{step}`")));
+    };
+    let tree = match s.output.parse() {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(format!("step `{step}`: bad output digest: {e}"))),
+    };
+    let files = store.flatten(&tree)?;
     let digest: BlobDigest = match files.get(file) {
         Some(repro_store::FileEntry::File { digest, .. }) => *digest,
-        _ => return Err(format!("step `{step}` has no file `{file}`")),
+        _ => return Ok(Err(format!("step `{step}` has no file `{file}`"))),
     };
-    let bytes = store
-        .read_blob(&digest)
-        .map_err(|e| format!("cannot read `{file}`: {e}"))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("`{file}` is not JSON: {e}"))?;
-    let v = policy::lookup(&doc, path)?;
-    v.as_f64()
-        .ok_or_else(|| format!("`{path}` is {v}, not a number"))
+    let bytes = store.read_blob(&digest)?;
+    let doc: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(format!("`{file}` is not JSON: {e}"))),
+    };
+    Ok(policy::lookup(&doc, path).and_then(|v| {
+        v.as_f64()
+            .ok_or_else(|| format!("`{path}` is {v}, not a number"))
+    }))
 }
 
 /// What `promote` decided.
