@@ -203,6 +203,14 @@ pub struct Built {
 /// Plan `recipe` on `graph` (from [`crate::engine::check_graph`]), run it
 /// and, if it succeeds, sign and store a record.
 ///
+/// First, before any step runs: a version keeps naming the inputs it was
+/// first built from, so building `name@version` from other inputs than its
+/// records were built from is refused ([`check_version`], exit 2). The
+/// store checks again as it adds the record, under its records lock, so of
+/// two builds racing to make the first record of a version from different
+/// inputs, the second to finish is refused (its steps ran; their results
+/// stay in the action cache).
+///
 /// When reading the cache, a build of a recipe that is byte for byte what a
 /// previous successful build built, with the same inputs, takes that
 /// build's results from its memo (see [`memo`]) instead of planning and
@@ -222,6 +230,7 @@ pub async fn build(
     key: &SigningKey,
 ) -> Result<Built> {
     let store = engine.store();
+    check_version(&store, recipe, lock_bytes, pins)?;
     check_inputs(&store, pins).await?;
     let memo_key = memo::key(recipe, pins, engine.backend().name())?;
     if opts.read_cache {
@@ -237,7 +246,7 @@ pub async fn build(
                 Ok(Ok(_)) => {
                     let (statement, bytes) = sealed?;
                     engine.replay(&report);
-                    let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
+                    let digest = store_record(&store, recipe, lock_bytes, pins, key, &bytes)?;
                     return Ok(Built {
                         report,
                         record: Some((digest, statement)),
@@ -262,7 +271,7 @@ pub async fn build(
         });
     }
     let (statement, bytes) = seal(engine, recipe, lock_bytes, pins, &report, started, key).await?;
-    let digest = store_record(&store, recipe, lock_bytes, key, &bytes)?;
+    let digest = store_record(&store, recipe, lock_bytes, pins, key, &bytes)?;
     if opts.write_cache {
         // The memo only saves time: a build that cannot write one still
         // succeeded.
@@ -350,12 +359,50 @@ async fn seal(
     Ok((statement, bytes))
 }
 
+/// Refuse to build `name@version` of `recipe` from other inputs than the
+/// version's records were built from (see [`Inputs`]): a user error (exit
+/// 2) naming the version, its record and each input that differs, with a
+/// hint to bump the version. Nothing to check for a version without a
+/// record.
+pub fn check_version(
+    store: &Store,
+    recipe: &Recipe,
+    lock_bytes: Option<&[u8]>,
+    pins: &Pins,
+) -> Result<()> {
+    let (name, version) = (&recipe.model.name, &recipe.model.version);
+    let now = Inputs::new(
+        recipe.digest,
+        lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b))),
+        pins,
+    );
+    let path = recipe.path.display().to_string();
+    let Some((record, diffs)) =
+        crate::record::conflict(store, name, version, &now, &path, ("in the record", "now"))?
+    else {
+        return Ok(());
+    };
+    let mut msg = format!(
+        "cannot build `{name}@{version}` from other inputs than its record {record} was built from:"
+    );
+    for d in diffs {
+        msg.push_str(&format!("\n  - {d}"));
+    }
+    msg.push_str(&format!(
+        "\nhint: a version keeps naming the inputs it was first built from; bump `version` in `[model]` of `{path}` to build these inputs as a new version, or restore the inputs of `{name}@{version}`"
+    ));
+    Err(UserError(msg).into())
+}
+
 /// Store a record (`bytes`, from [`seal`]) with what it refers to: the
-/// recipe, the lock and the signing key's public half.
+/// recipe, the lock and the signing key's public half. A record refused
+/// because the version was meanwhile recorded from other inputs (another
+/// build won the race) is the user error of [`check_version`].
 fn store_record(
     store: &Store,
     recipe: &Recipe,
     lock_bytes: Option<&[u8]>,
+    pins: &Pins,
     key: &SigningKey,
     bytes: &[u8],
 ) -> Result<RecordDigest> {
@@ -364,7 +411,15 @@ fn store_record(
         put_if_absent(store, b)?;
     }
     keys::publish(store, &key.verifying_key())?;
-    Ok(store.put_record(bytes, &recipe.model.name, &recipe.model.version)?)
+    let (name, version) = (&recipe.model.name, &recipe.model.version);
+    match store.put_record(bytes, name, version, &crate::record::inputs_of) {
+        Ok(d) => Ok(d),
+        Err(e @ repro_store::Error::VersionInputsDiffer(_)) => {
+            check_version(store, recipe, lock_bytes, pins)?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Store `bytes` unless the store holds them already (re-hashed to be

@@ -141,6 +141,17 @@ pub enum Error {
         why: String,
     },
 
+    /// The bundle's record is of a version this store has recorded from
+    /// other inputs: a version keeps naming the inputs it was first built
+    /// from.
+    #[error("refused the bundle `{}`: {why}\nhint: nothing was imported; a version keeps naming the inputs it was first built from, so import the bundle into another store (`--store`)", path.display())]
+    VersionConflict {
+        /// The file.
+        path: PathBuf,
+        /// Which record, which version, what differs.
+        why: String,
+    },
+
     /// The bundle is inconsistent, incomplete or its signatures do not check out.
     #[error("refused the bundle `{}`: {why}\nhint: nothing was imported; get an intact copy of the bundle from its source", path.display())]
     Refused {
@@ -995,6 +1006,38 @@ pub mod v1 {
             }
         }
 
+        // A version keeps naming the inputs it was first built from: a
+        // record of other inputs than the store's records of its version is
+        // refused before anything becomes visible (and again, race-free,
+        // by `put_record`).
+        for r in &manifest.records {
+            let st = crate::record::statement_of(&read_staged(&BlobDigest(r.record.0))?)
+                .map_err(|e| refused(format!("record `{}`: {e:#}", r.record)))?;
+            let now = crate::record::Inputs::of_statement(&st);
+            let recipe = &st.predicate.build_definition.external_parameters.recipe;
+            let conflict = crate::record::conflict(
+                store,
+                &r.name,
+                &r.version,
+                &now,
+                recipe,
+                ("in this store's record", "in the bundle's"),
+            )
+            .map_err(|e| refused(format!("{e:#}")))?;
+            if let Some((existing, diffs)) = conflict {
+                return Err(Error::VersionConflict {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "its record `{}` of `{}@{}` was built from other inputs than this store's record `{existing}` of that version:{}",
+                        r.record,
+                        r.name,
+                        r.version,
+                        diffs.iter().map(|d| format!("\n  - {d}")).collect::<String>()
+                    ),
+                });
+            }
+        }
+
         // Everything checked out: make it visible.
         let mut bytes = 0u64;
         for o in &manifest.objects {
@@ -1012,7 +1055,12 @@ pub mod v1 {
             store.put_image(&store.read_blob(&BlobDigest(i.0))?)?;
         }
         for r in &manifest.records {
-            store.put_record(&store.get_record(&r.record)?, &r.name, &r.version)?;
+            store.put_record(
+                &store.get_record(&r.record)?,
+                &r.name,
+                &r.version,
+                &crate::record::inputs_of,
+            )?;
         }
         for a in &manifest.attestations {
             store.put_attestation(&a.record, &store.read_blob(&a.attestation)?)?;

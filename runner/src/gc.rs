@@ -6,14 +6,20 @@
 //!    with `--no-wait`, fails at once) and no build starts while it runs.
 //! 2. Decide which versions are retained (the [`Retention`] rules from
 //!    `<store>/v1/retention.toml` and the flags).
-//! 3. Collect the roots: for every retained version, its record and what the
-//!    record names (recipe and lock blobs, toolchain images, data and code
+//! 3. Collect the roots: for every retained version, each of its records
+//!    (the latest and every earlier one of the same inputs, see
+//!    [`Store::records_of`]) and what the record names (recipe and lock blobs, toolchain images, data and code
 //!    trees, every step's output tree and log, the signing keys), its
 //!    attestations (their blobs, signing keys and every tree they name,
 //!    including the rebuilt outputs of a failed verification); and every
 //!    pinned object.
 //! 4. Mark and sweep in the store ([`repro_store::gc`]). A version that is
-//!    not retained loses its record ref and its attestations.
+//!    not retained loses its record refs (every record of it) and their
+//!    attestations.
+//!
+//! Whether a version is retained is decided from its latest record (its
+//! `finishedOn` for `keep_days` and `keep_latest`), as before versions had
+//! several records; the decision covers all of them.
 //!
 //! Records and attestations are read without checking their signatures:
 //! what matters here is what they name, and keeping too much is safe.
@@ -151,8 +157,10 @@ impl Retention {
 pub struct VersionFate {
     /// `name@version`.
     pub model: String,
-    /// The record the version's ref names.
+    /// The record the version's ref names (its latest).
     pub record: String,
+    /// Every record of the version (the latest included), sorted by digest.
+    pub records: Vec<String>,
     /// The record's `finishedOn`, when it could be read.
     pub finished_on: Option<String>,
     /// Whether it is retained.
@@ -240,6 +248,23 @@ pub fn collect(
                 &mut roots,
                 &mut warnings,
             )?;
+            for r in v.records.iter().filter(|r| **r != v.record) {
+                let statement = match store
+                    .get_record(r)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| payload::<Statement>(&b))
+                {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        warnings.push(format!(
+                            "the earlier record `{r}` of `{}@{}` cannot be read; only its own blob is kept: {e:#}",
+                            v.name, v.version
+                        ));
+                        None
+                    }
+                };
+                add_record_roots(store, r, statement.as_ref(), &mut roots, &mut warnings)?;
+            }
         } else {
             drop.push((v.name.clone(), v.version.clone()));
         }
@@ -289,7 +314,10 @@ fn report(
 struct Version {
     name: String,
     version: String,
+    /// The latest record (the ref's).
     record: RecordDigest,
+    /// Every record of the version, the latest included.
+    records: Vec<RecordDigest>,
     /// `None` when the record cannot be read or parsed.
     statement: Option<Statement>,
 }
@@ -299,6 +327,7 @@ fn read_versions(store: &Store, warnings: &mut Vec<String>) -> Result<Vec<Versio
     for name in store.record_names()? {
         for version in store.record_versions(&name)? {
             let record = store.resolve_record(&name, &version)?;
+            let records = store.records_of(&name, &version)?;
             let statement = match store
                 .get_record(&record)
                 .map_err(anyhow::Error::from)
@@ -316,6 +345,7 @@ fn read_versions(store: &Store, warnings: &mut Vec<String>) -> Result<Vec<Versio
                 name: name.clone(),
                 version,
                 record,
+                records,
                 statement,
             });
         }
@@ -421,6 +451,7 @@ fn decide(
         out.push(VersionFate {
             model: format!("{}@{}", v.name, v.version),
             record: v.record.to_string(),
+            records: v.records.iter().map(|r| r.to_string()).collect(),
             finished_on: v
                 .statement
                 .as_ref()
@@ -733,9 +764,14 @@ pub fn render(r: &GcReport, verbose: bool) -> String {
     for v in &r.versions {
         if !v.retained {
             let when = v.finished_on.as_deref().unwrap_or("unknown time");
+            let earlier = match v.records.len().saturating_sub(1) {
+                0 => String::new(),
+                1 => " and 1 earlier record".to_string(),
+                n => format!(" and {n} earlier records"),
+            };
             let _ = writeln!(
                 out,
-                "{} {} (finished {when}, record {})",
+                "{} {} (finished {when}, record {}{earlier})",
                 if r.dry_run { "would drop" } else { "dropped" },
                 v.model,
                 v.record

@@ -14,6 +14,10 @@
 //! - `name@version`: the whole graph of that version ([`of_version`]);
 //! - a data or code tree digest: every version whose record used it
 //!   ([`uses`]), which is what a deletion request needs.
+//!
+//! A version may have several records (rebuilds from the same inputs, see
+//! [`Store::records_of`]); the searches by file and by tree go through every
+//! record of every version, not only the latest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -158,6 +162,9 @@ pub struct Use {
     pub model: String,
     /// The record's digest.
     pub record: String,
+    /// Whether it is the version's latest record (else an earlier build of
+    /// the same inputs).
+    pub latest: bool,
     /// How the recipe named it: `data.NAME` or `code.NAME`.
     pub as_input: String,
     /// The steps that mount it.
@@ -169,7 +176,8 @@ pub struct Use {
 pub struct Uses {
     /// The tree digest asked about.
     pub digest: String,
-    /// Every version that used it, by model name, version and input name.
+    /// Every record that used it (each record of each version), by model
+    /// name, version, record and input name.
     pub versions: Vec<Use>,
 }
 
@@ -374,13 +382,33 @@ impl VersionGraph {
     }
 }
 
-/// Every recorded version in the store: `(name, version, record)`, sorted.
-pub fn all_versions(store: &Store) -> Result<Vec<(String, String, RecordDigest)>> {
+/// One record of a recorded version.
+pub struct VersionRecord {
+    /// The model name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The record.
+    pub record: RecordDigest,
+    /// Whether it is the version's latest record.
+    pub latest: bool,
+}
+
+/// Every record of every recorded version in the store, sorted by name,
+/// version and record digest.
+pub fn all_records(store: &Store) -> Result<Vec<VersionRecord>> {
     let mut out = Vec::new();
     for name in store.record_names()? {
         for version in store.record_versions(&name)? {
-            let d = store.resolve_record(&name, &version)?;
-            out.push((name.clone(), version, d));
+            let latest = store.resolve_record(&name, &version)?;
+            for record in store.records_of(&name, &version)? {
+                out.push(VersionRecord {
+                    name: name.clone(),
+                    version: version.clone(),
+                    record,
+                    latest: record == latest,
+                });
+            }
         }
     }
     Ok(out)
@@ -392,7 +420,7 @@ pub fn of_file(store: &Store, file: &BlobDigest) -> Result<Lineage> {
     let want = file.to_string();
     let mut produced_by = Vec::new();
     let mut graphs = Vec::new();
-    for (_, _, record) in all_versions(store)? {
+    for VersionRecord { record, .. } in all_records(store)? {
         let opened = open_record(store, &record.to_string(), &[])
             .with_context(|| format!("reading record {record}"))?;
         let hits: Vec<(String, String)> = opened
@@ -454,7 +482,7 @@ pub fn lineage(store: &Store, what: &str) -> Result<Lineage> {
         // The record digest of a version names that version; anything
         // else is a file.
         let record = RecordDigest(d.hash());
-        if all_versions(store)?.iter().any(|(_, _, r)| *r == record) {
+        if all_records(store)?.iter().any(|r| r.record == record) {
             return of_version(store, what);
         }
         return of_file(store, &d);
@@ -472,7 +500,13 @@ pub fn lineage(store: &Store, what: &str) -> Result<Lineage> {
 pub fn uses(store: &Store, tree: &TreeDigest) -> Result<Uses> {
     let want = tree.to_string();
     let mut versions = Vec::new();
-    for (name, version, record) in all_versions(store)? {
+    for VersionRecord {
+        name,
+        version,
+        record,
+        latest,
+    } in all_records(store)?
+    {
         let opened = open_record(store, &record.to_string(), &[])
             .with_context(|| format!("reading record {record}"))?;
         for d in &opened
@@ -500,6 +534,7 @@ pub fn uses(store: &Store, tree: &TreeDigest) -> Result<Uses> {
             versions.push(Use {
                 model: format!("{name}@{version}"),
                 record: record.to_string(),
+                latest,
                 as_input: d.name.clone(),
                 steps,
             });
@@ -519,8 +554,11 @@ pub fn render_uses(u: &Uses) -> String {
     let mut out = format!("{} was used by:\n", u.digest);
     for v in &u.versions {
         out.push_str(&format!(
-            "  {}  as {}  (record {})",
-            v.model, v.as_input, v.record
+            "  {}  as {}  (record {}{})",
+            v.model,
+            v.as_input,
+            v.record,
+            if v.latest { "" } else { ", an earlier build" }
         ));
         if !v.steps.is_empty() {
             out.push_str(&format!("  steps: {}", v.steps.join(", ")));

@@ -678,15 +678,16 @@ async fn build_cmd(store: Option<PathBuf>, verbosity: Verbosity, args: BuildArgs
     } else {
         let (pins, lock) = build::resolve(&engine, &recipe).await?;
         let text = lock.to_toml_string();
-        let bytes = if recipe.floating().is_empty() {
-            None
-        } else {
-            if std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str()) {
-                lock.write(&lock_path)?;
-                engine.note(format!("updated `{}`", lock_path.display()));
-            }
-            Some(text.into_bytes())
-        };
+        let bytes = (!recipe.floating().is_empty()).then(|| text.clone().into_bytes());
+        // A version keeps naming the inputs it was first built from: other
+        // inputs are refused before the lock file moves to them.
+        build::check_version(&store, &recipe, bytes.as_deref(), &pins)?;
+        if bytes.is_some()
+            && std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str())
+        {
+            lock.write(&lock_path)?;
+            engine.note(format!("updated `{}`", lock_path.display()));
+        }
         (pins, bytes)
     };
     build::fetch_registry_images(&engine, &recipe, &args.registry).await?;

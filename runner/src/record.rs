@@ -7,8 +7,12 @@
 //! per step with its key and output tree; the platform sits in
 //! `internalParameters`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use repro_recipes::Pins;
+use repro_store::{BlobDigest, Hash, RecordDigest, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::platform::Platform;
@@ -215,5 +219,281 @@ impl Statement {
             ));
         }
         Ok(())
+    }
+}
+
+/// What a build of a version was made from, the identity a version label
+/// keeps: the recipe (its exact bytes) and every resolved input (toolchain
+/// images, data snapshots, code trees, whether pinned in the recipe or by
+/// the lock).
+///
+/// Two builds have identical inputs when their recipe digests are equal and
+/// they resolved every input to the same digest ([`Inputs::digest`]). The
+/// lock file's digest is not compared itself: what a lock pins is in the
+/// resolved inputs, and with the recipe fixed the lock a build can use is
+/// fixed by them (its entries must match the recipe's references), so
+/// comparing them is comparing the lock's meaning. This makes a recipe with
+/// no floating input (no lock; or a stale `model.lock` beside it that a
+/// `--locked` build reads) and a lock rewritten with other formatting the
+/// same inputs, as they are. The lock digest is kept to be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    /// `sha256:` of the recipe's bytes.
+    pub recipe: String,
+    /// `sha256:` of the lock file's bytes, when there was one (shown, not compared).
+    pub lock: Option<String>,
+    /// Every input: `toolchains.NAME`, `data.NAME` or `code.NAME` -> `sha256:...`.
+    pub pins: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// The inputs a build is about to use.
+    pub fn new(recipe: BlobDigest, lock: Option<BlobDigest>, pins: &Pins) -> Inputs {
+        let mut all = BTreeMap::new();
+        for (n, d) in &pins.toolchains {
+            all.insert(format!("toolchains.{n}"), d.to_string());
+        }
+        for (n, d) in &pins.data {
+            all.insert(format!("data.{n}"), d.to_string());
+        }
+        for (n, d) in &pins.code {
+            all.insert(format!("code.{n}"), d.to_string());
+        }
+        Inputs {
+            recipe: recipe.to_string(),
+            lock: lock.map(|d| d.to_string()),
+            pins: all,
+        }
+    }
+
+    /// The inputs a record says it was built from.
+    pub fn of_statement(s: &Statement) -> Inputs {
+        let def = &s.predicate.build_definition;
+        let pins = def
+            .resolved_dependencies
+            .iter()
+            .filter(|d| {
+                ["toolchains.", "data.", "code."]
+                    .iter()
+                    .any(|p| d.name.starts_with(p))
+            })
+            .filter_map(|d| Some((d.name.clone(), d.sha256_text()?)))
+            .collect();
+        Inputs {
+            recipe: def.external_parameters.recipe_digest.clone(),
+            lock: def.external_parameters.lock_digest.clone(),
+            pins,
+        }
+    }
+
+    /// The digest that two builds share exactly when their inputs are
+    /// identical: SHA-256 of `{"pins":{...},"recipe":"sha256:..."}` (keys
+    /// sorted, no spaces).
+    pub fn digest(&self) -> Hash {
+        let doc = serde_json::json!({ "recipe": self.recipe, "pins": self.pins });
+        Hash::of(doc.to_string().as_bytes())
+    }
+
+    /// One line per difference from `was` (the version's record) to `self`:
+    /// the recipe, each input added, removed or changed, and the lock when
+    /// anything else differs. Each line shows both digests as `<was> <then>,
+    /// <self> <now>` with the words of `labels` (`("in the record", "now")`).
+    pub fn differences(
+        &self,
+        was: &Inputs,
+        recipe_path: &str,
+        labels: (&str, &str),
+    ) -> Vec<String> {
+        let (then_label, now_label) = labels;
+        let mut out = Vec::new();
+        if self.recipe != was.recipe {
+            out.push(format!(
+                "the recipe `{recipe_path}`: {} {then_label}, {} {now_label}",
+                was.recipe, self.recipe
+            ));
+        }
+        let names: BTreeSet<&String> = was.pins.keys().chain(self.pins.keys()).collect();
+        for name in names {
+            let (then, now) = (was.pins.get(name), self.pins.get(name));
+            if then == now {
+                continue;
+            }
+            let what = match name.split_once('.') {
+                Some(("toolchains", n)) => format!("toolchain `{n}`"),
+                Some((kind, n)) => format!("{kind} `{n}`"),
+                None => format!("`{name}`"),
+            };
+            let show = |d: Option<&String>| d.map_or("none".to_string(), |d| d.to_string());
+            out.push(format!(
+                "{what}: {} {then_label}, {} {now_label}",
+                show(then),
+                show(now)
+            ));
+        }
+        if !out.is_empty() && self.lock != was.lock {
+            let show = |d: &Option<String>| d.clone().unwrap_or_else(|| "no lock".to_string());
+            out.push(format!(
+                "the lock: {} {then_label}, {} {now_label}",
+                show(&was.lock),
+                show(&self.lock)
+            ));
+        }
+        out
+    }
+}
+
+/// The statement of a record envelope, read without checking its
+/// signature (for what it names, not for whether to trust it).
+pub fn statement_of(envelope: &[u8]) -> anyhow::Result<Statement> {
+    use anyhow::Context as _;
+    let env: crate::keys::Envelope =
+        serde_json::from_slice(envelope).context("not a DSSE envelope")?;
+    let payload = B64
+        .decode(env.payload.as_bytes())
+        .context("the payload is not base64")?;
+    let s: Statement = serde_json::from_slice(&payload).context("the statement does not parse")?;
+    s.check_types().map_err(anyhow::Error::msg)?;
+    Ok(s)
+}
+
+/// The store's [`repro_store::InputsOf`] for `repro` records: the
+/// [`Inputs::digest`] of the record's statement.
+pub fn inputs_of(envelope: &[u8]) -> repro_store::Result<Hash> {
+    statement_of(envelope)
+        .map(|s| Inputs::of_statement(&s).digest())
+        .map_err(|e| repro_store::Error::Malformed {
+            what: "record",
+            digest: Hash::of(envelope).to_string(),
+            why: format!("{e:#}"),
+        })
+}
+
+/// The record whose inputs `name@version` names (its latest record, else
+/// the first of its other records that reads) with its statement; `None`
+/// when the version has no record.
+pub fn version_record(
+    store: &Store,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<Option<(RecordDigest, Statement)>> {
+    use anyhow::Context as _;
+    let mut candidates = Vec::new();
+    match store.resolve_record(name, version) {
+        Ok(d) => candidates.push(d),
+        Err(repro_store::Error::UnknownVersion { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for d in store.records_of(name, version)? {
+        if !candidates.contains(&d) {
+            candidates.push(d);
+        }
+    }
+    let mut first_err = None;
+    for d in candidates {
+        let read = store
+            .get_record(&d)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| statement_of(&b));
+        match read {
+            Ok(s) => return Ok(Some((d, s))),
+            Err(e) => {
+                first_err.get_or_insert((d, e));
+            }
+        }
+    }
+    match first_err {
+        None => Ok(None),
+        Some((d, e)) => Err(e).with_context(|| {
+            format!("cannot tell what `{name}@{version}` was built from: its record `{d}` cannot be read")
+        }),
+    }
+}
+
+/// When `name@version` has a record built from other inputs than `now`:
+/// that record and one line per difference (see [`Inputs::differences`],
+/// which `labels` is passed to).
+pub fn conflict(
+    store: &Store,
+    name: &str,
+    version: &str,
+    now: &Inputs,
+    recipe_path: &str,
+    labels: (&str, &str),
+) -> anyhow::Result<Option<(RecordDigest, Vec<String>)>> {
+    let Some((record, statement)) = version_record(store, name, version)? else {
+        return Ok(None);
+    };
+    let was = Inputs::of_statement(&statement);
+    if was.digest() == now.digest() {
+        return Ok(None);
+    }
+    Ok(Some((record, now.differences(&was, recipe_path, labels))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use repro_store::{ImageDigest, TreeDigest};
+
+    const NOW: (&str, &str) = ("in the record", "now");
+
+    fn pins(data: &[u8]) -> Pins {
+        let mut p = Pins::default();
+        p.toolchains
+            .insert("bb".into(), ImageDigest(Hash::of(b"image")));
+        p.data.insert("train".into(), TreeDigest(Hash::of(data)));
+        p
+    }
+
+    #[test]
+    fn inputs_are_the_recipe_and_every_resolved_input_not_the_lock_bytes() {
+        let recipe = BlobDigest(Hash::of(b"recipe"));
+        let lock = |b: &[u8]| Some(BlobDigest(Hash::of(b)));
+        let a = Inputs::new(recipe, lock(b"lock"), &pins(b"rows"));
+        // The same pins from a lock with other bytes (or none): the same inputs.
+        assert_eq!(
+            a.digest(),
+            Inputs::new(recipe, lock(b"# edited\nlock"), &pins(b"rows")).digest()
+        );
+        assert_eq!(
+            a.digest(),
+            Inputs::new(recipe, None, &pins(b"rows")).digest()
+        );
+        // Other data, or another recipe: other inputs, and each is named.
+        let b = Inputs::new(recipe, lock(b"lock 2"), &pins(b"other rows"));
+        assert_ne!(a.digest(), b.digest());
+        let diff = b.differences(&a, "model.toml", NOW);
+        assert_eq!(diff.len(), 2, "{diff:?}");
+        assert!(diff[0].starts_with("data `train`: "), "{diff:?}");
+        assert!(diff[0].contains(&TreeDigest(Hash::of(b"rows")).to_string()));
+        assert!(diff[0].contains(&TreeDigest(Hash::of(b"other rows")).to_string()));
+        assert!(diff[1].starts_with("the lock: "), "{diff:?}");
+        let c = Inputs::new(
+            BlobDigest(Hash::of(b"recipe 2")),
+            lock(b"lock"),
+            &pins(b"rows"),
+        );
+        assert_ne!(a.digest(), c.digest());
+        let diff = c.differences(&a, "model.toml", NOW);
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        assert!(diff[0].starts_with("the recipe `model.toml`: "), "{diff:?}");
+        // An input added or removed.
+        let mut more = pins(b"rows");
+        more.code
+            .insert("src".into(), TreeDigest(Hash::of(b"code")));
+        let d = Inputs::new(recipe, None, &more);
+        assert_eq!(
+            d.differences(&a, "m.toml", NOW),
+            [
+                format!(
+                    "code `src`: none in the record, {} now",
+                    TreeDigest(Hash::of(b"code"))
+                ),
+                format!(
+                    "the lock: {} in the record, no lock now",
+                    BlobDigest(Hash::of(b"lock"))
+                )
+            ]
+        );
     }
 }

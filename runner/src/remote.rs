@@ -318,11 +318,37 @@ pub async fn pull(store: &Store, what: &str, remote: &Remote) -> Result<PullSumm
         remote.pull_image(store, i).await?;
     }
     let bytes = store.get_record(&index.record)?;
+    // A version keeps naming the inputs it was first built from: a record
+    // of other inputs than this store's records of the version is refused
+    // (exit 3) before its attestations or ref are written.
+    let statement = crate::record::statement_of(&bytes)
+        .with_context(|| format!("the record `{}` of `{what}` is malformed", index.record))?;
+    let now = crate::record::Inputs::of_statement(&statement);
+    let recipe = &statement
+        .predicate
+        .build_definition
+        .external_parameters
+        .recipe;
+    if let Some((existing, diffs)) = crate::record::conflict(
+        store,
+        name,
+        version,
+        &now,
+        recipe,
+        ("in this store's record", "in the pulled one"),
+    )? {
+        anyhow::bail!(
+            "cannot pull `{what}` from `{}`: its record `{}` was built from other inputs than this store's record `{existing}` of that version:{}\nhint: a version keeps naming the inputs it was first built from; pull it into another store (`--store`)",
+            remote.target(),
+            index.record,
+            diffs.iter().map(|d| format!("\n  - {d}")).collect::<String>()
+        );
+    }
     for a in &index.attestations {
         let env = store.read_blob(a)?;
         store.put_attestation(&index.record, &env)?;
     }
-    let stored = store.put_record(&bytes, name, version)?;
+    let stored = store.put_record(&bytes, name, version, &crate::record::inputs_of)?;
     anyhow::ensure!(
         stored == index.record,
         "the record `{}` stored as `{stored}`",

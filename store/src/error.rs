@@ -121,6 +121,12 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// A record offered for `name@version` was built from other inputs than
+    /// the version's records: a version keeps naming the inputs it was
+    /// first built from.
+    #[error(transparent)]
+    VersionInputsDiffer(Box<crate::record::VersionInputsDiffer>),
+
     /// No record is known for `name@version`.
     #[error(
         "no record of `{name}` version `{version}` in the store\nhint: {}",

@@ -8,7 +8,10 @@
 //! root image (manifest, config and layers); the sweep removes
 //!
 //! - every blob nothing marked reaches ([`GcKind::Blob`]);
-//! - the record refs of the dropped versions ([`GcKind::Record`]);
+//! - the record refs of the dropped versions ([`GcKind::Record`], one item
+//!   per version: its ref and its record history
+//!   `v1/refs/record-history/<name>/<version>/`), and record histories
+//!   whose version has no ref;
 //! - attestation refs about records that are not kept ([`GcKind::Attestation`]);
 //! - image refs (`v1/refs/images/<hex>`) of images not kept ([`GcKind::Image`]),
 //!   rewriting `v1/index.json` to match;
@@ -89,7 +92,9 @@ impl Default for GcOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GcKind {
-    /// A record ref `v1/refs/records/<name>/<version>` (a version no longer retained).
+    /// The record refs of a version no longer retained:
+    /// `v1/refs/records/<name>/<version>` and every entry of
+    /// `v1/refs/record-history/<name>/<version>/`.
     Record,
     /// An attestation ref `v1/refs/attestations/<record>/<attestation>`.
     Attestation,
@@ -140,6 +145,9 @@ pub struct GcItem {
     pub id: String,
     /// The bytes its files take (apparent size; 0 for refs).
     pub bytes: u64,
+    /// Files removed before `path` (a version's record history).
+    #[serde(skip)]
+    before: Vec<PathBuf>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -314,14 +322,37 @@ impl Store {
 
         let mut items = Vec::new();
         let drop: BTreeSet<&(String, String)> = opts.drop_versions.iter().collect();
-        for (name, version) in drop {
+        for (name, version) in &drop {
             check_name("record name", name)?;
             check_name("version", version)?;
             let path = self.gc_dir("refs/records").join(name).join(version);
-            if path.exists() {
-                items.push(item(GcKind::Record, format!("{name}@{version}"), 0, path));
+            let history = self.history_entries(name, version)?;
+            if path.exists() || !history.is_empty() {
+                let mut i = item(GcKind::Record, format!("{name}@{version}"), 0, path);
+                i.before = history;
+                items.push(i);
             }
         }
+        // A history whose version has no ref (left by hand): not a version.
+        let history_root = self.gc_dir("refs/record-history");
+        for name in list_names(&history_root)? {
+            for version in list_names(&history_root.join(&name))? {
+                let key = (name.clone(), version.clone());
+                if drop.contains(&key)
+                    || check_name("version", &version).is_err()
+                    || check_name("record name", &name).is_err()
+                {
+                    continue;
+                }
+                let path = self.gc_dir("refs/records").join(&name).join(&version);
+                if !path.exists() {
+                    let mut i = item(GcKind::Record, format!("{name}@{version}"), 0, path);
+                    i.before = self.history_entries(&name, &version)?;
+                    items.push(i);
+                }
+            }
+        }
+        items.sort_by(|a, b| a.id.cmp(&b.id));
 
         let att_root = self.gc_dir("refs/attestations");
         let kept_records: HashSet<Hash> = roots.records.iter().map(|r| r.0).collect();
@@ -445,6 +476,17 @@ impl Store {
                 self.rewrite_index()?;
                 index_dirty = false;
             }
+            // A version's history goes before its ref: an interrupted
+            // sweep leaves the ref, and the next collection finishes.
+            for p in &i.before {
+                remove_file_if_present(p)?;
+            }
+            if let Some(dir) = i.before.first().and_then(|p| p.parent()) {
+                let _ = fs::remove_dir(dir);
+                if let Some(name_dir) = dir.parent() {
+                    let _ = fs::remove_dir(name_dir); // tidy: only when empty
+                }
+            }
             match i.kind {
                 GcKind::Rootfs | GcKind::Tmp => remove_tree(&i.path)?,
                 _ => {
@@ -475,6 +517,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The files of the record history of `name@version`, sorted.
+    fn history_entries(&self, name: &str, version: &str) -> Result<Vec<PathBuf>> {
+        let dir = self.record_history_dir(name, version);
+        Ok(list_names(&dir)?.into_iter().map(|n| dir.join(n)).collect())
     }
 
     fn mark_blob(&self, m: &mut Marks, what: &str, d: &BlobDigest) {
@@ -540,6 +588,7 @@ fn item(kind: GcKind, id: String, bytes: u64, path: PathBuf) -> GcItem {
         kind,
         id,
         bytes,
+        before: Vec::new(),
         path,
     }
 }
@@ -638,6 +687,7 @@ mod tests {
     use super::*;
     use crate::image::tests::layer_tar;
     use crate::image::{media_type, oci_manifest_bytes, Descriptor};
+    use crate::record::tests::inputs;
     use crate::{Ingest, StepKey};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -705,8 +755,8 @@ mod tests {
         let gone_image = image(&s, b"dropped layer");
         let kept_log = s.put_bytes(b"kept log").unwrap();
         let gone_log = s.put_bytes(b"dropped log").unwrap();
-        let kept_rec = s.put_record(b"record 1", "m", "1").unwrap();
-        let gone_rec = s.put_record(b"record 2", "m", "2").unwrap();
+        let kept_rec = s.put_record(b"record 1", "m", "1", &inputs).unwrap();
+        let gone_rec = s.put_record(b"record 2", "m", "2", &inputs).unwrap();
         let kept_att = s.put_attestation(&kept_rec, b"att 1").unwrap();
         let gone_att = s.put_attestation(&gone_rec, b"att 2").unwrap();
         let unreferenced = s.put_bytes(b"nobody").unwrap();
@@ -822,6 +872,49 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_version_loses_every_record_ref_and_a_kept_one_none() {
+        let (_t, s) = store();
+        let d1 = s.put_record(b"a;1", "m", "1", &inputs).unwrap();
+        let d2 = s.put_record(b"a;2", "m", "1", &inputs).unwrap();
+        let kept1 = s.put_record(b"b;1", "m", "2", &inputs).unwrap();
+        let kept2 = s.put_record(b"b;2", "m", "2", &inputs).unwrap();
+        // History left without its ref (by hand): not a version, it goes too.
+        let orphan = s.layout_dir().join("refs/record-history/gone/3");
+        fs::create_dir_all(&orphan).unwrap();
+        fs::write(orphan.join(d1.hex()), b"").unwrap();
+
+        let roots = GcRoots {
+            records: BTreeSet::from([kept1, kept2]),
+            ..GcRoots::default()
+        };
+        let opts = GcOptions {
+            drop_versions: vec![("m".into(), "1".into())],
+            ..GcOptions::default()
+        };
+        let plan = s.gc_plan(&roots, &opts).unwrap();
+        // One item per version, whatever the number of its records.
+        assert_eq!(ids(&plan, GcKind::Record), ["gone@3", "m@1"]);
+        let blobs = ids(&plan, GcKind::Blob);
+        for d in [d1, d2] {
+            assert!(blobs.contains(&d.to_string()), "{d}: {blobs:?}");
+        }
+        for d in [kept1, kept2] {
+            assert!(!blobs.contains(&d.to_string()), "{d}: {blobs:?}");
+        }
+        s.gc_sweep(&plan).unwrap();
+        assert_eq!(s.record_versions("m").unwrap(), ["2"]);
+        assert!(s.records_of("m", "1").unwrap().is_empty());
+        assert!(s.records_of("gone", "3").unwrap().is_empty());
+        let history = s.layout_dir().join("refs/record-history");
+        assert!(!history.join("m/1").exists());
+        assert!(!history.join("gone").exists());
+        let mut kept = vec![kept1, kept2];
+        kept.sort();
+        assert_eq!(s.records_of("m", "2").unwrap(), kept);
+        assert!(s.gc_plan(&roots, &GcOptions::default()).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_corrupt_root_tree_stops_the_plan_and_missing_roots_are_listed() {
         let (_t, s) = store();
         let t = tree(&s, "a", b"a");
@@ -858,7 +951,7 @@ mod tests {
         let (_t, s) = store();
         let err = s.pin_version("m", "1").unwrap_err();
         assert!(matches!(err, Error::UnknownVersion { .. }), "{err}");
-        let rec = s.put_record(b"r", "m", "1").unwrap();
+        let rec = s.put_record(b"r", "m", "1", &inputs).unwrap();
         assert_eq!(s.pin_version("m", "1").unwrap(), rec);
         assert_eq!(s.pin_version("m", "1").unwrap(), rec, "idempotent");
         assert_eq!(s.pinned_versions().unwrap(), [("m".into(), "1".into())]);

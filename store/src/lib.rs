@@ -7,6 +7,8 @@
 //! <root>/v1/blobs/sha256/<hex>    every blob (files, logs, trees, records, image parts), mode 0444
 //! <root>/v1/ac/<hex>              action cache: step key -> ActionResult JSON
 //! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
+//! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (empty files)
+//! <root>/v1/records.lock         flock serializing record writes (see [`Store::put_record`])
 //! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
 //! <root>/v1/tmp/                  scratch, on the same filesystem so renames work
 //! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
@@ -27,7 +29,9 @@
 //! directory, so a kill at any moment leaves either the old state or the new
 //! one, never a partial object; leftovers in `v1/tmp` are never read as
 //! objects. Content-addressed writes are idempotent. Refs and action cache
-//! entries are last-writer-wins. [`Store::lock_shared`] and
+//! entries are last-writer-wins, except that adding a record holds
+//! `v1/records.lock` (see [`Store::put_record`]: a version keeps the inputs
+//! of its first record). [`Store::lock_shared`] and
 //! [`Store::lock_exclusive`] exist for whole-store operations (the garbage
 //! collector, [`gc`], takes the exclusive lock; builds take the shared one).
 //!
@@ -78,6 +82,7 @@ pub use error::{Error, Result};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use intact::Checked;
+pub use record::{InputsOf, VersionInputsDiffer};
 pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 

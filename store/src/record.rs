@@ -1,12 +1,81 @@
-//! Records: signed build records (opaque bytes to the store) and the refs
-//! `v1/refs/records/<name>/<version>` naming the latest one of each version.
+//! Records: signed build records (opaque bytes to the store), the refs
+//! `v1/refs/records/<name>/<version>` naming the latest one of each
+//! version, and the history `v1/refs/record-history/<name>/<version>/<hex>`
+//! of every record ever made of it.
+//!
+//! # A version names its inputs
+//!
+//! A version label keeps naming the inputs it was first built from: every
+//! record of `name@version` must have been built from the same inputs. The
+//! store does not read records, so whoever stores one says what its inputs
+//! are ([`InputsOf`]: a digest that two records share exactly when they
+//! were built from the same inputs). [`Store::put_record`] refuses a record
+//! whose inputs differ from those of the version's records
+//! ([`Error::VersionInputsDiffer`]) and otherwise adds it to the version's
+//! history and points the version's ref at it.
+//!
+//! # Layout and compatibility
+//!
+//! ```text
+//! v1/refs/records/<name>/<version>                     `sha256:<hex>\n`: the latest record
+//! v1/refs/record-history/<name>/<version>/<record hex> empty: one file per record of the version
+//! v1/records.lock                                      flock held while a record is added
+//! ```
+//!
+//! The records of a version ([`Store::records_of`]) are its history plus
+//! the record its ref names: a store written before histories existed (the
+//! ref alone) reads correctly, and its record joins the history the next
+//! time a record of that version is added. A version exists when it has a
+//! ref ([`Store::record_versions`]).
+//!
+//! # Concurrency and crashes
+//!
+//! Adding a record holds `v1/records.lock` exclusively (a flock, separate
+//! from the whole-store lock) from reading the version's inputs to writing
+//! its refs, so of two processes racing to make the first record of a
+//! version from different inputs exactly one wins and the other is refused.
+//! Under the lock: the record the ref names now joins the history (if it is
+//! not there yet), the ref moves to the new record, the new record joins
+//! the history; each write is atomic. A crash in between leaves the new
+//! record named by the ref and not yet in the history, which
+//! [`Store::records_of`] still lists; never a history without a ref.
 
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 
 use crate::error::io_err;
-use crate::{BlobDigest, Error, RecordDigest, Result, Store};
+use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
+
+/// What the store is told about a record's inputs (it keeps records as
+/// opaque bytes): given a record's envelope, a digest that two records
+/// share exactly when they were built from the same inputs. An error (the
+/// envelope does not parse) refuses the record.
+pub type InputsOf<'a> = &'a dyn Fn(&[u8]) -> Result<Hash>;
+
+/// [`Error::VersionInputsDiffer`]: a record offered for `name@version` was
+/// built from other inputs than the version's records.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot record `{record}` as `{name}@{version}`: it was built from other inputs (`{inputs}`) than the version's record `{existing}` (`{existing_inputs}`)\nhint: a version keeps naming the inputs it was first built from; give these inputs a new version (bump `version` in `[model]`)"
+)]
+pub struct VersionInputsDiffer {
+    /// The model name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The record refused.
+    pub record: RecordDigest,
+    /// The digest of its inputs, as the caller's [`InputsOf`] gave it.
+    pub inputs: Hash,
+    /// The version's record it was compared with (its latest readable one).
+    pub existing: RecordDigest,
+    /// The digest of that record's inputs.
+    pub existing_inputs: Hash,
+}
+
+/// The flock serializing record writes, relative to the format directory.
+const RECORDS_LOCK: &str = "records.lock";
 
 /// Check a record name or version: it becomes a path component.
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
@@ -40,15 +109,147 @@ impl Store {
         self.layout_dir().join("refs/records").join(name)
     }
 
-    /// Store a record envelope and point `name@version` at it.
-    pub fn put_record(&self, envelope: &[u8], name: &str, version: &str) -> Result<RecordDigest> {
+    pub(crate) fn record_history_dir(&self, name: &str, version: &str) -> PathBuf {
+        self.layout_dir()
+            .join("refs/record-history")
+            .join(name)
+            .join(version)
+    }
+
+    /// Store a record envelope as a record of `name@version` and point the
+    /// version's ref at it. `inputs_of` says what a record was built from
+    /// (see [`InputsOf`]): a record whose inputs differ from those of the
+    /// version's records is refused with [`Error::VersionInputsDiffer`] and
+    /// changes no ref (its blob stays, for `repro gc` to collect). The same
+    /// record again is accepted (and becomes the latest).
+    ///
+    /// The version's inputs are those of its latest record, or, when that
+    /// cannot be read, of the first of its other records that can; when
+    /// none can, the error reading the latest is returned.
+    pub fn put_record(
+        &self,
+        envelope: &[u8],
+        name: &str,
+        version: &str,
+        inputs_of: InputsOf<'_>,
+    ) -> Result<RecordDigest> {
         check_name("record name", name)?;
         check_name("version", version)?;
+        let inputs = inputs_of(envelope)?;
         let d = RecordDigest(self.put_bytes(envelope)?.0);
+        let _lock = self.lock_records()?;
+        let latest = self.latest_record(name, version)?;
+        if let Some((existing, existing_inputs)) =
+            self.version_inputs(name, version, latest, inputs_of)?
+        {
+            if existing_inputs != inputs && existing != d {
+                return Err(Error::VersionInputsDiffer(Box::new(VersionInputsDiffer {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    record: d,
+                    inputs,
+                    existing,
+                    existing_inputs,
+                })));
+            }
+        }
+        let history = self.record_history_dir(name, version);
+        if let Some(latest) = latest {
+            // A ref written before histories existed (or a crash after the
+            // ref moved): its record joins the history before the ref moves.
+            self.add_to_history(&history, &latest)?;
+        }
         let dir = self.record_ref_dir(name);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(version), format!("{d}\n").as_bytes())?;
+        self.add_to_history(&history, &d)?;
         Ok(d)
+    }
+
+    /// Hold `v1/records.lock` exclusively until the returned file is dropped.
+    fn lock_records(&self) -> Result<fs::File> {
+        let path = self.layout_dir().join(RECORDS_LOCK);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        fs4::fs_std::FileExt::lock_exclusive(&file).map_err(io_err("lock", &path))?;
+        Ok(file)
+    }
+
+    fn add_to_history(&self, dir: &std::path::Path, d: &RecordDigest) -> Result<()> {
+        let path = dir.join(d.hex());
+        if path.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        self.write_atomic(&path, b"")
+    }
+
+    /// The record the ref of `name@version` names, `None` without a ref.
+    fn latest_record(&self, name: &str, version: &str) -> Result<Option<RecordDigest>> {
+        match self.resolve_record(name, version) {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::UnknownVersion { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The inputs `name@version` names: a record of it and that record's
+    /// inputs (the latest record's, else the first other readable one's);
+    /// `None` when the version has no record.
+    fn version_inputs(
+        &self,
+        name: &str,
+        version: &str,
+        latest: Option<RecordDigest>,
+        inputs_of: InputsOf<'_>,
+    ) -> Result<Option<(RecordDigest, Hash)>> {
+        let mut candidates: Vec<RecordDigest> = latest.into_iter().collect();
+        for d in self.records_of(name, version)? {
+            if !candidates.contains(&d) {
+                candidates.push(d);
+            }
+        }
+        let mut first_err = None;
+        for d in candidates {
+            match self.get_record(&d).and_then(|bytes| inputs_of(&bytes)) {
+                Ok(h) => return Ok(Some((d, h))),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record ever stored for `name@version` (its history and the
+    /// record its ref names), sorted by digest; empty when it has none.
+    /// Not verified: a digest may name a missing or corrupt blob.
+    pub fn records_of(&self, name: &str, version: &str) -> Result<Vec<RecordDigest>> {
+        check_name("record name", name)?;
+        check_name("version", version)?;
+        let dir = self.record_history_dir(name, version);
+        let mut out = Vec::new();
+        for entry in list_names(&dir)? {
+            let hash = Hash::from_hex(&entry).map_err(|e| Error::Malformed {
+                what: "record history entry",
+                digest: entry.clone(),
+                why: format!("{e} (in `{}`)", dir.display()),
+            })?;
+            out.push(RecordDigest(hash));
+        }
+        if let Some(latest) = self.latest_record(name, version)? {
+            if !out.contains(&latest) {
+                out.push(latest);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Read record `d`, re-hashing it.
@@ -152,27 +353,55 @@ pub(crate) fn list_names(dir: &std::path::Path) -> Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// The inputs of a test record `b"<inputs>;<anything>"`: the part before
+    /// the first `;` (the whole record when there is none).
+    pub(crate) fn inputs(envelope: &[u8]) -> Result<Hash> {
+        let end = envelope
+            .iter()
+            .position(|&b| b == b';')
+            .unwrap_or(envelope.len());
+        Ok(Hash::of(&envelope[..end]))
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        (t, s)
+    }
+
+    fn sorted(mut v: Vec<RecordDigest>) -> Vec<RecordDigest> {
+        v.sort();
+        v
+    }
 
     #[test]
     fn records_round_trip_and_unknown_versions_are_listed() {
-        let t = tempfile::tempdir().unwrap();
-        let s = Store::open(t.path()).unwrap();
+        let (_t, s) = store();
         let d1 = s
-            .put_record(b"{\"payload\":1}", "credit-risk", "1.0.0")
+            .put_record(b"a;{\"payload\":1}", "credit-risk", "1.0.0", &inputs)
             .unwrap();
         let d2 = s
-            .put_record(b"{\"payload\":2}", "credit-risk", "1.1.0")
+            .put_record(b"b;{\"payload\":2}", "credit-risk", "1.1.0", &inputs)
             .unwrap();
         assert_eq!(s.resolve_record("credit-risk", "1.0.0").unwrap(), d1);
-        assert_eq!(s.get_record(&d2).unwrap(), b"{\"payload\":2}");
-        // A rebuild of the same version moves the ref to the latest record.
+        assert_eq!(s.get_record(&d2).unwrap(), b"b;{\"payload\":2}");
+        // A rebuild of the same version from the same inputs moves the ref
+        // to the latest record; the first one stays a record of the version.
         let d3 = s
-            .put_record(b"{\"payload\":3}", "credit-risk", "1.0.0")
+            .put_record(b"a;{\"payload\":3}", "credit-risk", "1.0.0", &inputs)
             .unwrap();
         assert_eq!(s.resolve_record("credit-risk", "1.0.0").unwrap(), d3);
-        assert_eq!(s.get_record(&d1).unwrap(), b"{\"payload\":1}");
+        assert_eq!(s.get_record(&d1).unwrap(), b"a;{\"payload\":1}");
+        assert_eq!(
+            s.records_of("credit-risk", "1.0.0").unwrap(),
+            sorted(vec![d1, d3])
+        );
+        assert_eq!(s.records_of("credit-risk", "1.1.0").unwrap(), [d2]);
+        assert!(s.records_of("credit-risk", "9").unwrap().is_empty());
 
         let err = s.resolve_record("credit-risk", "2.0.0").unwrap_err();
         assert!(matches!(err, Error::UnknownVersion { .. }));
@@ -186,9 +415,154 @@ mod tests {
     }
 
     #[test]
+    fn a_version_keeps_naming_the_inputs_it_was_first_built_from() {
+        let (_t, s) = store();
+        let first = s.put_record(b"old data;1", "m", "1.0.0", &inputs).unwrap();
+        let err = s
+            .put_record(b"new data;2", "m", "1.0.0", &inputs)
+            .unwrap_err();
+        let refused = RecordDigest(Hash::of(b"new data;2"));
+        match &err {
+            Error::VersionInputsDiffer(e) => {
+                assert_eq!((e.name.as_str(), e.version.as_str()), ("m", "1.0.0"));
+                assert_eq!(e.record, refused);
+                assert_eq!(e.existing, first);
+                assert_eq!(e.inputs, Hash::of(b"new data"));
+                assert_eq!(e.existing_inputs, Hash::of(b"old data"));
+            }
+            e => panic!("expected VersionInputsDiffer, got {e}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("`m@1.0.0`"), "{msg}");
+        assert!(msg.contains(&first.to_string()), "{msg}");
+        assert!(msg.contains("\nhint: ") && msg.contains("version"), "{msg}");
+        // Nothing moved: the version still names its first record only.
+        assert_eq!(s.resolve_record("m", "1.0.0").unwrap(), first);
+        assert_eq!(s.records_of("m", "1.0.0").unwrap(), [first]);
+        assert!(!s
+            .layout_dir()
+            .join("refs/record-history/m/1.0.0")
+            .join(refused.hex())
+            .exists());
+
+        // The same record again (an import of what is already here): fine.
+        assert_eq!(
+            s.put_record(b"old data;1", "m", "1.0.0", &inputs).unwrap(),
+            first
+        );
+        // Another record of the same inputs: added, and the latest.
+        let second = s.put_record(b"old data;2", "m", "1.0.0", &inputs).unwrap();
+        assert_eq!(s.resolve_record("m", "1.0.0").unwrap(), second);
+        assert_eq!(
+            s.records_of("m", "1.0.0").unwrap(),
+            sorted(vec![first, second])
+        );
+        // Still refused after several records.
+        assert!(matches!(
+            s.put_record(b"new data;3", "m", "1.0.0", &inputs),
+            Err(Error::VersionInputsDiffer(_))
+        ));
+        // Another version is free to use other inputs.
+        s.put_record(b"new data;4", "m", "1.0.1", &inputs).unwrap();
+    }
+
+    #[test]
+    fn a_store_with_only_the_latest_ref_reads_and_keeps_its_record() {
+        // A store written before per-version histories: the blob and the
+        // ref `v1/refs/records/<name>/<version>`, nothing else.
+        let (_t, s) = store();
+        let old = RecordDigest(s.put_bytes(b"old data;1").unwrap().0);
+        let dir = s.layout_dir().join("refs/records/m");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("1"), format!("{old}\n")).unwrap();
+
+        assert_eq!(s.records_of("m", "1").unwrap(), [old]);
+        // Its inputs are the version's: others are refused...
+        assert!(matches!(
+            s.put_record(b"new data;2", "m", "1", &inputs),
+            Err(Error::VersionInputsDiffer(_))
+        ));
+        // ...the same are added beside it, and it stays a record of the version.
+        let new = s.put_record(b"old data;2", "m", "1", &inputs).unwrap();
+        assert_eq!(s.resolve_record("m", "1").unwrap(), new);
+        assert_eq!(s.records_of("m", "1").unwrap(), sorted(vec![old, new]));
+    }
+
+    #[test]
+    fn the_latest_record_unreadable_the_others_still_say_what_the_version_names() {
+        let (_t, s) = store();
+        let first = s.put_record(b"old data;1", "m", "1", &inputs).unwrap();
+        let latest = s.put_record(b"old data;2", "m", "1", &inputs).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest(latest.0))).unwrap();
+        assert!(matches!(
+            s.put_record(b"new data;3", "m", "1", &inputs),
+            Err(Error::VersionInputsDiffer(ref e)) if e.existing == first
+        ));
+        // No record readable at all: refused, naming the missing record.
+        fs::remove_file(s.blob_path(&BlobDigest(first.0))).unwrap();
+        let err = s.put_record(b"old data;4", "m", "1", &inputs).unwrap_err();
+        assert!(matches!(err, Error::Missing { .. }), "{err}");
+        assert!(err.to_string().contains(&latest.to_string()), "{err}");
+    }
+
+    #[test]
+    fn concurrent_first_records_of_a_version_with_different_inputs_exactly_one_wins() {
+        let (_t, s) = store();
+        const N: usize = 8;
+        for round in 0..10 {
+            let version = format!("1.{round}");
+            let barrier = Arc::new(Barrier::new(N));
+            let threads: Vec<_> = (0..N)
+                .map(|i| {
+                    let (s, barrier, version) = (s.clone(), Arc::clone(&barrier), version.clone());
+                    std::thread::spawn(move || {
+                        let envelope = format!("data {i};{round}");
+                        barrier.wait();
+                        s.put_record(envelope.as_bytes(), "m", &version, &inputs)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let won: Vec<RecordDigest> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .copied()
+                .collect();
+            assert_eq!(won.len(), 1, "round {round}: {results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, Error::VersionInputsDiffer(_)), "{e}");
+                }
+            }
+            assert_eq!(s.resolve_record("m", &version).unwrap(), won[0]);
+            assert_eq!(s.records_of("m", &version).unwrap(), won);
+        }
+    }
+
+    #[test]
+    fn concurrent_records_of_a_version_with_the_same_inputs_all_land() {
+        let (_t, s) = store();
+        const N: usize = 8;
+        let barrier = Arc::new(Barrier::new(N));
+        let threads: Vec<_> = (0..N)
+            .map(|i| {
+                let (s, barrier) = (s.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let envelope = format!("same data;{i}");
+                    barrier.wait();
+                    s.put_record(envelope.as_bytes(), "m", "1", &inputs)
+                        .unwrap()
+                })
+            })
+            .collect();
+        let all: Vec<RecordDigest> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(s.records_of("m", "1").unwrap(), sorted(all.clone()));
+        assert!(all.contains(&s.resolve_record("m", "1").unwrap()));
+    }
+
+    #[test]
     fn record_names_cannot_escape_the_refs_dir() {
-        let t = tempfile::tempdir().unwrap();
-        let s = Store::open(t.path()).unwrap();
+        let (_t, s) = store();
         for (name, version) in [
             ("..", "1"),
             ("a/b", "1"),
@@ -196,19 +570,22 @@ mod tests {
             ("", "1"),
             ("m", ".hidden"),
         ] {
-            let err = s.put_record(b"x", name, version).unwrap_err();
+            let err = s.put_record(b"x", name, version, &inputs).unwrap_err();
             assert!(
                 matches!(err, Error::InvalidName { .. }),
                 "{name}@{version}: {err}"
             );
+            assert!(matches!(
+                s.records_of(name, version),
+                Err(Error::InvalidName { .. })
+            ));
         }
     }
 
     #[test]
     fn tampered_record_is_refused() {
-        let t = tempfile::tempdir().unwrap();
-        let s = Store::open(t.path()).unwrap();
-        let d = s.put_record(b"signed", "m", "1").unwrap();
+        let (_t, s) = store();
+        let d = s.put_record(b"signed", "m", "1", &inputs).unwrap();
         crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(d.0)));
         let err = s.get_record(&d).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }));

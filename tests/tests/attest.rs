@@ -149,9 +149,14 @@ fn another_partys_attestation_is_imported_only_if_signed_by_a_trusted_key_and_ab
     );
 
     // An attestation of another record (Bob builds a different model): refused.
-    b.write("model.toml", &RECIPE.replace("echo hello", "echo bonjour"));
+    b.write(
+        "model.toml",
+        &RECIPE
+            .replace("echo hello", "echo bonjour")
+            .replace("version = \"1\"", "version = \"2\""),
+    );
     assert!(b.run(&["build", "model.toml"]).status.success());
-    assert!(b.run(&["verify", "attested@1"]).status.success());
+    assert!(b.run(&["verify", "attested@2"]).status.success());
     let other = attestation_files(&b)
         .into_iter()
         .find(|p| p != &bobs[0])

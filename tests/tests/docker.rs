@@ -101,8 +101,14 @@ fn second_build_is_all_cache_hits_and_a_param_change_reruns_only_affected_steps(
     s.sort();
     assert_eq!(s, ["count=cached", "prepare=cached", "scale=cached"]);
 
-    // `factor` is used by `scale` only.
-    r.write("model.toml", &PIPELINE.replace("factor = 3", "factor = 4"));
+    // `factor` is used by `scale` only. (Other inputs, so another version:
+    // a version keeps naming the inputs it was first built from.)
+    r.write(
+        "model.toml",
+        &PIPELINE
+            .replace("factor = 3", "factor = 4")
+            .replace("version = \"1\"", "version = \"2\""),
+    );
     let (out, doc) = r.build_json(&["model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut s = statuses(&doc);
@@ -114,7 +120,8 @@ fn second_build_is_all_cache_hits_and_a_param_change_reruns_only_affected_steps(
         "model.toml",
         &PIPELINE
             .replace("factor = 3", "factor = 4")
-            .replace("\"hello\"", "\"bonjour\""),
+            .replace("\"hello\"", "\"bonjour\"")
+            .replace("version = \"1\"", "version = \"3\""),
     );
     let (out, doc) = r.build_json(&["model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));

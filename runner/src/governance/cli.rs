@@ -24,7 +24,7 @@ pub enum RegistryCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a version: stage, owner, record, approvals (and whether each counts), reproductions, history
+    /// Show a version: stage, owner, record, every record of the version, approvals (and whether each counts), reproductions, history
     Show {
         /// `name@version`
         model: String,
@@ -189,6 +189,29 @@ pub fn registry_cmd(store: &Store, cmd: RegistryCommand) -> anyhow::Result<u8> {
             println!("  record:  {}", s.record);
             if let Some(c) = &s.current_record {
                 println!("  rebuilt since: the current record is {c}");
+            }
+            println!(
+                "  records: {} (every build of the version, oldest first)",
+                s.records.len()
+            );
+            for r in &s.records {
+                let mut marks = Vec::new();
+                if r.latest {
+                    marks.push("latest");
+                }
+                if r.staged {
+                    marks.push("staged");
+                }
+                println!(
+                    "    {}  finished {}{}",
+                    r.record,
+                    r.finished_on.as_deref().unwrap_or("(unreadable)"),
+                    if marks.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", marks.join(", "))
+                    }
+                );
             }
             println!("  builder: key {}", s.builder);
             println!(

@@ -8,6 +8,11 @@
 //! `production` version. The history of a model is
 //! `v1/registry/<name>/history.jsonl`: one [`HistoryEntry`] a line, oldest
 //! first.
+//!
+//! A version may have several records, each a build from the same inputs
+//! (see [`Store::records_of`]); its ref names the latest, which is the one
+//! approvals, promotions and `repro registry list` go by. `repro registry
+//! show` lists them all ([`Shown::records`]).
 
 use repro_store::{RecordDigest, Store};
 use serde::{Deserialize, Serialize};
@@ -341,6 +346,9 @@ pub struct Shown {
     pub record: String,
     /// The current record when it differs from the staged one (rebuilt since).
     pub current_record: Option<String>,
+    /// Every record of the version, oldest first (by `finishedOn`; an
+    /// unreadable one last).
+    pub records: Vec<RecordOfVersion>,
     /// The key that signed the record.
     pub builder: String,
     /// The approvals, judged.
@@ -351,6 +359,55 @@ pub struct Shown {
     pub model_card: bool,
     /// This version's history.
     pub history: Vec<HistoryEntry>,
+}
+
+/// One record of a version, as `repro registry show` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordOfVersion {
+    /// The record digest.
+    pub record: String,
+    /// Its `finishedOn`, when it can be read.
+    pub finished_on: Option<String>,
+    /// Whether it is the latest (the one the version's ref names).
+    pub latest: bool,
+    /// Whether it is the one the version's stage ref names.
+    pub staged: bool,
+}
+
+/// Every record of `m`, oldest first (see [`Shown::records`]).
+pub fn records(
+    store: &Store,
+    m: &ModelRef,
+    latest: &RecordDigest,
+    staged: Option<&RecordDigest>,
+) -> Result<Vec<RecordOfVersion>> {
+    let mut out: Vec<(Option<time::OffsetDateTime>, RecordOfVersion)> = Vec::new();
+    for d in store.records_of(&m.name, &m.version)? {
+        let finished_on = store
+            .get_record(&d)
+            .ok()
+            .and_then(|b| crate::record::statement_of(&b).ok())
+            .map(|s| s.predicate.run_details.metadata.finished_on);
+        let at = finished_on.as_deref().and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        out.push((
+            at,
+            RecordOfVersion {
+                record: d.to_string(),
+                finished_on,
+                latest: d == *latest,
+                staged: staged == Some(&d),
+            },
+        ));
+    }
+    out.sort_by(|(a, x), (b, y)| match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b).then_with(|| x.record.cmp(&y.record)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => x.record.cmp(&y.record),
+    });
+    Ok(out.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Whether a model card is stored for `record` (`v1/refs/cards/<record hex>`).
@@ -374,6 +431,7 @@ pub fn show(store: &Store, m: &ModelRef) -> Result<Shown> {
         owner: owner(store, &opened.statement),
         record: record.to_string(),
         current_record: (current != record).then(|| current.to_string()),
+        records: records(store, m, &current, staged.as_ref())?,
         approvals: approvals::list(store, &record, &opened.builder)?,
         reproductions: reproductions(store, &record, &opened.builder)?,
         model_card: has_card(store, &record),
