@@ -25,7 +25,7 @@
 //! what matters here is what they name, and keeping too much is safe.
 //! A record that cannot be read or parsed keeps its version (with a warning).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -34,6 +34,7 @@ use anyhow::{Context, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use clap::Args;
+use repro_store::gc::Via;
 use repro_store::{
     BlobDigest, GcKind, GcOptions, GcPlan, GcRoots, Hash, ImageDigest, RecordDigest, Store,
     TreeDigest,
@@ -354,7 +355,7 @@ fn read_versions(store: &Store, warnings: &mut Vec<String>) -> Result<Vec<Versio
 }
 
 /// The payload of a DSSE envelope, parsed (signatures not checked).
-fn payload<T: serde::de::DeserializeOwned>(envelope: &[u8]) -> Result<T> {
+pub fn payload<T: serde::de::DeserializeOwned>(envelope: &[u8]) -> Result<T> {
     let env: Envelope = serde_json::from_slice(envelope).context("not a DSSE envelope")?;
     let bytes = B64
         .decode(env.payload.as_bytes())
@@ -463,72 +464,220 @@ fn decide(
     Ok(out)
 }
 
+/// Who names a root, for the messages of `repro fsck`: `what` describes
+/// the root itself (``output of step `train` of fraud@1.0.0``), `holder`
+/// what its parts belong to: a file of a tree root is ``file `model.pkl`
+/// of step `train` of fraud@1.0.0``, a layer of an image root ``layer 1 of
+/// toolchain `bb` of fraud@1.0.0``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The root itself.
+    pub what: String,
+    /// What the root's files, folders, config and layers are parts of.
+    pub holder: String,
+}
+
+impl Origin {
+    /// `<role> of <owner>`, whose parts are parts of `owner`.
+    pub fn of(role: &str, owner: impl Into<String>) -> Origin {
+        let holder = owner.into();
+        Origin {
+            what: format!("{role} of {holder}"),
+            holder,
+        }
+    }
+
+    /// A root that is its own holder.
+    pub fn plain(what: impl Into<String>) -> Origin {
+        let what = what.into();
+        Origin {
+            holder: what.clone(),
+            what,
+        }
+    }
+
+    /// What names an object met at `via` below this root.
+    pub fn describe(&self, via: &Via) -> String {
+        match via {
+            Via::Root => self.what.clone(),
+            Via::File(p) => format!("file `{p}` of {}", self.holder),
+            Via::Folder(p) => format!("folder `{p}` of {}", self.holder),
+            Via::Config => format!("config of {}", self.holder),
+            Via::Layer(i) => format!("layer {} of {}", i + 1, self.holder),
+        }
+    }
+}
+
+/// Where the roots found by [`add_record_roots`] and co. go: [`GcRoots`]
+/// for a collection, [`LabelledRoots`] (which also keeps who names each
+/// root) for `repro fsck`. The labels are only made when kept.
+pub trait RootSink {
+    /// Keep blob `d` as it is.
+    fn blob(&mut self, d: BlobDigest, origin: impl FnOnce() -> Origin);
+    /// Keep tree `t` with every subtree and file.
+    fn tree(&mut self, t: TreeDigest, origin: impl FnOnce() -> Origin);
+    /// Keep image `i` with its manifest, config and layers.
+    fn image(&mut self, i: ImageDigest, origin: impl FnOnce() -> Origin);
+    /// Keep record `r`.
+    fn record(&mut self, r: RecordDigest, origin: impl FnOnce() -> Origin);
+}
+
+impl RootSink for GcRoots {
+    fn blob(&mut self, d: BlobDigest, _: impl FnOnce() -> Origin) {
+        self.blobs.insert(d);
+    }
+    fn tree(&mut self, t: TreeDigest, _: impl FnOnce() -> Origin) {
+        self.trees.insert(t);
+    }
+    fn image(&mut self, i: ImageDigest, _: impl FnOnce() -> Origin) {
+        self.images.insert(i);
+    }
+    fn record(&mut self, r: RecordDigest, _: impl FnOnce() -> Origin) {
+        self.records.insert(r);
+    }
+}
+
+/// Roots with who names each (the first one found).
+#[derive(Debug, Default)]
+pub struct LabelledRoots {
+    /// The roots.
+    pub roots: GcRoots,
+    origins: HashMap<Hash, Origin>,
+}
+
+impl LabelledRoots {
+    /// Who names root `h`.
+    pub fn origin(&self, h: &Hash) -> Option<&Origin> {
+        self.origins.get(h)
+    }
+
+    fn label(&mut self, h: Hash, origin: impl FnOnce() -> Origin) {
+        self.origins.entry(h).or_insert_with(origin);
+    }
+}
+
+impl RootSink for LabelledRoots {
+    fn blob(&mut self, d: BlobDigest, origin: impl FnOnce() -> Origin) {
+        self.roots.blobs.insert(d);
+        self.label(d.0, origin);
+    }
+    fn tree(&mut self, t: TreeDigest, origin: impl FnOnce() -> Origin) {
+        self.roots.trees.insert(t);
+        self.label(t.0, origin);
+    }
+    fn image(&mut self, i: ImageDigest, origin: impl FnOnce() -> Origin) {
+        self.roots.images.insert(i);
+        self.label(i.0, origin);
+    }
+    fn record(&mut self, r: RecordDigest, origin: impl FnOnce() -> Origin) {
+        self.roots.records.insert(r);
+        self.label(r.0, origin);
+    }
+}
+
+/// `name@version` as a record's statement names it (`record <digest>`
+/// when there is no statement), for labels.
+fn model_of(record: &RecordDigest, statement: Option<&Statement>) -> String {
+    match statement {
+        Some(s) => {
+            let ext = &s.predicate.build_definition.external_parameters;
+            format!("{}@{}", ext.name, ext.version)
+        }
+        None => format!("record {record}"),
+    }
+}
+
 /// Add what record `record` reaches: the record, what its statement names,
 /// its signing keys and its attestations with what they name.
-fn add_record_roots(
+pub fn add_record_roots(
     store: &Store,
     record: &RecordDigest,
     statement: Option<&Statement>,
-    roots: &mut GcRoots,
+    roots: &mut impl RootSink,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    roots.records.insert(*record);
+    let model = model_of(record, statement);
+    roots.record(*record, || Origin::of("record", &model));
     if let Ok(bytes) = store.get_record(record) {
-        roots.blobs.extend(keyids(&bytes));
+        for k in keyids(&bytes) {
+            roots.blob(k, || {
+                Origin::of("signing key", format!("the record of {model}"))
+            });
+        }
     }
     if let Some(s) = statement {
-        add_statement_roots(s, roots);
+        add_statement_roots(s, &model, roots);
     }
     // Its model card (`repro card` keeps the Markdown as a blob).
     let card = store.layout_dir().join("refs/cards").join(record.hex());
     if let Ok(text) = std::fs::read_to_string(&card) {
         match text.trim().parse::<BlobDigest>() {
-            Ok(d) => {
-                roots.blobs.insert(d);
-            }
+            Ok(d) => roots.blob(d, || Origin::of("model card", &model)),
             Err(e) => warnings.push(format!("`{}` is malformed: {e}", card.display())),
         }
     }
     for att in store.attestations_of(record)? {
-        roots.blobs.insert(att);
-        let bytes = match store.read_blob(&att) {
-            Ok(b) => b,
-            // Missing or corrupt: the plan lists it as missing, fsck names it.
-            Err(_) => continue,
-        };
-        roots.blobs.extend(keyids(&bytes));
-        match payload::<AttestationStatement>(&bytes) {
-            Ok(a) => {
-                for step in &a.predicate.repro.steps {
-                    for t in std::iter::once(&step.expected).chain(&step.actual) {
-                        if let Ok(t) = t.parse::<TreeDigest>() {
-                            roots.trees.insert(t);
-                        }
-                    }
-                    for f in &step.files {
-                        for d in f.expected.iter().chain(&f.actual) {
-                            if let Ok(d) = d.parse::<BlobDigest>() {
-                                roots.blobs.insert(d);
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => warnings.push(format!(
-                "the attestation `{att}` of record `{record}` cannot be parsed; only its own blob is kept: {e:#}"
-            )),
-        }
+        add_attestation_roots(store, record, &att, &model, roots, warnings);
     }
     Ok(())
 }
 
-fn add_statement_roots(s: &Statement, roots: &mut GcRoots) {
+/// Add attestation `att` of record `record` (of `model`): its blob, the
+/// keys that signed it and every tree and file it names (a failed
+/// verification's rebuilt outputs stay, so `repro diff` can explain them).
+pub fn add_attestation_roots(
+    store: &Store,
+    record: &RecordDigest,
+    att: &BlobDigest,
+    model: &str,
+    roots: &mut impl RootSink,
+    warnings: &mut Vec<String>,
+) {
+    roots.blob(*att, || Origin::of("attestation", model));
+    let bytes = match store.read_blob(att) {
+        Ok(b) => b,
+        // Missing or corrupt: the plan lists it as missing, fsck names it.
+        Err(_) => return,
+    };
+    let of = || format!("attestation {att} of {model}");
+    for k in keyids(&bytes) {
+        roots.blob(k, || Origin::of("signing key", of()));
+    }
+    match payload::<AttestationStatement>(&bytes) {
+        Ok(a) => {
+            for step in &a.predicate.repro.steps {
+                let owner = || format!("step `{}` in {}", step.step, of());
+                if let Ok(t) = step.expected.parse::<TreeDigest>() {
+                    roots.tree(t, || Origin::of("recorded output", owner()));
+                }
+                if let Some(t) = step.actual.as_ref().and_then(|t| t.parse::<TreeDigest>().ok()) {
+                    roots.tree(t, || Origin::of("rebuilt output", owner()));
+                }
+                for f in &step.files {
+                    for d in f.expected.iter().chain(&f.actual) {
+                        if let Ok(d) = d.parse::<BlobDigest>() {
+                            roots.blob(d, || {
+                                Origin::plain(format!("file `{}` of {}", f.path, owner()))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => warnings.push(format!(
+            "the attestation `{att}` of record `{record}` cannot be parsed; only its own blob is kept: {e:#}"
+        )),
+    }
+}
+
+fn add_statement_roots(s: &Statement, model: &str, roots: &mut impl RootSink) {
     let def = &s.predicate.build_definition;
-    for d in std::iter::once(&def.external_parameters.recipe_digest)
-        .chain(&def.external_parameters.lock_digest)
+    let ext = &def.external_parameters;
+    for (role, d) in std::iter::once(("recipe", &ext.recipe_digest))
+        .chain(ext.lock_digest.iter().map(|l| ("lock", l)))
     {
         if let Ok(d) = d.parse::<BlobDigest>() {
-            roots.blobs.insert(d);
+            roots.blob(d, || Origin::of(role, model));
         }
     }
     for dep in &def.resolved_dependencies {
@@ -538,26 +687,37 @@ fn add_statement_roots(s: &Statement, roots: &mut GcRoots) {
         let Ok(hash) = text.parse::<Hash>() else {
             continue;
         };
-        if dep.name.starts_with("toolchains.") {
-            roots.images.insert(ImageDigest(hash));
+        if let Some(name) = dep.name.strip_prefix("toolchains.") {
+            let owner = || format!("toolchain `{name}` of {model}");
+            roots.image(ImageDigest(hash), || Origin::of("image", owner()));
             if let Some(c) = dep
                 .annotations
                 .get("config")
                 .and_then(|c| c.as_str())
                 .and_then(|c| c.parse::<BlobDigest>().ok())
             {
-                roots.blobs.insert(c);
+                roots.blob(c, || Origin::of("config", owner()));
             }
-        } else if dep.name.starts_with("data.") || dep.name.starts_with("code.") {
-            roots.trees.insert(TreeDigest(hash));
+        } else if let Some(name) = dep.name.strip_prefix("data.") {
+            roots.tree(TreeDigest(hash), || {
+                Origin::of("snapshot", format!("data `{name}` of {model}"))
+            });
+        } else if let Some(name) = dep.name.strip_prefix("code.") {
+            roots.tree(TreeDigest(hash), || {
+                Origin::of("tree", format!("code `{name}` of {model}"))
+            });
         } else {
             // The recipe, the lock, and anything a later format adds: keep the blob.
-            roots.blobs.insert(BlobDigest(hash));
+            roots.blob(BlobDigest(hash), || {
+                Origin::plain(format!("`{}` of {model}", dep.name))
+            });
         }
     }
     for b in &s.predicate.run_details.byproducts {
+        let step = b.name.strip_prefix("steps.").unwrap_or(&b.name);
+        let owner = || format!("step `{step}` of {model}");
         if let Some(t) = b.sha256_text().and_then(|t| t.parse::<TreeDigest>().ok()) {
-            roots.trees.insert(t);
+            roots.tree(t, || Origin::of("output", owner()));
         }
         if let Some(log) = b
             .annotations
@@ -565,29 +725,29 @@ fn add_statement_roots(s: &Statement, roots: &mut GcRoots) {
             .and_then(|l| l.as_str())
             .and_then(|l| l.parse::<BlobDigest>().ok())
         {
-            roots.blobs.insert(log);
+            roots.blob(log, || Origin::of("log", owner()));
         }
     }
 }
 
 /// Pinned objects: an image keeps its parts, a record what it reaches, a
 /// tree its contents, anything else its own blob.
-fn add_pinned_objects(
+pub fn add_pinned_objects(
     store: &Store,
-    roots: &mut GcRoots,
+    roots: &mut impl RootSink,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     let images: BTreeSet<ImageDigest> = store.list_images()?.into_iter().collect();
     for h in store.pinned_objects()? {
         if images.contains(&ImageDigest(h)) {
-            roots.images.insert(ImageDigest(h));
+            roots.image(ImageDigest(h), || pinned("image", h));
             continue;
         }
         let bytes = match store.read_blob(&BlobDigest(h)) {
             Ok(b) => b,
             Err(_) => {
                 // Missing or corrupt: keep whatever is there; the plan says so.
-                roots.blobs.insert(BlobDigest(h));
+                roots.blob(BlobDigest(h), || pinned("object", h));
                 continue;
             }
         };
@@ -598,12 +758,21 @@ fn add_pinned_objects(
             }
         }
         if store.get_tree(&TreeDigest(h)).is_ok() {
-            roots.trees.insert(TreeDigest(h));
+            roots.tree(TreeDigest(h), || pinned("tree", h));
         } else {
-            roots.blobs.insert(BlobDigest(h));
+            roots.blob(BlobDigest(h), || pinned("blob", h));
         }
     }
     Ok(())
+}
+
+/// The label of a pinned object: `pinned tree`, whose files are ``file `x`
+/// of pinned tree sha256:...``.
+fn pinned(kind: &str, h: Hash) -> Origin {
+    Origin {
+        what: format!("pinned {kind}"),
+        holder: format!("pinned {kind} {h}"),
+    }
 }
 
 /// `repro gc`: lock, collect, print. Returns the exit code.

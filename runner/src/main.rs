@@ -24,6 +24,7 @@ mod engine;
 mod env_vars;
 mod events;
 mod exit;
+mod fsck;
 mod gc;
 mod governance;
 mod keys;
@@ -116,8 +117,8 @@ enum Command {
     Attest(AttestCommand),
     /// Print the JSON Schema of the recipe format
     Schema,
-    /// Re-hash every object in the store and name each one that is corrupt
-    Fsck,
+    /// Check the whole store: follow every ref and record to what it names, re-hash every object, check every signature; name each problem
+    Fsck(fsck::FsckArgs),
     /// Remove what no retained version, pinned object or running build needs
     Gc(gc::GcArgs),
     /// Keep a version or an object through every `repro gc`, whatever the retention rules say
@@ -509,34 +510,7 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(if d.identical { exit::OK } else { exit::FAILED })
         }
-        Command::Fsck => {
-            let store = open_store(cli.store)?;
-            let blobs = store.list_blobs()?;
-            let mut bad = Vec::new();
-            let mut bytes = 0u64;
-            for d in &blobs {
-                match store.verify_blob(d) {
-                    Ok(n) => bytes += n,
-                    Err(e @ repro_store::Error::Corrupt { .. }) => bad.push(e.to_string()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            for b in &bad {
-                eprintln!("error: {b}");
-            }
-            if bad.is_empty() {
-                if !cli.quiet {
-                    eprintln!(
-                        "checked {} objects ({bytes} bytes): all intact",
-                        blobs.len()
-                    );
-                }
-                Ok(exit::OK)
-            } else {
-                eprintln!("{} of {} objects are corrupt", bad.len(), blobs.len());
-                Ok(exit::CANNOT)
-            }
-        }
+        Command::Fsck(args) => fsck::fsck_cmd(&*open_store(cli.store)?, cli.quiet, &args),
         Command::Attest(AttestCommand::List { record, json }) => {
             let store = open_store(cli.store)?;
             let d = verify::resolve_record_ref(&store, &record)?;

@@ -31,6 +31,10 @@
 //! the plan with an error: what it names cannot be known, so nothing is
 //! removed. Roots naming absent objects are listed in [`GcPlan::missing`].
 //!
+//! [`Store::walk`] runs the same mark phase for `repro fsck`: it re-hashes
+//! every object it reaches and, instead of stopping, names each missing,
+//! corrupt or malformed one with the root that led to it ([`Broken`]).
+//!
 //! Pins live in `v1/refs/pins/versions/<name>/<version>` (holding the record
 //! digest at the time of pinning, informational) and
 //! `v1/refs/pins/objects/<hex>`. Registry stages (issue 6) are read from
@@ -204,13 +208,102 @@ impl GcPlan {
     }
 }
 
+/// Where, below a root, a walk met an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The root itself.
+    Root,
+    /// A file of a root tree, by its path in the tree (`sub/model.pkl`).
+    File(String),
+    /// A folder of a root tree, by its path in the tree (`sub`).
+    Folder(String),
+    /// The config of a root image.
+    Config,
+    /// A layer of a root image, counted from 0.
+    Layer(usize),
+}
+
+/// An object that [`Store::walk`] reached but could not use.
+#[derive(Debug)]
+pub struct Broken {
+    /// What the walk expected: `blob`, `tree`, `image` or `record`.
+    pub kind: &'static str,
+    /// Its digest.
+    pub digest: Hash,
+    /// The root the walk came from (the first one, when several reach it):
+    /// a digest of [`GcRoots`].
+    pub root: Hash,
+    /// Where below that root.
+    pub via: Via,
+    /// What is wrong: [`Error::Missing`], [`Error::Corrupt`],
+    /// [`Error::Malformed`] (a tree or image manifest that does not parse),
+    /// or [`Error::Io`] (it cannot be read).
+    pub error: Error,
+}
+
+/// What [`Store::walk`] found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    reached: HashSet<Hash>,
+    /// How many objects it re-hashed (corrupt ones included).
+    pub objects: usize,
+    /// How many bytes the intact ones hold.
+    pub bytes: u64,
+    /// Every object reached that is missing, corrupt, malformed or
+    /// unreadable, once each, in the order met.
+    pub broken: Vec<Broken>,
+}
+
+impl Walk {
+    /// Whether the walk reached `digest` (whether or not it is intact).
+    pub fn reaches(&self, digest: &Hash) -> bool {
+        self.reached.contains(digest)
+    }
+}
+
+/// How the mark phase treats what it reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Mode {
+    /// For a collection: whether each object is there; stop at a corrupt
+    /// or malformed tree or image manifest.
+    #[default]
+    Collect,
+    /// For a check: re-hash each object once; note what is wrong and go on.
+    Check,
+}
+
 /// The mark phase's state.
 #[derive(Default)]
 struct Marks {
+    mode: Mode,
     blobs: HashSet<Hash>,
     trees_done: HashSet<Hash>,
     images: HashSet<Hash>,
     missing: BTreeSet<String>,
+    objects: usize,
+    bytes: u64,
+    broken: Vec<Broken>,
+}
+
+impl Marks {
+    fn hashed(&mut self, bytes: u64) {
+        self.objects += 1;
+        self.bytes += bytes;
+    }
+
+    fn broken(&mut self, kind: &'static str, digest: Hash, root: Hash, via: Via, error: Error) {
+        if matches!(error, Error::Corrupt { .. }) {
+            // Re-hashed too, and found wanting.
+            self.objects += 1;
+        }
+        self.broken.push(Broken {
+            kind,
+            digest,
+            root,
+            via,
+            error,
+        });
+    }
 }
 
 impl Store {
@@ -306,19 +399,7 @@ impl Store {
 
     /// Work out what a collection keeping `roots` removes. Only reads.
     pub fn gc_plan(&self, roots: &GcRoots, opts: &GcOptions) -> Result<GcPlan> {
-        let mut m = Marks::default();
-        for r in &roots.records {
-            self.mark_blob(&mut m, "record", &BlobDigest(r.0));
-        }
-        for b in &roots.blobs {
-            self.mark_blob(&mut m, "blob", b);
-        }
-        for t in &roots.trees {
-            self.mark_tree(&mut m, t)?;
-        }
-        for i in &roots.images {
-            self.mark_image(&mut m, i)?;
-        }
+        let m = self.mark(roots, Mode::Collect)?;
 
         let mut items = Vec::new();
         let drop: BTreeSet<&(String, String)> = opts.drop_versions.iter().collect();
@@ -455,6 +536,22 @@ impl Store {
         })
     }
 
+    /// Walk everything `roots` reach, as a collection's mark phase does
+    /// (every subtree and file of a tree, the manifest, config and layers
+    /// of an image), re-hashing every object once on the way. Unlike
+    /// [`Store::gc_plan`] it does not stop at a corrupt or malformed tree or
+    /// image manifest: each object it cannot use is in [`Walk::broken`],
+    /// with the root that led to it and where below that root. Only reads.
+    pub fn walk(&self, roots: &GcRoots) -> Result<Walk> {
+        let m = self.mark(roots, Mode::Check)?;
+        Ok(Walk {
+            reached: m.blobs,
+            objects: m.objects,
+            bytes: m.bytes,
+            broken: m.broken,
+        })
+    }
+
     /// Remove what `plan` lists, in its order (refs first, blobs last).
     /// Something already gone is not an error. Rewrites `v1/index.json`
     /// when image refs go.
@@ -525,32 +622,104 @@ impl Store {
         Ok(list_names(&dir)?.into_iter().map(|n| dir.join(n)).collect())
     }
 
-    fn mark_blob(&self, m: &mut Marks, what: &str, d: &BlobDigest) {
-        if !self.has_blob(d) {
-            m.missing.insert(format!("{what} {d}"));
+    /// The mark phase: everything `roots` reach. In [`Mode::Collect`] it
+    /// only asks whether each object is there (and reads trees and image
+    /// manifests, stopping at a corrupt or malformed one); in
+    /// [`Mode::Check`] it re-hashes every object once and notes each one it
+    /// cannot use in [`Marks::broken`] instead of stopping.
+    fn mark(&self, roots: &GcRoots, mode: Mode) -> Result<Marks> {
+        let mut m = Marks {
+            mode,
+            ..Marks::default()
+        };
+        for r in &roots.records {
+            self.mark_blob(&mut m, "record", &BlobDigest(r.0), r.0, || Via::Root);
         }
-        m.blobs.insert(d.0);
+        for b in &roots.blobs {
+            self.mark_blob(&mut m, "blob", b, b.0, || Via::Root);
+        }
+        for t in &roots.trees {
+            self.mark_tree(&mut m, t)?;
+        }
+        for i in &roots.images {
+            self.mark_image(&mut m, i)?;
+        }
+        Ok(m)
+    }
+
+    fn mark_blob(
+        &self,
+        m: &mut Marks,
+        what: &'static str,
+        d: &BlobDigest,
+        root: Hash,
+        via: impl FnOnce() -> Via,
+    ) {
+        if m.mode == Mode::Collect {
+            if !self.has_blob(d) {
+                m.missing.insert(format!("{what} {d}"));
+            }
+            m.blobs.insert(d.0);
+            return;
+        }
+        if !m.blobs.insert(d.0) {
+            return;
+        }
+        match self.verify_blob(d) {
+            Ok(n) => m.hashed(n),
+            Err(error) => m.broken(what, d.0, root, via(), error),
+        }
     }
 
     fn mark_tree(&self, m: &mut Marks, t: &TreeDigest) -> Result<()> {
-        let mut stack = vec![*t];
-        while let Some(t) = stack.pop() {
+        let root = t.0;
+        // Each tree with its path below the root (`None`: the root itself).
+        let mut stack: Vec<(TreeDigest, Option<String>)> = vec![(*t, None)];
+        while let Some((t, path)) = stack.pop() {
             if !m.trees_done.insert(t.0) {
                 continue;
             }
-            m.blobs.insert(t.0);
+            let first = m.blobs.insert(t.0);
             let tree = match self.get_tree(&t) {
                 Ok(tree) => tree,
-                Err(Error::Missing { .. }) => {
+                Err(Error::Missing { .. }) if m.mode == Mode::Collect => {
                     m.missing.insert(format!("tree {t}"));
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) if m.mode == Mode::Collect => return Err(e),
+                // Reached before as a blob: a missing or corrupt one is
+                // noted already.
+                Err(error) if !first && !matches!(error, Error::Malformed { .. }) => continue,
+                Err(error) => {
+                    let via = path.map_or(Via::Root, Via::Folder);
+                    m.broken("tree", t.0, root, via, error);
+                    continue;
+                }
+            };
+            let check = m.mode == Mode::Check;
+            if check && first {
+                m.hashed(file_size(&self.blob_path(&BlobDigest(t.0)))?);
+            }
+            // Paths are only for messages: a collection makes none.
+            let prefix = match &path {
+                Some(p) if check => format!("{p}/"),
+                _ => String::new(),
             };
             for e in tree.entries {
                 match e.kind {
-                    EntryKind::File { digest, .. } => self.mark_blob(m, "blob", &digest),
-                    EntryKind::Dir { tree } => stack.push(tree),
+                    EntryKind::File { digest, .. } => {
+                        self.mark_blob(m, "blob", &digest, root, || {
+                            Via::File(format!("{prefix}{}", e.name))
+                        })
+                    }
+                    EntryKind::Dir { tree } => {
+                        let sub = if check {
+                            format!("{prefix}{}", e.name)
+                        } else {
+                            String::new()
+                        };
+                        stack.push((tree, Some(sub)));
+                    }
                     EntryKind::Symlink { .. } => {}
                 }
             }
@@ -562,22 +731,42 @@ impl Store {
         if !m.images.insert(d.0) {
             return Ok(());
         }
-        m.blobs.insert(d.0);
+        let first = m.blobs.insert(d.0);
         let bytes = match self.read_blob(&BlobDigest(d.0)) {
             Ok(b) => b,
-            Err(Error::Missing { .. }) => {
+            Err(Error::Missing { .. }) if m.mode == Mode::Collect => {
                 m.missing.insert(format!("image {d}"));
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) if m.mode == Mode::Collect => return Err(e),
+            Err(error) => {
+                m.broken("image", d.0, d.0, Via::Root, error);
+                return Ok(());
+            }
         };
-        let manifest = Manifest::parse(&bytes).map_err(|why| Error::Malformed {
-            what: "image manifest",
-            digest: d.to_string(),
-            why,
-        })?;
-        for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            self.mark_blob(m, "blob", &BlobDigest(desc.digest));
+        if m.mode == Mode::Check && first {
+            m.hashed(bytes.len() as u64);
+        }
+        let manifest = match Manifest::parse(&bytes) {
+            Ok(manifest) => manifest,
+            Err(why) => {
+                let error = Error::Malformed {
+                    what: "image manifest",
+                    digest: d.to_string(),
+                    why,
+                };
+                if m.mode == Mode::Collect {
+                    return Err(error);
+                }
+                m.broken("image", d.0, d.0, Via::Root, error);
+                return Ok(());
+            }
+        };
+        self.mark_blob(m, "blob", &BlobDigest(manifest.config.digest), d.0, || {
+            Via::Config
+        });
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            self.mark_blob(m, "blob", &BlobDigest(layer.digest), d.0, || Via::Layer(i));
         }
         Ok(())
     }
@@ -931,6 +1120,102 @@ mod tests {
             trees: BTreeSet::from([t]),
             ..GcRoots::default()
         };
+        let err = s.gc_plan(&roots, &GcOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    /// The subtree `name` of tree `t`.
+    fn subtree(s: &Store, t: &TreeDigest, name: &str) -> TreeDigest {
+        s.get_tree(t)
+            .unwrap()
+            .entries
+            .into_iter()
+            .find_map(|e| match e.kind {
+                EntryKind::Dir { tree } if e.name == name => Some(tree),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_walk_names_each_broken_object_with_its_root_and_path_and_goes_on() {
+        let (_t, s) = store();
+        let weights = tree(&s, "model.pkl", b"weights");
+        let data = tree(&s, "rows.csv", b"rows");
+        let img = image(&s, b"layer file");
+        let log = s.put_bytes(b"log").unwrap();
+        let rec = s.put_bytes(b"a record").unwrap();
+        let absent = RecordDigest(Hash::of(b"never stored"));
+        let garbage = s.put_bytes(b"nothing names me").unwrap();
+        // A file deep in one tree goes, a subtree of another is damaged, the
+        // image's layer is damaged.
+        let model = BlobDigest(Hash::of(b"weights"));
+        fs::remove_file(s.blob_path(&model)).unwrap();
+        let data_sub = subtree(&s, &data, "sub");
+        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(data_sub.0)));
+        let info = s.get_image(&img).unwrap();
+        crate::blob::tests::corrupt(&s.blob_path(&info.layers[0].digest));
+        let roots = GcRoots {
+            blobs: BTreeSet::from([log]),
+            trees: BTreeSet::from([weights, data]),
+            images: BTreeSet::from([img]),
+            records: BTreeSet::from([RecordDigest(rec.0), absent]),
+        };
+
+        let walk = s.walk(&roots).unwrap();
+        let found: Vec<(&str, Hash, Hash, Via, &str)> = walk
+            .broken
+            .iter()
+            .map(|b| {
+                let what = match b.error {
+                    Error::Missing { .. } => "missing",
+                    Error::Corrupt { .. } => "corrupt",
+                    Error::Malformed { .. } => "malformed",
+                    _ => "other",
+                };
+                (b.kind, b.digest, b.root, b.via.clone(), what)
+            })
+            .collect();
+        let want = [
+            ("record", absent.0, absent.0, Via::Root, "missing"),
+            (
+                "blob",
+                model.0,
+                weights.0,
+                Via::File("sub/model.pkl".into()),
+                "missing",
+            ),
+            (
+                "tree",
+                data_sub.0,
+                data.0,
+                Via::Folder("sub".into()),
+                "corrupt",
+            ),
+            (
+                "blob",
+                info.layers[0].digest.0,
+                img.0,
+                Via::Layer(0),
+                "corrupt",
+            ),
+        ];
+        for w in &want {
+            assert!(found.contains(w), "{w:?} not in {found:?}");
+        }
+        assert_eq!(found.len(), want.len(), "{found:?}");
+        // What it reached, broken or not; not what nothing names.
+        for h in [absent.0, model.0, data_sub.0, log.0, info.config.0, rec.0] {
+            assert!(walk.reaches(&h), "{h}");
+        }
+        assert!(!walk.reaches(&garbage.0));
+        // Every object re-hashed is counted once, the shared file too:
+        // record, log, 2 root trees, weights' subtree, shared.txt, image
+        // manifest and config, and the 2 corrupt ones.
+        assert_eq!(walk.objects, 10);
+        assert!(walk.bytes > 0);
+
+        // A collection stops at the corrupt subtree instead.
         let err = s.gc_plan(&roots, &GcOptions::default()).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
