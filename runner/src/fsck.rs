@@ -27,7 +27,9 @@
 //!
 //! An approval, model card ref or stage ref whose record is not in the
 //! store is a note, not a problem: `repro gc` removes a record that no
-//! retained version needs but leaves those refs.
+//! retained version needs but leaves those refs. So is a registered
+//! identity whose public key blob is gone (`repro gc` does not keep it;
+//! approvals are checked with the key the identity file holds).
 //!
 //! Not checked here: the audit log (`repro audit verify`), caches that
 //! check themselves (stat caches, blob stamps, build memo, unpacked image
@@ -1025,6 +1027,17 @@ impl Fsck<'_> {
                     ),
                     hint: Some("an identity was edited: restore it from a backup, or revoke the key and register it anew".to_string()),
                 });
+                continue;
+            }
+            // Approvals are checked with the key the identity holds; the
+            // audit log's entries with the key blob, which `repro gc` does
+            // not keep for an identity.
+            let blob = Hash::from_hex(hex).map(BlobDigest);
+            if blob.is_ok_and(|b| !self.store.has_blob(&b)) {
+                self.notes.push(format!(
+                    "the public key `{named}` of identity {} <{}> is not in the store as a blob (`repro gc` does not keep it): approvals are checked with the key the identity holds, but `repro audit verify` cannot check the entries it signed",
+                    reg.name, reg.email
+                ));
             }
         }
     }
@@ -1673,9 +1686,19 @@ mod tests {
             "ok",
         )
         .unwrap();
-        // Bob's key blob is not needed: his identity holds the key.
-        fs::remove_file(f.store.blob_path(&keys::key_id(&bob.verifying_key()))).unwrap();
         assert!(f.check().ok, "{:#?}", f.check().problems);
+        // Bob's key blob is not needed for approvals: his identity holds
+        // the key. Its absence is a note.
+        let bob_id = keys::key_id(&bob.verifying_key());
+        fs::remove_file(f.store.blob_path(&bob_id)).unwrap();
+        let r = f.check();
+        assert!(r.ok, "{:#?}", r.problems);
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        assert!(
+            r.notes[0].contains(&format!("`{bob_id}` of identity Bob")),
+            "{:?}",
+            r.notes
+        );
 
         let dir = f.path(&format!("refs/approvals/{}", f.record.hex()));
         let genuine = fs::read(dir.join(digest.strip_prefix("sha256:").unwrap())).unwrap();
@@ -1710,8 +1733,12 @@ mod tests {
             "{:#?}",
             r.problems
         );
-        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
-        assert!(r.notes[0].contains(&elsewhere.to_string()), "{:?}", r.notes);
+        assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
+        assert!(
+            r.notes.iter().any(|n| n.contains(&elsewhere.to_string())),
+            "{:?}",
+            r.notes
+        );
 
         // An identity edited to hold another key is named too.
         let id_path = f.path(&format!(
