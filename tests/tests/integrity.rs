@@ -170,6 +170,28 @@ thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", 
     assert!(stderr(&out).contains(&metrics), "{}", stderr(&out));
 }
 
+/// The case: the altered file is a final output, which no rebuilt
+/// step reads back from the store, and the rebuild gives the recorded
+/// digest; only re-hashing the stored copy catches it.
+#[test]
+#[ignore = "needs root and user namespaces: builds with the native sandbox"]
+fn verify_over_a_tampered_final_output_is_tampering_not_a_pass() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = setup();
+    let doc = build(&r, &[]);
+    let report = output(&doc, "report", "report.txt");
+    let path = r.blob_path(&report);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("report", "rep0rt")).unwrap();
+    let out = r.run(&["verify", "scored@1.0.0"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{}\n{err}", stdout(&out));
+    assert!(err.contains(&report), "the damaged blob is named: {err}");
+    assert!(err.contains("`report`"), "{err}");
+    assert_eq!(attestations(&r), 0, "no attestation was signed");
+}
+
 #[test]
 #[ignore = "needs root and user namespaces: builds with the native sandbox"]
 fn verify_with_a_recorded_output_missing_from_the_store_cannot_verify() {
