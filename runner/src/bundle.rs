@@ -1194,11 +1194,6 @@ mod tests {
         let err = import(&store, &p).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
         assert!(store.list_blobs().unwrap().is_empty());
-        assert_eq!(
-            fs::read_dir(store.layout_dir().join("tmp"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 }

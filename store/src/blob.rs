@@ -578,7 +578,7 @@ pub(crate) mod tests {
         let err = s.put_reader_expecting(&b"bytes"[..], &wrong).unwrap_err();
         assert!(matches!(err, Error::Mismatch { .. }));
         assert!(!s.has_blob(&BlobDigest(Hash::of(b"bytes"))));
-        assert_eq!(fs::read_dir(s.layout_dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]
@@ -633,7 +633,7 @@ pub(crate) mod tests {
                 .count(),
             9
         );
-        assert_eq!(fs::read_dir(s.layout_dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //! - action cache entries whose output tree or log is not kept, and
 //!   unreadable ones ([`GcKind::ActionCache`]);
 //! - unpacked roots `v1/rootfs/<manifest>` of images not kept ([`GcKind::Rootfs`]);
-//! - leftovers in `v1/tmp` older than [`GcOptions::tmp_max_age`] ([`GcKind::Tmp`]).
+//! - in `v1/tmp` ([`GcKind::Tmp`]): the scratch directory of every process
+//!   that is gone, whatever its age, and never that of a process that runs
+//!   (see [`crate::scratch`]); other leftovers (no process owns them) once
+//!   older than [`GcOptions::tmp_max_age`].
 //!
 //! [`Store::gc_plan`] only reads; [`Store::gc_sweep`] removes exactly what a
 //! plan lists, refs first and blobs last, so an interrupted sweep leaves no
@@ -52,6 +55,7 @@ use serde::Serialize;
 use crate::error::io_err;
 use crate::image::Manifest;
 use crate::record::{check_name, list_names};
+use crate::scratch;
 use crate::{
     ActionResult, BlobDigest, EntryKind, Error, Hash, ImageDigest, RecordDigest, Result, Store,
     StoreLock, TreeDigest,
@@ -76,7 +80,8 @@ pub struct GcRoots {
 pub struct GcOptions {
     /// `(name, version)` whose record refs are removed.
     pub drop_versions: Vec<(String, String)>,
-    /// Entries of `v1/tmp` last modified longer ago than this are removed.
+    /// Entries of `v1/tmp` that no process owns (see [`crate::scratch`])
+    /// last modified longer ago than this are removed.
     pub tmp_max_age: Duration,
     /// The time the ages are measured from.
     pub now: SystemTime,
@@ -312,12 +317,16 @@ impl Store {
     }
 
     /// Take the store lock exclusively if no one holds it; `None` if another
-    /// process holds it (shared or exclusive).
+    /// process holds it (shared or exclusive). Once taken, removes the
+    /// scratch of processes that are gone, like [`Store::lock_exclusive`].
     pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
         let path = self.gc_dir("lock");
         let file = fs::File::open(&path).map_err(io_err("open", &path))?;
         match fs4::fs_std::FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(Some(StoreLock { file })),
+            Ok(()) => {
+                self.after_lock();
+                Ok(Some(StoreLock { file }))
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(io_err("lock", &path)(e)),
         }
@@ -504,22 +513,31 @@ impl Store {
             }
         }
 
-        let tmp = self.tmp_dir();
+        let tmp = self.gc_dir("tmp");
         let rd = fs::read_dir(&tmp).map_err(io_err("list", &tmp))?;
         let mut tmp_items = Vec::new();
         for entry in rd {
             let entry = entry.map_err(io_err("list", &tmp))?;
             let path = entry.path();
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                // Removed since it was listed: someone else's temp file.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("inspect", &path)(e)),
-            };
-            let modified = meta.modified().map_err(io_err("inspect", &path))?;
-            let age = opts.now.duration_since(modified).unwrap_or_default();
-            if age <= opts.tmp_max_age {
-                continue;
+            if scratch::is_owner_name(&entry.file_name()) {
+                // A process's scratch: it goes once the process is gone,
+                // whatever its age, and never while it runs (nor when
+                // that cannot be told).
+                if !matches!(scratch::claim_if_dead(&path), Ok(Some(_))) {
+                    continue;
+                }
+            } else {
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(meta) => meta,
+                    // Removed since it was listed: someone else's temp file.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("inspect", &path)(e)),
+                };
+                let modified = meta.modified().map_err(io_err("inspect", &path))?;
+                let age = opts.now.duration_since(modified).unwrap_or_default();
+                if age <= opts.tmp_max_age {
+                    continue;
+                }
             }
             let bytes = tree_size(&path)?;
             let id = entry.file_name().to_string_lossy().into_owned();
@@ -585,6 +603,10 @@ impl Store {
                 }
             }
             match i.kind {
+                GcKind::Tmp if i.path.file_name().is_some_and(scratch::is_owner_name) => {
+                    // Checked again: its owner is gone, and the lock is ours while it goes.
+                    scratch::remove_if_dead(&i.path)?;
+                }
                 GcKind::Rootfs | GcKind::Tmp => remove_tree(&i.path)?,
                 _ => {
                     remove_file_if_present(&i.path)?;
@@ -835,7 +857,7 @@ fn remove_file_if_present(path: &Path) -> Result<bool> {
 /// Remove a file or a directory tree, making read-only directories (an
 /// unpacked image root keeps the image's modes) writable when that is what
 /// stands in the way.
-fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -1101,6 +1123,32 @@ mod tests {
         kept.sort();
         assert_eq!(s.records_of("m", "2").unwrap(), kept);
         assert!(s.gc_plan(&roots, &GcOptions::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_removes_a_dead_processs_scratch_at_any_age_and_a_live_ones_never() {
+        let (_t, s) = store();
+        let tmp = s.layout_dir().join("tmp");
+        // A killed process's directory (its process id never runs), young.
+        let dead = tmp.join("4294967295-1-0");
+        fs::create_dir_all(dead.join("step-a-xyz")).unwrap();
+        fs::write(dead.join("step-a-xyz/partial"), b"12345").unwrap();
+        // A running process's scratch, untouched for two hours.
+        let live = Store::open(s.dir()).unwrap();
+        let long = live.scratch("step-long-").unwrap();
+        fs::write(long.path().join("partial"), b"in use").unwrap();
+        make_old(&long.path().join("partial"));
+        make_old(long.path());
+        make_old(&live.tmp_dir());
+
+        let plan = s
+            .gc_plan(&GcRoots::default(), &GcOptions::default())
+            .unwrap();
+        assert_eq!(ids(&plan, GcKind::Tmp), ["4294967295-1-0"]);
+        assert_eq!(plan.bytes(GcKind::Tmp), 5);
+        s.gc_sweep(&plan).unwrap();
+        assert!(!dead.exists());
+        assert!(long.path().join("partial").exists());
     }
 
     #[test]

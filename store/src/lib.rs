@@ -10,7 +10,8 @@
 //! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (empty files)
 //! <root>/v1/records.lock         flock serializing record writes (see [`Store::put_record`])
 //! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
-//! <root>/v1/tmp/                  scratch, on the same filesystem so renames work
+//! <root>/v1/tmp/                  scratch, on the same filesystem so renames work:
+//! <root>/v1/tmp/<pid>-<start>-<n>/   one per process (and store it opened), locked while it runs (see [`scratch`])
 //! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
 //! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
 //! <root>/v1/cache/stat/<hex>      stat cache of one snapshotted directory (see [`statcache`])
@@ -34,6 +35,12 @@
 //! of its first record). [`Store::lock_shared`] and
 //! [`Store::lock_exclusive`] exist for whole-store operations (the garbage
 //! collector, [`gc`], takes the exclusive lock; builds take the shared one).
+//!
+//! Each process keeps its temp files and scratch directories in a directory
+//! of its own in `v1/tmp` ([`Store::tmp_dir`]), which it holds an `flock`
+//! on while it runs. Whoever takes the store lock next removes the
+//! directories of processes that are gone (a build killed with `kill -9`),
+//! and never one of a process that runs: see [`scratch`].
 //!
 //! # Integrity
 //!
@@ -67,12 +74,14 @@ pub mod gc;
 pub mod image;
 pub mod intact;
 mod record;
+pub mod scratch;
 pub mod snapshot;
 pub mod statcache;
 mod tree;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use ac::ActionResult;
 pub use digest::{
@@ -100,6 +109,7 @@ pub struct Store {
     v1: PathBuf,
     /// The owner (uid, gid) of the layout directory: every blob is handed to it.
     owner: (u32, u32),
+    scratch: Arc<scratch::Lease>,
 }
 
 /// A held lock on the whole store; released on drop.
@@ -148,6 +158,7 @@ impl Store {
         };
         let store = Store {
             root: dir.to_path_buf(),
+            scratch: Arc::new(scratch::Lease::new(v1.join("tmp"))),
             v1,
             owner,
         };
@@ -215,8 +226,11 @@ impl Store {
         self.owner.1
     }
 
-    /// A fresh, empty directory in `v1/tmp` (same filesystem as the blobs, so
-    /// files written there can be moved into the store). Removed on drop.
+    /// A fresh, empty directory in this process's scratch directory
+    /// ([`Store::tmp_dir`], in `v1/tmp`: the same filesystem as the blobs, so
+    /// files written there can be moved into the store). Removed on drop;
+    /// if the process is killed first, by the next command that takes the
+    /// store lock (see [`scratch`]).
     pub fn scratch(&self, prefix: &str) -> Result<tempfile::TempDir> {
         let tmp = self.tmp_dir();
         tempfile::Builder::new()
@@ -225,28 +239,56 @@ impl Store {
             .map_err(io_err("create a scratch directory in", tmp))
     }
 
-    /// Take the store lock shared (many holders), blocking until available.
+    /// Take the store lock shared (many holders), blocking until available;
+    /// then remove the scratch of processes that are gone
+    /// ([`Store::remove_dead_scratch`], best effort).
     pub fn lock_shared(&self) -> Result<StoreLock> {
         let path = self.v1.join("lock");
         let file = fs::File::open(&path).map_err(io_err("open", &path))?;
         fs4::fs_std::FileExt::lock_shared(&file).map_err(io_err("lock", &path))?;
+        self.after_lock();
         Ok(StoreLock { file })
     }
 
-    /// Take the store lock exclusively, blocking until available.
+    /// Take the store lock exclusively, blocking until available; then
+    /// remove the scratch of processes that are gone
+    /// ([`Store::remove_dead_scratch`], best effort).
     pub fn lock_exclusive(&self) -> Result<StoreLock> {
         let path = self.v1.join("lock");
         let file = fs::File::open(&path).map_err(io_err("open", &path))?;
         fs4::fs_std::FileExt::lock_exclusive(&file).map_err(io_err("lock", &path))?;
+        self.after_lock();
         Ok(StoreLock { file })
     }
 
-    pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.v1.join("tmp")
+    /// What every function that takes the store lock does once it holds it.
+    pub(crate) fn after_lock(&self) {
+        // Best effort: leftovers that cannot be removed now must not stop
+        // the command; the next lock, or `repro gc`, tries again.
+        let _ = self.remove_dead_scratch();
     }
 
-    /// Write `bytes` to `dest` atomically (temp in `v1/tmp`, fsync, rename,
-    /// fsync of the parent), replacing what was there.
+    /// Remove the scratch directories in `v1/tmp` of processes that are gone
+    /// (whose `flock` no one holds), and never one of a process that runs;
+    /// returns how many went. Cheap when there is nothing to remove: one
+    /// `readdir` of `v1/tmp`. Entries no process owns (left by older
+    /// versions) are left to [`gc`]. The functions that take the store lock
+    /// call it; see [`scratch`].
+    pub fn remove_dead_scratch(&self) -> Result<usize> {
+        scratch::remove_dead(&self.v1.join("tmp"), self.scratch.name())
+    }
+
+    /// Where this store (and its clones) keeps its temp files and scratch
+    /// directories: `v1/tmp/<pid>-<start>-<n>/`, this process's, made on
+    /// first use, locked while the process runs and removed when the last
+    /// clone is dropped, if empty (see [`scratch`]). `v1/tmp` itself if it
+    /// cannot be made.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.scratch.dir()
+    }
+
+    /// Write `bytes` to `dest` atomically (temp in [`Store::tmp_dir`], fsync,
+    /// rename, fsync of the parent), replacing what was there. Needs no lock.
     pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         use std::io::Write as _;
         let tmp = self.tmp_dir();

@@ -1198,7 +1198,7 @@ pub(crate) mod tests {
         let want = reference_digest(&src);
         assert_eq!(s.snapshot_dir(&src, Ingest::Copy).unwrap(), want);
         assert!(s.tree_is_complete(&want).unwrap());
-        assert_eq!(fs::read_dir(s.layout_dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
         // Move: the same files again, in scratch; every one leaves.
         let scratch = s.scratch("out-").unwrap();
         let out = scratch.path().join("out");
@@ -1252,6 +1252,6 @@ pub(crate) mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("a/gone"), "{err}");
-        assert_eq!(fs::read_dir(s.layout_dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 }
