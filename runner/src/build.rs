@@ -412,7 +412,13 @@ fn store_record(
     }
     keys::publish(store, &key.verifying_key())?;
     let (name, version) = (&recipe.model.name, &recipe.model.version);
-    match store.put_record(bytes, name, version, &crate::record::inputs_of) {
+    let inputs = Inputs::new(
+        recipe.digest,
+        lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b))),
+        pins,
+    )
+    .digest();
+    match store.put_record_of_inputs(bytes, name, version, inputs, &crate::record::inputs_of) {
         Ok(d) => Ok(d),
         Err(e @ repro_store::Error::VersionInputsDiffer(_)) => {
             check_version(store, recipe, lock_bytes, pins)?;

@@ -350,6 +350,7 @@ impl Fsck<'_> {
                     Ok(records) => {
                         for r in records {
                             self.record_root(r, Some(&model), Some((&model, &path)))?;
+                            self.check_history_inputs(&name, &version, &r);
                         }
                     }
                     Err(e) => self.malformed(
@@ -366,6 +367,40 @@ impl Fsck<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The inputs digest that the history of `name@version` keeps for
+    /// record `r` (what a build compares its inputs with) must be the
+    /// record's own: an edited one would let a version be rebuilt from
+    /// other inputs.
+    fn check_history_inputs(&mut self, name: &str, version: &str, r: &RecordDigest) {
+        let Some(kept) = self.store.history_inputs(name, version, r) else {
+            return;
+        };
+        let Ok(bytes) = self.store.get_record(r) else {
+            return; // the walk names a missing or corrupt record
+        };
+        let Ok(actual) = crate::record::inputs_of(&bytes) else {
+            return; // check_record names a record that does not parse
+        };
+        if actual != kept {
+            let path = self
+                .dir("refs/record-history")
+                .join(name)
+                .join(version)
+                .join(r.hex());
+            self.problem(Problem {
+                kind: Kind::Mismatch,
+                object: "record history entry",
+                digest: Some(r.to_string()),
+                referenced_by: Some(format!("record of {name}@{version}")),
+                path: Some(path),
+                message: format!(
+                    "the history of {name}@{version} says record {r} was built from inputs {kept}, but the record says {actual}"
+                ),
+                hint: Some(HINT_REF.to_string()),
+            });
+        }
     }
 
     /// Make record `d` a root with everything it names (once), and check
@@ -1393,6 +1428,35 @@ mod tests {
     fn sorted(mut v: Vec<Found>) -> Vec<Found> {
         v.sort();
         v
+    }
+
+    /// The inputs digest kept in a version's history is what a build
+    /// compares its inputs with: an edited one is named.
+    #[test]
+    fn an_edited_inputs_digest_in_a_versions_history_is_a_mismatch() {
+        let f = fixture();
+        let bytes = f.store.get_record(&f.record).unwrap();
+        f.store
+            .put_record(&bytes, "fraud", "1.0.0", &crate::record::inputs_of)
+            .unwrap();
+        let entry = f
+            .path("refs/record-history/fraud/1.0.0")
+            .join(f.record.hex());
+        let kept = fs::read_to_string(&entry).unwrap();
+        assert!(kept.starts_with("sha256:"), "{kept:?}");
+        assert!(f.check().ok);
+        fs::write(&entry, format!("{}\n", Hash::of(b"other inputs"))).unwrap();
+        let r = f.check();
+        assert_eq!(
+            kinds(&r),
+            [(
+                Kind::Mismatch,
+                Some(f.record.to_string()),
+                Some(format!("record of {MODEL}"))
+            )],
+            "{:#?}",
+            r.problems
+        );
     }
 
     #[test]

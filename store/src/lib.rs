@@ -7,7 +7,7 @@
 //! <root>/v1/blobs/sha256/<hex>    every blob (files, logs, trees, records, image parts), mode 0444
 //! <root>/v1/ac/<hex>              action cache: step key -> ActionResult JSON
 //! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
-//! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (empty files)
+//! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (each holds its inputs digest)
 //! <root>/v1/records.lock         flock serializing record writes (see [`Store::put_record`])
 //! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
 //! <root>/v1/tmp/                  scratch, on the same filesystem so renames work:

@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! v1/refs/records/<name>/<version>                     `sha256:<hex>\n`: the latest record
-//! v1/refs/record-history/<name>/<version>/<record hex> empty: one file per record of the version
+//! v1/refs/record-history/<name>/<version>/<record hex> one file per record of the version, holding its inputs digest
 //! v1/records.lock                                      flock held while a record is added
 //! ```
 //!
@@ -133,15 +133,29 @@ impl Store {
         version: &str,
         inputs_of: InputsOf<'_>,
     ) -> Result<RecordDigest> {
+        let inputs = inputs_of(envelope)?;
+        self.put_record_of_inputs(envelope, name, version, inputs, inputs_of)
+    }
+
+    /// [`Store::put_record`] of a record whose inputs digest the caller
+    /// knows already (`inputs`, what `inputs_of` would give for
+    /// `envelope`): a build, which made the record from those inputs,
+    /// need not parse it back.
+    pub fn put_record_of_inputs(
+        &self,
+        envelope: &[u8],
+        name: &str,
+        version: &str,
+        inputs: Hash,
+        inputs_of: InputsOf<'_>,
+    ) -> Result<RecordDigest> {
         check_name("record name", name)?;
         check_name("version", version)?;
-        let inputs = inputs_of(envelope)?;
         let d = RecordDigest(self.put_bytes(envelope)?.0);
         let _lock = self.lock_records()?;
         let latest = self.latest_record(name, version)?;
-        if let Some((existing, existing_inputs)) =
-            self.version_inputs(name, version, latest, inputs_of)?
-        {
+        let known = self.version_inputs(name, version, latest, inputs_of)?;
+        if let Some((existing, existing_inputs)) = known {
             if existing_inputs != inputs && existing != d {
                 return Err(Error::VersionInputsDiffer(Box::new(VersionInputsDiffer {
                     name: name.to_string(),
@@ -156,14 +170,43 @@ impl Store {
         let history = self.record_history_dir(name, version);
         if let Some(latest) = latest {
             // A ref written before histories existed (or a crash after the
-            // ref moved): its record joins the history before the ref moves.
-            self.add_to_history(&history, &latest)?;
+            // ref moved): its record joins the history before the ref moves,
+            // with its inputs digest when that is what was just read.
+            let read = known.filter(|(e, _)| *e == latest).map(|(_, h)| h);
+            self.add_to_history(&history, &latest, read.as_ref())?;
         }
         let dir = self.record_ref_dir(name);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(version), format!("{d}\n").as_bytes())?;
-        self.add_to_history(&history, &d)?;
+        self.add_to_history(&history, &d, Some(&inputs))?;
         Ok(d)
+    }
+
+    /// The inputs `name@version` names, as [`Store::put_record`] compares
+    /// them: a record of the version and its inputs digest, `None` when the
+    /// version has no record. Read from the version's history (where each
+    /// record's inputs digest is kept when it is added), else from the
+    /// record itself through `inputs_of`. The history is a ref like the
+    /// version's own: `repro fsck` checks it against the records.
+    pub fn recorded_inputs(
+        &self,
+        name: &str,
+        version: &str,
+        inputs_of: InputsOf<'_>,
+    ) -> Result<Option<(RecordDigest, Hash)>> {
+        check_name("record name", name)?;
+        check_name("version", version)?;
+        let latest = self.latest_record(name, version)?;
+        self.version_inputs(name, version, latest, inputs_of)
+    }
+
+    /// The inputs digest kept in the history entry of record `d` of
+    /// `name@version`; `None` if there is none (an entry written before
+    /// they were kept, or none at all).
+    pub fn history_inputs(&self, name: &str, version: &str, d: &RecordDigest) -> Option<Hash> {
+        let path = self.record_history_dir(name, version).join(d.hex());
+        let text = fs::read_to_string(path).ok()?;
+        text.trim_end().parse().ok()
     }
 
     /// Hold `v1/records.lock` exclusively until the returned file is dropped.
@@ -178,13 +221,23 @@ impl Store {
         Ok(file)
     }
 
-    fn add_to_history(&self, dir: &std::path::Path, d: &RecordDigest) -> Result<()> {
+    /// Add record `d`, built from `inputs` (when known), to the history in
+    /// `dir`: an entry holds the record's inputs digest, or nothing when it
+    /// is not known. An entry that holds a digest is never rewritten.
+    fn add_to_history(
+        &self,
+        dir: &std::path::Path,
+        d: &RecordDigest,
+        inputs: Option<&Hash>,
+    ) -> Result<()> {
         let path = dir.join(d.hex());
-        if path.exists() {
-            return Ok(());
+        match fs::read(&path) {
+            Ok(b) if !b.is_empty() || inputs.is_none() => return Ok(()),
+            _ => {}
         }
+        let line = inputs.map(|h| format!("{h}\n")).unwrap_or_default();
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        self.write_atomic(&path, b"")
+        self.write_atomic(&path, line.as_bytes())
     }
 
     /// The record the ref of `name@version` names, `None` without a ref.
@@ -214,6 +267,9 @@ impl Store {
         }
         let mut first_err = None;
         for d in candidates {
+            if let Some(h) = self.history_inputs(name, version, &d) {
+                return Ok(Some((d, h)));
+            }
             match self.get_record(&d).and_then(|bytes| inputs_of(&bytes)) {
                 Ok(h) => return Ok(Some((d, h))),
                 Err(e) => {
@@ -373,6 +429,35 @@ pub(crate) mod tests {
         (t, s)
     }
 
+    /// The history keeps each record's inputs digest, so that the
+    /// version's inputs are known without reading a record (which may be
+    /// megabytes); an entry is never rewritten, and a history from before
+    /// digests were kept still reads through the records.
+    #[test]
+    fn the_history_keeps_each_records_inputs() {
+        let (_t, s) = store();
+        let d1 = s.put_record(b"a;1", "m", "1", &inputs).unwrap();
+        let a = inputs(b"a").unwrap();
+        assert_eq!(s.history_inputs("m", "1", &d1), Some(a));
+        // Known to the caller: not parsed back.
+        let never = |_: &[u8]| -> Result<Hash> { panic!("parsed") };
+        let d2 = s.put_record_of_inputs(b"a;2", "m", "1", a, &never).unwrap();
+        assert_eq!(s.recorded_inputs("m", "1", &never).unwrap(), Some((d2, a)));
+        // The record blob itself is not needed for the comparison.
+        fs::remove_file(s.blob_path(&BlobDigest(d2.0))).unwrap();
+        let err = s
+            .put_record_of_inputs(b"b;1", "m", "1", inputs(b"b").unwrap(), &never)
+            .unwrap_err();
+        assert!(matches!(err, Error::VersionInputsDiffer(_)), "{err}");
+        // An entry without a digest (an older store) reads the record.
+        let entry = s.record_history_dir("m", "1").join(d1.hex());
+        fs::write(&entry, b"").unwrap();
+        assert_eq!(s.history_inputs("m", "1", &d1), None);
+        fs::remove_file(s.record_history_dir("m", "1").join(d2.hex())).unwrap();
+        fs::write(s.layout_dir().join("refs/records/m/1"), format!("{d1}\n")).unwrap();
+        assert_eq!(s.recorded_inputs("m", "1", &inputs).unwrap(), Some((d1, a)));
+    }
+
     fn sorted(mut v: Vec<RecordDigest>) -> Vec<RecordDigest> {
         v.sort();
         v
@@ -494,6 +579,16 @@ pub(crate) mod tests {
         let first = s.put_record(b"old data;1", "m", "1", &inputs).unwrap();
         let latest = s.put_record(b"old data;2", "m", "1", &inputs).unwrap();
         fs::remove_file(s.blob_path(&BlobDigest(latest.0))).unwrap();
+        // The history knows the latest record's inputs without its blob.
+        assert!(matches!(
+            s.put_record(b"new data;3", "m", "1", &inputs),
+            Err(Error::VersionInputsDiffer(ref e)) if e.existing == latest
+        ));
+        // A history that does not keep them (an older store): the records
+        // are read, the latest unreadable, the first says.
+        for d in [first, latest] {
+            fs::write(s.record_history_dir("m", "1").join(d.hex()), b"").unwrap();
+        }
         assert!(matches!(
             s.put_record(b"new data;3", "m", "1", &inputs),
             Err(Error::VersionInputsDiffer(ref e)) if e.existing == first
