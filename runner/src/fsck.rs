@@ -578,21 +578,29 @@ impl Fsck<'_> {
 
     // ---- attestations, approvals, cards, stages ----------------------------
 
-    fn attestations(&mut self) -> Result<()> {
-        let root = self.dir("refs/attestations");
-        for name in self.list(&root) {
+    /// The folders of `root` named after a record digest (attestations,
+    /// approvals), each with that record; any other name is malformed.
+    fn record_folders(&mut self, root: &Path) -> Vec<(PathBuf, RecordDigest)> {
+        let mut out = Vec::new();
+        for name in self.list(root) {
             let dir = root.join(&name);
-            let Ok(h) = Hash::from_hex(&name) else {
-                self.malformed(
+            match Hash::from_hex(&name) {
+                Ok(h) => out.push((dir, RecordDigest(h))),
+                Err(_) => self.malformed(
                     "ref",
                     &dir,
                     format!("`{}` is not named after a record digest", dir.display()),
                     HINT_REF,
-                );
-                continue;
-            };
-            let record = RecordDigest(h);
-            if self.store.has_blob(&BlobDigest(h)) {
+                ),
+            }
+        }
+        out
+    }
+
+    fn attestations(&mut self) -> Result<()> {
+        let root = self.dir("refs/attestations");
+        for (dir, record) in self.record_folders(&root) {
+            if self.store.has_blob(&BlobDigest(record.0)) {
                 self.record_root(record, None, None)?;
             } else {
                 // `repro gc` removes attestations with their record: this is damage.
@@ -736,18 +744,7 @@ impl Fsck<'_> {
 
     fn approvals(&mut self) -> Result<()> {
         let root = self.dir("refs/approvals");
-        for name in self.list(&root) {
-            let dir = root.join(&name);
-            let Ok(h) = Hash::from_hex(&name) else {
-                self.malformed(
-                    "ref",
-                    &dir,
-                    format!("`{}` is not named after a record digest", dir.display()),
-                    HINT_REF,
-                );
-                continue;
-            };
-            let record = RecordDigest(h);
+        for (dir, record) in self.record_folders(&root) {
             self.governed_record(
                 record,
                 &format!("the approvals in `{}` are about", dir.display()),

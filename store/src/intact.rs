@@ -361,18 +361,16 @@ impl Store {
     }
 }
 
-/// The inode of a file, for tests.
-#[cfg(test)]
-fn ino(p: &std::path::Path) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap())
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::blob::tests::corrupt;
+
+    fn ino(p: &std::path::Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap())
+    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();
