@@ -7,10 +7,11 @@
 //! <store>/v1/rootfs/<manifest hex>/root/             the unpacked tree
 //! <store>/v1/rootfs/<manifest hex>/listing           its canonical listing
 //! <store>/v1/rootfs/<manifest hex>/listing.sha256    `sha256:<hex>` of the listing
-//! <store>/v1/tmp/rootfs-*/                           unpacking in progress
+//! <store>/v1/tmp/<owner>/rootfs-*/                   unpacking in progress (in this process's scratch)
 //! ```
 //!
-//! [`prepare_rootfs`] unpacks into a fresh directory under `v1/tmp/`, writes
+//! [`prepare_rootfs`] unpacks into a fresh directory in the process's scratch
+//! ([`Store::tmp_dir`], under `v1/tmp/`), writes
 //! the listing, and renames the whole directory into place, so another
 //! process sees either nothing or a complete entry. When two processes race,
 //! the loser deletes its copy and uses the winner's (both unpacked the same
@@ -71,7 +72,8 @@
 //!   the disk; [`check_rootfs`] finds it.
 //! - **Races.** Concurrent preparations of one image each unpack in full
 //!   and the first rename wins; nothing is locked. A process killed while
-//!   unpacking leaves a `v1/tmp/rootfs-*` directory that is never read.
+//!   unpacking leaves a `rootfs-*` directory in its process's scratch that
+//!   is never read, and that the next command taking the store lock removes.
 //!
 //! # The listing
 //!
@@ -289,7 +291,7 @@ pub fn prepare_rootfs(store: &Store, image: &ImageDigest) -> Result<Rootfs> {
         return open_cached(image, &entry);
     }
     fs::create_dir_all(&cache).map_err(io_err("create directory", &cache))?;
-    let tmp = TempEntry::create(&store.layout_dir().join("tmp"), image)?;
+    let tmp = TempEntry::create(&store.tmp_dir(), image)?;
     let root_path = tmp.path.join("root");
     fs::create_dir(&root_path).map_err(io_err("create directory", &root_path))?;
     let root = Dir::open_ambient_dir(&root_path, ambient_authority())

@@ -151,7 +151,7 @@ fn cache_entry(store: &Store, image: &ImageDigest) -> PathBuf {
 
 /// Leftover unpacking directories in the store's scratch area.
 fn leftovers(store: &Store) -> Vec<String> {
-    std::fs::read_dir(store.layout_dir().join("tmp"))
+    std::fs::read_dir(store.tmp_dir())
         .expect("read tmp")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("rootfs-"))
