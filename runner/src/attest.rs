@@ -357,6 +357,28 @@ pub fn list(store: &Store, record: &RecordDigest) -> Result<Vec<Checked>> {
     Ok(out)
 }
 
+/// The exit code of `repro attest list` over `found`: every attestation the
+/// store keeps went through `verify` or `attest import`, so one whose
+/// signature does not check out now was altered in the store, or its key
+/// removed: tampering (exit 3), each named on stderr after the listing.
+pub fn unverified_is_tampering(found: &[Checked], record: &str) -> u8 {
+    let mut bad = 0;
+    for c in found {
+        if let Err(e) = &c.signature {
+            eprintln!(
+                "error: attestation {} of {record} does not check out: {e}",
+                c.digest
+            );
+            bad += 1;
+        }
+    }
+    if bad == 0 {
+        return crate::exit::OK;
+    }
+    eprintln!("hint: `repro fsck` lists every damaged object; do not rely on these attestations");
+    crate::exit::CANNOT
+}
+
 /// Import another party's attestation: its signature must check out with
 /// `key` (or a key already in the store), and it must be about a record in
 /// this store (`expect`, when given, must be that record).

@@ -527,7 +527,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&docs)?);
-                return Ok(exit::OK);
+                return Ok(attest::unverified_is_tampering(&found, &record));
             }
             if found.is_empty() {
                 println!("no attestations of {record} ({d})");
@@ -549,7 +549,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     c.digest.short(),
                 );
             }
-            Ok(exit::OK)
+            Ok(attest::unverified_is_tampering(&found, &record))
         }
         Command::Attest(AttestCommand::Import {
             file,

@@ -277,3 +277,52 @@ fn a_build_over_a_damaged_data_snapshot_signs_nothing() {
     build(&r, &["--locked"]);
     assert_eq!(sha256_of(&r.blob_path(&values)), values);
 }
+
+/// An attestation altered and stored again under its new digest (so that
+/// the blob itself is intact): `attest list` names it as not checking out
+/// and exits 3, as for any tampering.
+#[test]
+#[ignore = "needs root and user namespaces: builds with the native sandbox"]
+fn attest_list_over_a_forged_attestation_is_tampering() {
+    use base64::Engine as _;
+    let r = setup();
+    build(&r, &[]);
+    let out = r.run(&["verify", "scored@1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = r.run(&["attest", "list", "scored@1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let refs = walk_files(&r.store().join("v1/refs/attestations"));
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let genuine = format!("sha256:{}", refs[0].file_name().unwrap().to_str().unwrap());
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(&genuine)).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(env["payload"].as_str().unwrap()).unwrap();
+    let text = String::from_utf8(payload).unwrap();
+    // The statement now claims another platform: the signature no longer fits.
+    let forged = text.replacen("\"kernel\":\"", "\"kernel\":\"forged ", 1);
+    assert_ne!(forged, text);
+    env["payload"] = serde_json::Value::String(b64.encode(forged));
+    let bytes = serde_json::to_vec_pretty(&env).unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    std::fs::write(r.store().join("v1/blobs/sha256").join(&digest), &bytes).unwrap();
+    std::fs::write(refs[0].with_file_name(&digest), b"").unwrap();
+
+    for args in [&["attest", "list"][..], &["attest", "list", "--json"][..]] {
+        let mut a = args.to_vec();
+        a.push("scored@1.0.0");
+        let out = r.run(&a);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(&format!("sha256:{digest}")), "{err}");
+        assert!(
+            !err.contains(&genuine),
+            "the genuine one is not named: {err}"
+        );
+        assert!(err.contains("changed after it was signed"), "{err}");
+    }
+}
