@@ -271,6 +271,7 @@ pub fn collect(
         }
     }
     add_pinned_objects(store, &mut roots, &mut warnings)?;
+    add_governance_roots(store, &mut roots)?;
 
     let opts = GcOptions {
         drop_versions: drop,
@@ -282,6 +283,64 @@ pub fn collect(
         store.gc_sweep(&plan)?;
     }
     Ok(report(plan, retention, fates, warnings, dry_run, verbose))
+}
+
+/// Keep what governance and the audit log name, whatever the retention
+/// rules: the public key of every registered identity (approvals are
+/// checked with it) and of every audit entry's signer and registry
+/// decision's actor (`repro audit verify` checks each entry with it), and
+/// every policy a registry decision was made under (its copy is the
+/// evidence of what was checked). A registry or log that cannot be read
+/// stops the collection: what it names is not known, so nothing it might
+/// name may go.
+fn add_governance_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> {
+    fn key(roots: &mut impl RootSink, keyid: &str, what: &str) {
+        if let Ok(d) = keyid.parse::<BlobDigest>() {
+            roots.blob(d, || Origin::plain(format!("the public key of {what}")));
+        }
+    }
+    for id in crate::governance::identities::list(store)
+        .context("cannot read the registered identities, so no key may be collected")?
+    {
+        key(roots, &id.keyid, "a registered identity");
+    }
+    let entries = crate::audit::entries(store)
+        .context("cannot read the audit log, so none of its signers' keys may be collected")?;
+    for (_, e) in &entries {
+        key(roots, &e.actor.keyid, "an audit log entry's signer");
+    }
+    let registry = store.layout_dir().join("registry");
+    let models = match std::fs::read_dir(&registry) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot list `{}`", registry.display()))
+            )
+        }
+    };
+    for name in models {
+        let history = crate::governance::registry::history(store, &name)
+            .with_context(|| format!("cannot read the registry history of `{name}`"))?;
+        for h in history {
+            key(roots, &h.actor.keyid, "a registry decision's actor");
+            if let Some(p) = h
+                .policy
+                .as_deref()
+                .and_then(|p| p.parse::<BlobDigest>().ok())
+            {
+                roots.blob(p, || {
+                    Origin::plain(format!(
+                        "the policy of a decision about {name}@{}",
+                        h.version
+                    ))
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn report(

@@ -207,7 +207,9 @@ fn a_pinned_version_survives_an_age_rule() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_fsck_clean(&r);
 
-    // Unpinned, it goes too: only the image, which nothing needs now, remains to drop.
+    // Unpinned, it goes too: only the image, which nothing needs now, remains
+    // to drop; the builder's public key stays, as the audit log's entries
+    // are signed with it.
     let out = r.run(&["unpin", "kept@1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&["unpin", "kept@1"]);
@@ -216,7 +218,10 @@ fn a_pinned_version_survives_an_age_rule() {
     let doc = gc_json(&r, &[]);
     assert_eq!(fate(&doc, "kept@1")["retained"], false, "{doc}");
     assert_eq!(doc["removed"]["image"]["count"], 1, "{doc}");
-    assert_eq!(doc["kept_blobs"], 0, "{doc}");
+    assert_eq!(doc["kept_blobs"], 1, "{doc}");
+    assert_eq!(doc["kept_bytes"], 32, "an ed25519 public key: {doc}");
+    let out = r.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!r.store().join("v1/refs/records/kept").exists());
     assert_fsck_clean(&r);
 }
