@@ -8,8 +8,9 @@
 //!   tables, gaps between slices, other values);
 //! - the reproducibility evidence: the record's digest and signer, and each
 //!   verification attestation (verifier identity, result, platform, time);
-//! - the approvals under `v1/refs/approvals/<record hex>/` (DSSE envelopes
-//!   of in-toto statements with predicate type [`APPROVAL_PREDICATE_TYPE`]);
+//! - the approvals under `v1/refs/approvals/<record hex>/`, each judged by
+//!   the rule `repro promote` counts them by
+//!   ([`crate::governance::approvals::judge`]);
 //! - the lineage graph (data -> steps -> output files).
 //!
 //! The card holds no time of its own making: the same evidence gives the
@@ -20,17 +21,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use repro_store::{BlobDigest, Hash, RecordDigest, Store};
-use serde::{Deserialize, Serialize};
+use repro_store::{BlobDigest, RecordDigest, Store};
+use serde::Serialize;
 
-use crate::attest::Identity;
-use crate::keys::{self, Envelope};
 use crate::lineage::{self, VersionGraph};
-use crate::record::STATEMENT_TYPE;
 use crate::verify::{open_record, resolve_record_ref, CannotVerify};
-
-/// The predicate type of an approval statement.
-pub const APPROVAL_PREDICATE_TYPE: &str = "urn:repro:approval:v1";
 
 /// The file name of the Markdown card.
 pub const MARKDOWN_FILE: &str = "model-card.md";
@@ -84,49 +79,6 @@ pub struct Reproduction {
     pub attestation: String,
 }
 
-/// The approver of an approval statement.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct Approver {
-    /// The signing key's id.
-    #[serde(default)]
-    pub keyid: String,
-    /// The person's name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The person's e-mail.
-    #[serde(default)]
-    pub email: Option<String>,
-}
-
-/// The predicate of an approval statement.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ApprovalPredicate {
-    /// `name@version`.
-    #[serde(default)]
-    pub model: String,
-    /// The role the approver acts in.
-    #[serde(default)]
-    pub role: String,
-    /// Why.
-    #[serde(default)]
-    pub reason: String,
-    /// When (RFC 3339).
-    #[serde(default)]
-    pub time: String,
-    /// Who.
-    #[serde(default)]
-    pub approver: Approver,
-}
-
-#[derive(Deserialize)]
-struct ApprovalStatement {
-    #[serde(rename = "_type")]
-    type_: String,
-    #[serde(rename = "predicateType")]
-    predicate_type: String,
-    predicate: ApprovalPredicate,
-}
-
 /// An approval, as the card shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Approval {
@@ -138,10 +90,9 @@ pub struct Approval {
     pub time: String,
     /// Why.
     pub reason: String,
-    /// `signature ok`, or why the approval does not check out.
+    /// `counts`, or why the approval does not count.
     pub status: String,
-    /// Whether the signature checks out with a key in the store and was made
-    /// by the key the approval names.
+    /// Whether it counts (as `repro promote` would count it).
     pub valid: bool,
 }
 
@@ -239,7 +190,7 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
         .collect();
     reproductions.sort_by(|a, b| (&a.time, &a.attestation).cmp(&(&b.time, &b.attestation)));
 
-    let (approvals, approval_problems) = approvals(store, &record)?;
+    let (approvals, approval_problems) = approvals(store, &record, &opened.signed_by)?;
     Ok(Card {
         model,
         record: record.to_string(),
@@ -253,94 +204,44 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
     })
 }
 
-/// The approvals directory of a record.
-pub fn approvals_dir(store: &Store, record: &RecordDigest) -> PathBuf {
-    store.layout_dir().join("refs/approvals").join(record.hex())
-}
-
-/// Read the approvals of `record`: each file is a DSSE envelope, or an
-/// empty file named by the hex digest of a blob holding one. A missing
-/// directory means no approvals. Files that cannot be read as approvals are
-/// reported as problems, not errors.
-pub fn approvals(store: &Store, record: &RecordDigest) -> Result<(Vec<Approval>, Vec<String>)> {
-    let dir = approvals_dir(store, record);
-    let mut names = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(rd) => {
-            for e in rd {
-                let e = e.with_context(|| format!("cannot list `{}`", dir.display()))?;
-                if let Some(n) = e.file_name().to_str() {
-                    if !n.starts_with('.') {
-                        names.push(n.to_string());
-                    }
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e).with_context(|| format!("cannot list `{}`", dir.display())),
-    }
-    names.sort();
+/// The approvals of `record` (built by key `builder`), each judged by the
+/// one rule that `repro promote` applies
+/// ([`crate::governance::approvals::judge`]: signature by a registered
+/// identity's key, that identity holding the role and not revoked, not the
+/// builder, bound to this record): a card never calls an approval valid
+/// that a promotion would not count. Files that are not approvals at all
+/// are reported as problems, not errors.
+pub fn approvals(
+    store: &Store,
+    record: &RecordDigest,
+    builder: &str,
+) -> Result<(Vec<Approval>, Vec<String>)> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    for name in names {
-        match read_approval(store, &dir.join(&name), &name) {
-            Ok(a) => out.push(a),
-            Err(why) => problems.push(format!("`{name}`: {why}")),
-        }
+    for j in crate::governance::approvals::list(store, record, builder)? {
+        let Some(p) = j.approval else {
+            problems.push(format!(
+                "{}: {}",
+                j.digest,
+                j.why_not.as_deref().unwrap_or("unreadable")
+            ));
+            continue;
+        };
+        let status = match &j.why_not {
+            None => "counts".to_string(),
+            Some(why) => format!("DOES NOT COUNT: {why}"),
+        };
+        out.push(Approval {
+            role: p.role,
+            approver: p.approver.to_string(),
+            time: p.time,
+            reason: p.reason,
+            status,
+            valid: j.counts,
+        });
     }
     out.sort_by(|a, b| (&a.time, &a.role, &a.approver).cmp(&(&b.time, &b.role, &b.approver)));
     Ok((out, problems))
-}
-
-fn read_approval(store: &Store, path: &Path, name: &str) -> std::result::Result<Approval, String> {
-    let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        let hex = name.strip_suffix(".json").unwrap_or(name);
-        let hash = Hash::from_hex(hex).map_err(|e| format!("empty, and not a blob name: {e}"))?;
-        bytes = store
-            .read_blob(&BlobDigest(hash))
-            .map_err(|e| e.to_string())?;
-    }
-    let envelope: Envelope =
-        serde_json::from_slice(&bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    let signature = keys::open(&envelope, |id| keys::lookup_in_store(store, id));
-    use base64::Engine as _;
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(&envelope.payload)
-        .map_err(|e| format!("the payload is not base64: {e}"))?;
-    let st: ApprovalStatement =
-        serde_json::from_slice(&payload).map_err(|e| format!("not an approval statement: {e}"))?;
-    if st.type_ != STATEMENT_TYPE || st.predicate_type != APPROVAL_PREDICATE_TYPE {
-        return Err(format!(
-            "not an approval (statement `{}`, predicate `{}`)",
-            st.type_, st.predicate_type
-        ));
-    }
-    let p = st.predicate;
-    let (status, valid) = match signature {
-        Ok((_, signer)) if signer == p.approver.keyid => ("signature ok".to_string(), true),
-        Ok((_, signer)) => (
-            format!(
-                "NOT VALID: signed by {signer}, not by the approver's key {}",
-                p.approver.keyid
-            ),
-            false,
-        ),
-        Err(e) => (format!("NOT VALID: {e}"), false),
-    };
-    let approver = Identity {
-        keyid: p.approver.keyid.clone(),
-        name: p.approver.name.clone(),
-        email: p.approver.email.clone(),
-    };
-    Ok(Approval {
-        role: p.role,
-        approver: approver.to_string(),
-        time: p.time,
-        reason: p.reason,
-        status,
-        valid,
-    })
 }
 
 fn or_none(v: &Option<String>) -> &str {

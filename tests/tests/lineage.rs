@@ -368,7 +368,7 @@ fn the_card_shows_metadata_data_metrics_evidence_and_approvals_and_is_stable() {
         "{md}"
     );
     assert!(
-        md.contains(r"independent rebuild matched \| metrics &lt;ok&gt; | signature ok |"),
+        md.contains(r"independent rebuild matched \| metrics &lt;ok&gt; | counts |"),
         "{md}"
     );
     assert!(html.contains("<td>validator</td>"), "{html}");
@@ -490,4 +490,34 @@ fn the_example_card_shows_its_auc_and_slices_and_lineage_reaches_the_dataset() {
     assert!(md.contains("#### Gaps between slices"), "{md}");
     assert!(md.contains("| feature | mean radius |"), "{md}");
     assert!(md.contains("Model Risk Example"), "{md}");
+}
+
+/// The card judges approvals by the rule promotion counts them by: once
+/// the approver is revoked, the card no longer calls the approval good.
+#[test]
+#[ignore = "needs root and user namespaces (native sandbox)"]
+fn the_card_does_not_count_an_approval_that_promotion_would_not() {
+    let a = party("Alice");
+    build(&a, "model.toml");
+    let bob = approve_as_bob(&a);
+    let out = a.run(&["card", "scorer@1", "-o", "before"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = read(&a.work().join("before"), "model-card.md");
+    assert!(md.contains("| counts |"), "{md}");
+
+    let keyid = stdout(&a.run(&["key", "show", "--key", bob.to_str().unwrap()]));
+    let keyid = keyid
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = a.run(&["identity", "revoke", &keyid, "--reason", "left the bank"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = a.run(&["card", "scorer@1", "-o", "after"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = read(&a.work().join("after"), "model-card.md");
+    assert!(!md.contains("| counts |"), "{md}");
+    assert!(md.contains("DOES NOT COUNT"), "{md}");
+    assert!(md.contains("revoked"), "{md}");
 }
