@@ -223,6 +223,19 @@ mod tests {
         assert_eq!(s.ac_get(&key).unwrap(), None);
     }
 
+    /// Move the folder `out` into the store as the output of `key`, with
+    /// `log`, and put the result in the action cache.
+    fn cache(s: &Store, key: &StepKey, out: &std::path::Path, log: &[u8]) -> ActionResult {
+        let r = ActionResult {
+            output: s.snapshot_dir(out, Ingest::Move).unwrap(),
+            log: s.put_bytes(log).unwrap(),
+            exit_code: 0,
+            duration_ms: 1,
+        };
+        s.ac_put(key, &r).unwrap();
+        r
+    }
+
     /// A hit never vouches for a damaged output: a file blob or the log
     /// altered in place, even after earlier lookups stamped them, is the
     /// error naming it; putting the good bytes back makes it a hit again.
@@ -232,16 +245,9 @@ mod tests {
         let s = Store::open(t.path()).unwrap();
         let out = s.scratch("out-").unwrap();
         fs::write(out.path().join("metrics.json"), br#"{"auc":0.97}"#).unwrap();
-        let output = s.snapshot_dir(out.path(), Ingest::Move).unwrap();
-        let log = s.put_bytes(b"evaluating\n").unwrap();
         let key = StepKey(Hash::of(b"evaluate"));
-        let r = ActionResult {
-            output,
-            log,
-            exit_code: 0,
-            duration_ms: 1,
-        };
-        s.ac_put(&key, &r).unwrap();
+        let r = cache(&s, &key, out.path(), b"evaluating\n");
+        let log = r.log;
         assert!(s.ac_lookup(&key).unwrap().is_some());
         assert!(s.ac_lookup(&key).unwrap().is_some());
         let metrics = BlobDigest(Hash::of(br#"{"auc":0.97}"#));
@@ -267,16 +273,9 @@ mod tests {
         fs::write(out.path().join("a/b/deep.txt"), b"deep").unwrap();
         fs::write(out.path().join("top.bin"), b"top").unwrap();
         std::os::unix::fs::symlink("top.bin", out.path().join("link")).unwrap();
-        let output = s.snapshot_dir(out.path(), Ingest::Move).unwrap();
-        let log = s.put_bytes(b"log").unwrap();
         let key = StepKey(Hash::of(b"k"));
-        let r = ActionResult {
-            output,
-            log,
-            exit_code: 0,
-            duration_ms: 1,
-        };
-        s.ac_put(&key, &r).unwrap();
+        let r = cache(&s, &key, out.path(), b"log");
+        let output = r.output;
         let (got, files) = s.ac_lookup(&key).unwrap().unwrap();
         assert_eq!(got, r);
         assert_eq!(files, s.flatten(&output).unwrap());

@@ -9,10 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use common::{stderr, Repro};
-use sha2::{Digest as _, Sha256};
+use common::{forge, put_blob, sha256, stderr, Repro};
 
 const MODEL: &str = "fraud";
 
@@ -107,25 +104,6 @@ fn assert_clean(r: &Repro) {
 
 /// Re-sign nothing: change the payload of the DSSE envelope `bytes` with
 /// `edit` and keep its signatures, as a forger without the key would.
-fn forge(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let mut env: serde_json::Value = serde_json::from_slice(bytes).unwrap();
-    let payload = B64.decode(env["payload"].as_str().unwrap()).unwrap();
-    let mut statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-    edit(&mut statement);
-    env["payload"] = B64.encode(serde_json::to_vec(&statement).unwrap()).into();
-    serde_json::to_vec_pretty(&env).unwrap()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// Put `bytes` in the store as a valid blob (named by its hash).
-fn put_blob(r: &Repro, bytes: &[u8]) -> String {
-    let store = repro_store::Store::open(&r.store()).unwrap();
-    store.put_bytes(bytes).unwrap().to_string()
-}
-
 fn remove_blob(r: &Repro, digest: &str) {
     std::fs::remove_file(r.blob_path(digest)).unwrap();
 }

@@ -563,11 +563,7 @@ fn gc_keeps_the_keys_and_policies_that_governance_and_the_audit_log_name() {
     assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
     let show = stdout(&r.run(&["registry", "show", "gov@1"]));
     assert!(show.contains("Bob"), "{show}");
-    let policy = {
-        use sha2::Digest as _;
-        let bytes = std::fs::read(r.work().join("owner-only.toml")).unwrap();
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-    };
+    let policy = common::sha256(&std::fs::read(r.work().join("owner-only.toml")).unwrap());
     assert!(
         r.blob_path(&policy).is_file(),
         "the policy copy {policy} is kept"

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{flip_byte, statuses, stderr, stdout, Repro};
+use common::{flip_byte, forge, put_blob, sha256, statuses, stderr, stdout, Repro};
 
 const RECIPE: &str = r#"
 [model]
@@ -107,11 +107,7 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn sha256_of(path: &Path) -> String {
-    use sha2::Digest as _;
-    format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-    )
+    sha256(&std::fs::read(path).unwrap())
 }
 
 #[test]
@@ -284,7 +280,6 @@ fn a_build_over_a_damaged_data_snapshot_signs_nothing() {
 #[test]
 #[ignore = "needs root and user namespaces: builds with the native sandbox"]
 fn attest_list_over_a_forged_attestation_is_tampering() {
-    use base64::Engine as _;
     let r = setup();
     build(&r, &[]);
     let out = r.run(&["verify", "scored@1.0.0"]);
@@ -295,21 +290,15 @@ fn attest_list_over_a_forged_attestation_is_tampering() {
     let refs = walk_files(&r.store().join("v1/refs/attestations"));
     assert_eq!(refs.len(), 1, "{refs:?}");
     let genuine = format!("sha256:{}", refs[0].file_name().unwrap().to_str().unwrap());
-    let mut env: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(r.blob_path(&genuine)).unwrap()).unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let payload = b64.decode(env["payload"].as_str().unwrap()).unwrap();
-    let text = String::from_utf8(payload).unwrap();
+    let bytes = std::fs::read(r.blob_path(&genuine)).unwrap();
     // The statement now claims another platform: the signature no longer fits.
-    let forged = text.replacen("\"kernel\":\"", "\"kernel\":\"forged ", 1);
-    assert_ne!(forged, text);
-    env["payload"] = serde_json::Value::String(b64.encode(forged));
-    let bytes = serde_json::to_vec_pretty(&env).unwrap();
-    let digest = {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
-    std::fs::write(r.store().join("v1/blobs/sha256").join(&digest), &bytes).unwrap();
+    let forged = forge(&bytes, |st| {
+        let kernel = &mut st["predicate"]["repro"]["platform"]["kernel"];
+        let was = kernel.as_str().expect("the statement names its kernel");
+        *kernel = format!("forged {was}").into();
+    });
+    let digest = put_blob(&r, &forged);
+    let digest = digest.strip_prefix("sha256:").unwrap().to_string();
     std::fs::write(refs[0].with_file_name(&digest), b"").unwrap();
 
     for args in [&["attest", "list"][..], &["attest", "list", "--json"][..]] {

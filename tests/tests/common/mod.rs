@@ -153,3 +153,28 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A DSSE envelope (`bytes`) with its statement changed by `edit`, the
+/// signatures left as they were: a forgery that must not check out.
+pub fn forge(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    let mut env: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    let payload = B64.decode(env["payload"].as_str().unwrap()).unwrap();
+    let mut statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    edit(&mut statement);
+    env["payload"] = B64.encode(serde_json::to_vec(&statement).unwrap()).into();
+    serde_json::to_vec_pretty(&env).unwrap()
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Put `bytes` in the store of `r` as a valid blob (named by its hash).
+pub fn put_blob(r: &Repro, bytes: &[u8]) -> String {
+    let store = repro_store::Store::open(&r.store()).unwrap();
+    store.put_bytes(bytes).unwrap().to_string()
+}
