@@ -1,62 +1,19 @@
-//! Exit codes, documented in the README.
-//!
-//! | code | meaning |
-//! | --- | --- |
-//! | 0 | success; for `verify`: reproduced |
-//! | 1 | a step failed (`build`); not reproduced (`verify`) |
-//! | 2 | the user's input is wrong: recipe, lock, arguments |
-//! | 3 | could not do it: the environment or the evidence is broken (Docker down, missing input, corrupt or tampered store object, bad signature) |
-//! | 4 | internal error (a bug in repro) |
-//! | 130 | interrupted (Ctrl-C); running steps were stopped and their containers removed |
+//! The exit code of an error (the codes are documented in
+//! [`repro_evidence::exit`] and the README).
 
-/// Success; for `verify`: reproduced.
-pub const OK: u8 = 0;
-/// A step failed; or not reproduced.
-pub const FAILED: u8 = 1;
-/// Bad recipe, lock or arguments.
-pub const USER: u8 = 2;
-/// Environment or evidence problem; for `verify`: could not verify.
-pub const CANNOT: u8 = 3;
-/// A bug.
-pub const INTERNAL: u8 = 4;
+pub use repro_evidence::exit::*;
 
-/// Interrupted by Ctrl-C.
-pub const INTERRUPTED: u8 = 130;
-
-/// The build or verification was interrupted (Ctrl-C); exits with [`INTERRUPTED`].
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted: running steps were stopped")]
-pub struct Interrupted;
-
-/// An error that is the user's to fix (bad input); exits with [`USER`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
-
-/// Evidence changed after it was signed (a forged or edited attestation);
-/// exits with [`CANNOT`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Tampered(pub String);
-
-/// Pick the exit code for an error by looking through its causes.
+/// Pick the exit code for an error by looking through its causes: the
+/// recipe and graph errors are the user's, the sandbox's are the
+/// environment's, and the evidence crate knows the rest.
 pub fn classify(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if cause.is::<Interrupted>() {
-            return INTERRUPTED;
+    classify_with(e, |cause| {
+        if cause.is::<repro_dag::Error>() {
+            Some(USER)
+        } else if cause.is::<repro_sandbox::Error>() {
+            Some(CANNOT)
+        } else {
+            None
         }
-        if cause.is::<Tampered>() {
-            return CANNOT;
-        }
-        if cause.is::<UserError>()
-            || cause.is::<repro_recipes::Error>()
-            || cause.is::<repro_dag::Error>()
-        {
-            return USER;
-        }
-        if cause.is::<repro_store::Error>() || cause.is::<repro_sandbox::Error>() {
-            return CANNOT;
-        }
-    }
-    CANNOT
+    })
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::env_vars;
-use crate::events::{Event, Reporter};
+use repro_engine::events::{Event, Reporter};
+use repro_evidence::env_vars;
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

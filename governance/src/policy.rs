@@ -1,0 +1,286 @@
+//! The promotion policy: a versioned TOML file whose SHA-256 is recorded
+//! with every promotion decision.
+//!
+//! ```toml
+//! [stages.production]
+//! from = "validated"                 # the version must be in this stage now (optional)
+//! approvals = ["model-risk", "business-owner"]   # one counting approval per role
+//! reproductions = 1                  # independent PASSED verifications (not the builder's key)
+//! data_validation = "validate"       # this step is in the record and succeeded
+//! owner = true                       # the recipe names `model.owner`
+//! model_card = true                  # `repro card` was written for this record
+//! thresholds = [
+//!   { step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.9 },
+//!   { step = "evaluate", file = "metrics.json", path = "slices.gaps.auc.gap", max = 0.05 },
+//! ]
+//! ```
+//!
+//! A threshold's `path` walks the metrics JSON: dotted object keys, and
+//! `[i]` for the i-th element of an array (`reliability.table[0].count`).
+//! The value must be a number; `null` or a missing key is unmet.
+//!
+//! Separation of duties is always on: the builder's key (the key that signed
+//! the record) never counts as an approver nor as an independent
+//! reproduction, and approvals and reproductions count only from registered,
+//! unrevoked identities.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use repro_store::{Hash, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::base::{read_optional, Error, Result};
+
+/// The default policy file in the store, `v1/policy.toml`.
+pub fn default_path(store: &Store) -> std::path::PathBuf {
+    store.layout_dir().join("policy.toml")
+}
+
+/// A policy file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The gate of each target stage (`validated`, `production`, `retired`).
+    #[serde(default)]
+    pub stages: BTreeMap<String, Gate>,
+}
+
+/// What a version needs to enter a stage.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// The stage the version must be in now.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Roles that must each approve.
+    #[serde(default)]
+    pub approvals: Vec<String>,
+    /// Independent reproductions needed.
+    #[serde(default)]
+    pub reproductions: u32,
+    /// The data validation step that must have succeeded.
+    #[serde(default)]
+    pub data_validation: Option<String>,
+    /// Whether the recipe must name an owner.
+    #[serde(default)]
+    pub owner: bool,
+    /// Whether a model card must be present.
+    #[serde(default)]
+    pub model_card: bool,
+    /// Evaluation thresholds.
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A bound on one metric.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// The step that wrote the metrics.
+    pub step: String,
+    /// The file in the step's outputs.
+    pub file: String,
+    /// The JSON path: dotted keys, `[i]` indices.
+    pub path: String,
+    /// The value must be at least this.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// The value must be at most this.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// A policy read from a file, with its digest.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The policy.
+    pub policy: Policy,
+    /// `sha256:` of the file's bytes.
+    pub digest: String,
+    /// Where it came from.
+    pub path: std::path::PathBuf,
+}
+
+/// Parse a policy from its text (`path` names it in errors).
+pub fn parse(path: &Path, text: &str) -> Result<Policy> {
+    let policy: Policy = toml::from_str(text).map_err(|e| {
+        Error::Invalid(format!(
+            "invalid policy `{}`: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })?;
+    for (stage, gate) in &policy.stages {
+        stage.parse::<super::Stage>().map_err(|_| {
+            Error::Invalid(format!(
+                "invalid policy `{}`: unknown stage `[stages.{stage}]`\nhint: the stages are validated, production and retired",
+                path.display()
+            ))
+        })?;
+        for t in &gate.thresholds {
+            if t.min.is_none() && t.max.is_none() {
+                return Err(Error::Invalid(format!(
+                    "invalid policy `{}`: the threshold on `{}` in `[stages.{stage}]` has neither `min` nor `max`",
+                    path.display(),
+                    t.path
+                )));
+            }
+            parse_path(&t.path).map_err(|why| {
+                Error::Invalid(format!(
+                    "invalid policy `{}`: threshold path `{}`: {why}",
+                    path.display(),
+                    t.path
+                ))
+            })?;
+        }
+    }
+    Ok(policy)
+}
+
+/// Read the policy at `path` (or the store's default), and keep a copy of
+/// its bytes in the store so the decision can be re-checked later.
+pub fn load(store: &Store, path: Option<&Path>) -> Result<Loaded> {
+    let path = path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_path(store));
+    let Some(bytes) = read_optional(&path)? else {
+        return Err(Error::Invalid(format!(
+            "no policy at `{}`\nhint: pass `--policy <file>` or put one at `{}`",
+            path.display(),
+            default_path(store).display()
+        )));
+    };
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::Invalid(format!("the policy `{}` is not UTF-8", path.display())))?;
+    let policy = parse(&path, &text)?;
+    store.put_bytes(&bytes)?;
+    Ok(Loaded {
+        policy,
+        digest: format!("sha256:{}", Hash::of(&bytes).hex()),
+        path,
+    })
+}
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathStep {
+    /// An object key.
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// Parse `a.b[0].c`.
+pub fn parse_path(path: &str) -> std::result::Result<Vec<PathStep>, String> {
+    let mut out = Vec::new();
+    if path.is_empty() {
+        return Err("it is empty".into());
+    }
+    for (n, part) in path.split('.').enumerate() {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        // Only the first part may be a bare index (`[0].x`, a top-level array).
+        if key.is_empty() && (n != 0 || rest.is_empty()) {
+            return Err(format!("empty key in `{path}`"));
+        }
+        if !key.is_empty() {
+            out.push(PathStep::Key(key.to_string()));
+        }
+        while !rest.is_empty() {
+            let close = rest
+                .find(']')
+                .ok_or_else(|| format!("unclosed `[` in `{path}`"))?;
+            let n: usize = rest[1..close]
+                .parse()
+                .map_err(|_| format!("`{}` is not an index in `{path}`", &rest[1..close]))?;
+            out.push(PathStep::Index(n));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(format!("expected `.` or `[` after `]` in `{path}`"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Follow `path` in `doc`.
+pub fn lookup<'a>(
+    doc: &'a serde_json::Value,
+    path: &str,
+) -> std::result::Result<&'a serde_json::Value, String> {
+    let mut v = doc;
+    for step in parse_path(path)? {
+        v = match &step {
+            PathStep::Key(k) => v.get(k.as_str()),
+            PathStep::Index(i) => v.get(*i),
+        }
+        .ok_or_else(|| match step {
+            PathStep::Key(k) => format!("no key `{k}`"),
+            PathStep::Index(i) => format!("no element [{i}]"),
+        })?;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_walk_keys_and_indices() {
+        let doc = serde_json::json!({"overall": {"auc": 0.97}, "t": [{"c": 1}, {"c": [5, 6]}]});
+        assert_eq!(
+            lookup(&doc, "overall.auc").unwrap(),
+            &serde_json::json!(0.97)
+        );
+        assert_eq!(lookup(&doc, "t[1].c[1]").unwrap(), &serde_json::json!(6));
+        assert_eq!(lookup(&doc, "overall.gap").unwrap_err(), "no key `gap`");
+        assert_eq!(lookup(&doc, "t[2]").unwrap_err(), "no element [2]");
+        assert!(parse_path("a..b").is_err());
+        assert!(parse_path("a[x]").is_err());
+        assert!(parse_path("a[0").is_err());
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_are_refused() {
+        let p = parse(
+            Path::new("p.toml"),
+            r#"
+[stages.production]
+approvals = ["model-risk"]
+reproductions = 1
+thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.9 }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.stages["production"].approvals, ["model-risk"]);
+        let e = parse(Path::new("p.toml"), "[stages.prod]\n").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown stage `[stages.prod]`"),
+            "{e}"
+        );
+        let e = parse(
+            Path::new("p.toml"),
+            "[stages.production]\nthresholds = [{ step = \"e\", file = \"m\", path = \"a\" }]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("neither `min` nor `max`"), "{e}");
+        let e = parse(Path::new("p.toml"), "[stages.production]\napproval = []\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `approval`"), "{e}");
+    }
+
+    #[test]
+    fn the_breast_cancer_policy_parses() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/breast-cancer/policy.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let p = parse(&path, &text).unwrap();
+        assert!(p.stages["production"]
+            .thresholds
+            .iter()
+            .any(|t| t.path == "overall.auc"));
+    }
+}

@@ -1,0 +1,147 @@
+//! `repro registry list|show`.
+
+use anyhow::Result;
+use clap::Subcommand;
+use repro_evidence::exit::{self};
+use repro_evidence::VersionRef;
+use repro_governance::registry;
+
+use super::governance::lift;
+use super::{Ctx, StoreUse};
+
+/// `repro registry` only reads.
+pub const STORE: StoreUse = StoreUse::Open;
+
+/// `repro identity ...`
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// List every model version with its stage, owner and record
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a version: stage, owner, record, every record of the version, approvals (and whether each counts), reproductions, history
+    Show {
+        /// `name@version`
+        model: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `repro registry`.
+pub fn run(ctx: &Ctx, cmd: RegistryCommand) -> Result<u8> {
+    let store = &*ctx.store()?;
+    match cmd {
+        RegistryCommand::List { json } => {
+            let rows = registry::list(store).map_err(lift)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(exit::OK);
+            }
+            if rows.is_empty() {
+                println!("no model versions");
+            }
+            for r in &rows {
+                println!(
+                    "{}@{}  {}  owner: {}  record {}",
+                    r.name,
+                    r.version,
+                    r.stage,
+                    r.owner.as_deref().unwrap_or("(none)"),
+                    r.record
+                );
+            }
+            Ok(exit::OK)
+        }
+        RegistryCommand::Show { model, json } => {
+            let m = VersionRef::parse(&model)?;
+            let s = registry::show(store, &m).map_err(lift)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(exit::OK);
+            }
+            println!("{}", s.model);
+            println!("  stage:   {}", s.stage);
+            println!("  owner:   {}", s.owner.as_deref().unwrap_or("(none)"));
+            println!("  record:  {}", s.record);
+            if let Some(c) = &s.current_record {
+                println!("  rebuilt since: the current record is {c}");
+            }
+            println!(
+                "  records: {} (every build of the version, oldest first)",
+                s.records.len()
+            );
+            for r in &s.records {
+                let mut marks = Vec::new();
+                if r.latest {
+                    marks.push("latest");
+                }
+                if r.staged {
+                    marks.push("staged");
+                }
+                println!(
+                    "    {}  finished {}{}",
+                    r.record,
+                    r.finished_on.as_deref().unwrap_or("(unreadable)"),
+                    if marks.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", marks.join(", "))
+                    }
+                );
+            }
+            println!("  builder: key {}", s.builder);
+            println!(
+                "  model card: {}",
+                if s.model_card { "present" } else { "none" }
+            );
+            println!("  approvals:");
+            if s.approvals.is_empty() {
+                println!("    none");
+            }
+            for j in &s.approvals {
+                let what = match &j.approval {
+                    Some(a) => format!("{} by {} at {}: {}", a.role, a.approver, a.time, a.reason),
+                    None => "(unreadable)".to_string(),
+                };
+                match &j.why_not {
+                    None => println!("    counts          {what}"),
+                    Some(why) => println!("    does not count  {what} [{why}]"),
+                }
+            }
+            println!("  reproductions:");
+            if s.reproductions.is_empty() {
+                println!("    none");
+            }
+            for r in &s.reproductions {
+                let what = format!("{} by {} at {}", r.result, r.verifier, r.time);
+                match &r.why_not {
+                    None => println!("    counts          {what}"),
+                    Some(why) => println!("    does not count  {what} [{why}]"),
+                }
+            }
+            println!("  history:");
+            if s.history.is_empty() {
+                println!("    none");
+            }
+            for h in &s.history {
+                println!(
+                    "    {}  {} {} -> {} by {}{}",
+                    h.time,
+                    h.action,
+                    h.from,
+                    h.to,
+                    h.actor,
+                    h.policy
+                        .as_ref()
+                        .map(|p| format!(" (policy {p})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}
