@@ -543,8 +543,8 @@ fn statement(
                 build_type: BUILD_TYPE.into(),
                 external_parameters: ExternalParameters {
                     recipe: recipe.path.display().to_string(),
-                    recipe_digest: recipe_digest.to_string(),
-                    lock_digest: lock_digest.map(|d| d.to_string()),
+                    recipe_digest,
+                    lock_digest,
                     name: recipe.model.name.clone(),
                     version: recipe.model.version.clone(),
                 },

@@ -33,7 +33,7 @@ fn operand(store: &Store, what: &str) -> Result<Operand> {
             return Ok(Operand::Tree(TreeDigest(hash)));
         }
         if let Ok(r) = open_record(store, what, &[]) {
-            return Ok(record_operand(r));
+            return record_operand(r);
         }
         if store.has_blob(&BlobDigest(hash)) {
             return Ok(Operand::Blob(BlobDigest(hash)));
@@ -41,7 +41,7 @@ fn operand(store: &Store, what: &str) -> Result<Operand> {
         return Err(UserError(format!("`{what}` is not in the store")).into());
     }
     if what.contains('@') {
-        return Ok(record_operand(open_record(store, what, &[])?));
+        return record_operand(open_record(store, what, &[])?);
     }
     Err(UserError(format!(
         "`{what}` is not a file, a digest in the store or `name@version`\nhint: compare two files, two output trees (`sha256:...`) or two records"
@@ -49,16 +49,16 @@ fn operand(store: &Store, what: &str) -> Result<Operand> {
     .into())
 }
 
-fn record_operand(r: repro_evidence::record::OpenedRecord) -> Operand {
+fn record_operand(r: repro_evidence::record::OpenedRecord) -> Result<Operand> {
     let ext = &r.statement.predicate.build_definition.external_parameters;
     let model = format!("{}@{}", ext.name, ext.version);
     let steps = r
         .statement
-        .steps()
+        .steps()?
         .into_iter()
-        .filter_map(|s| Some((s.name, s.output.parse().ok()?)))
+        .map(|s| (s.name, s.output))
         .collect();
-    Operand::Record { model, steps }
+    Ok(Operand::Record { model, steps })
 }
 
 /// The result of a diff, per step (one unnamed step for trees and files).

@@ -92,11 +92,8 @@ pub async fn verify(
     let st = &opened.statement;
     let ext = &st.predicate.build_definition.external_parameters;
     let pins = pins_of(st)?;
-    let prewarm = prewarm_sandbox(engine, &pins, st.steps().len());
-    let recipe_digest = ext
-        .recipe_digest
-        .parse()
-        .map_err(|e| CannotVerify(format!("{e}")))?;
+    let prewarm = prewarm_sandbox(engine, &pins, st.steps()?.len());
+    let recipe_digest = ext.recipe_digest;
     let text = store.read_blob(&recipe_digest).map_err(|e| {
         anyhow::Error::new(e).context(CannotVerify(format!(
             "the recipe {recipe_digest} is unusable"
@@ -118,7 +115,7 @@ pub async fn verify(
         check_tree(&store, d)?;
     }
     let plan = Plan::new(&recipe, &pins)?;
-    let recorded = st.steps();
+    let recorded = st.steps()?;
     if recorded.len() != plan.steps.len() {
         bail!(CannotVerify(format!(
             "the record lists {} steps but its recipe has {}",
@@ -147,13 +144,13 @@ pub async fn verify(
     let report = report?;
     let mut steps = Vec::new();
     for r in &recorded {
-        let expected: TreeDigest = r.output.parse()?;
+        let expected: TreeDigest = r.output;
         let got = report.steps.iter().find(|s| s.name == r.name);
         let actual = got.and_then(|s| s.output);
         let key_changed = got
             .and_then(|s| s.key)
-            .filter(|k| k.to_string() != r.key)
-            .map(|k| (r.key.clone(), k.to_string()));
+            .filter(|k| *k != r.key)
+            .map(|k| (r.key.to_string(), k.to_string()));
         let failure = got.and_then(|s| match s.status {
             StepStatus::Failed | StepStatus::Skipped => s.reason.clone(),
             _ => None,
@@ -198,10 +195,7 @@ fn check_recorded_outputs(
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let mut sets = Vec::new();
     for r in recorded {
-        let tree: TreeDigest = r
-            .output
-            .parse()
-            .map_err(|e| CannotVerify(format!("step `{}`: {e}", r.name)))?;
+        let tree: TreeDigest = r.output;
         let blobs = store
             .tree_blobs(&tree)
             .map_err(|e| damaged(store, &r.name, &tree, e))?;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use repro_recipes::Pins;
-use repro_store::{BlobDigest, Hash, RecordDigest, Store};
+use repro_store::{BlobDigest, Hash, RecordDigest, StepKey, Store, TreeDigest};
 use serde::{Deserialize, Serialize};
 
 use std::path::Path;
@@ -74,6 +74,11 @@ impl ResourceDescriptor {
         }
     }
 
+    /// The SHA-256 digest, if it has one that parses.
+    pub fn hash(&self) -> Option<Hash> {
+        Hash::from_hex(self.digest.get("sha256")?).ok()
+    }
+
     /// The SHA-256 digest as `sha256:<hex>`.
     pub fn sha256_text(&self) -> Option<String> {
         self.digest.get("sha256").map(|h| format!("sha256:{h}"))
@@ -119,10 +124,10 @@ pub struct BuildDefinition {
 pub struct ExternalParameters {
     /// The recipe path as given (informational).
     pub recipe: String,
-    /// `sha256:` digest of the recipe's bytes; the bytes are in the store.
-    pub recipe_digest: String,
-    /// `sha256:` digest of the lock file's bytes, if there was one.
-    pub lock_digest: Option<String>,
+    /// Digest of the recipe's bytes; the bytes are in the store.
+    pub recipe_digest: BlobDigest,
+    /// Digest of the lock file's bytes, if there was one.
+    pub lock_digest: Option<BlobDigest>,
     /// The model's name.
     pub name: String,
     /// The model's version.
@@ -179,28 +184,40 @@ pub struct RecordedStep {
     /// The step's name.
     pub name: String,
     /// Its key.
-    pub key: String,
+    pub key: StepKey,
     /// Its output tree.
-    pub output: String,
+    pub output: TreeDigest,
 }
 
 impl Statement {
-    /// The steps, in record order.
-    pub fn steps(&self) -> Vec<RecordedStep> {
-        self.predicate
-            .run_details
-            .byproducts
-            .iter()
-            .filter_map(|b| {
-                let name = b.name.strip_prefix("steps.")?.to_string();
-                let key = b.annotations.get("stepKey")?.as_str()?.to_string();
-                Some(RecordedStep {
-                    name,
-                    key,
-                    output: b.sha256_text()?,
-                })
-            })
-            .collect()
+    /// The steps, in record order. A step entry (a byproduct named
+    /// `steps.<name>`) without a well-formed step key and output digest is
+    /// an error naming it, never skipped.
+    pub fn steps(&self) -> Result<Vec<RecordedStep>, CannotVerify> {
+        let mut out = Vec::new();
+        for b in &self.predicate.run_details.byproducts {
+            let Some(name) = b.name.strip_prefix("steps.") else {
+                continue;
+            };
+            let bad = |what: &str| {
+                CannotVerify(format!(
+                    "the record's entry of step `{name}` has no well-formed {what}"
+                ))
+            };
+            let key = b
+                .annotations
+                .get("stepKey")
+                .and_then(|k| k.as_str())
+                .and_then(|k| k.parse().ok())
+                .ok_or_else(|| bad("step key (annotation `stepKey`)"))?;
+            let output = TreeDigest(b.hash().ok_or_else(|| bad("output digest (sha256)"))?);
+            out.push(RecordedStep {
+                name: name.to_string(),
+                key,
+                output,
+            });
+        }
+        Ok(out)
     }
 
     /// Check the fixed type fields.
@@ -243,12 +260,12 @@ impl Statement {
 /// same inputs, as they are. The lock digest is kept to be shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
-    /// `sha256:` of the recipe's bytes.
-    pub recipe: String,
-    /// `sha256:` of the lock file's bytes, when there was one (shown, not compared).
-    pub lock: Option<String>,
+    /// The recipe's bytes.
+    pub recipe: BlobDigest,
+    /// The lock file's bytes, when there was one (shown, not compared).
+    pub lock: Option<BlobDigest>,
     /// Every input: `toolchains.NAME`, `data.NAME` or `code.NAME` -> `sha256:...`.
-    pub pins: BTreeMap<String, String>,
+    pub pins: BTreeMap<String, Hash>,
 }
 
 impl Inputs {
@@ -256,17 +273,17 @@ impl Inputs {
     pub fn new(recipe: BlobDigest, lock: Option<BlobDigest>, pins: &Pins) -> Inputs {
         let mut all = BTreeMap::new();
         for (n, d) in &pins.toolchains {
-            all.insert(format!("toolchains.{n}"), d.to_string());
+            all.insert(format!("toolchains.{n}"), d.hash());
         }
         for (n, d) in &pins.data {
-            all.insert(format!("data.{n}"), d.to_string());
+            all.insert(format!("data.{n}"), d.hash());
         }
         for (n, d) in &pins.code {
-            all.insert(format!("code.{n}"), d.to_string());
+            all.insert(format!("code.{n}"), d.hash());
         }
         Inputs {
-            recipe: recipe.to_string(),
-            lock: lock.map(|d| d.to_string()),
+            recipe,
+            lock,
             pins: all,
         }
     }
@@ -282,11 +299,11 @@ impl Inputs {
                     .iter()
                     .any(|p| d.name.starts_with(p))
             })
-            .filter_map(|d| Some((d.name.clone(), d.sha256_text()?)))
+            .filter_map(|d| Some((d.name.clone(), d.hash()?)))
             .collect();
         Inputs {
-            recipe: def.external_parameters.recipe_digest.clone(),
-            lock: def.external_parameters.lock_digest.clone(),
+            recipe: def.external_parameters.recipe_digest,
+            lock: def.external_parameters.lock_digest,
             pins,
         }
     }
@@ -328,7 +345,7 @@ impl Inputs {
                 Some((kind, n)) => format!("{kind} `{n}`"),
                 None => format!("`{name}`"),
             };
-            let show = |d: Option<&String>| d.map_or("none".to_string(), |d| d.to_string());
+            let show = |d: Option<&Hash>| d.map_or("none".to_string(), |d| d.to_string());
             out.push(format!(
                 "{what}: {} {then_label}, {} {now_label}",
                 show(then),
@@ -336,7 +353,8 @@ impl Inputs {
             ));
         }
         if !out.is_empty() && self.lock != was.lock {
-            let show = |d: &Option<String>| d.clone().unwrap_or_else(|| "no lock".to_string());
+            let show =
+                |d: &Option<BlobDigest>| d.map_or_else(|| "no lock".to_string(), |d| d.to_string());
             out.push(format!(
                 "the lock: {} {then_label}, {} {now_label}",
                 show(&was.lock),

@@ -383,15 +383,8 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
         c.add(*k, ObjectKind::PublicKey, "keys")?;
     }
 
-    let recipe: BlobDigest = ext
-        .recipe_digest
-        .parse()
-        .map_err(|e| fail(format!("the record's recipe digest: {e}")))?;
-    c.add(recipe, ObjectKind::Recipe, "recipe")?;
-    if let Some(lock) = &ext.lock_digest {
-        let lock: BlobDigest = lock
-            .parse()
-            .map_err(|e| fail(format!("the record's lock digest: {e}")))?;
+    c.add(ext.recipe_digest, ObjectKind::Recipe, "recipe")?;
+    if let Some(lock) = ext.lock_digest {
         c.add(lock, ObjectKind::Lock, "lock")?;
     }
 

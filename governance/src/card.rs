@@ -126,10 +126,7 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
     let opened = open_record(store, &record.to_string(), &[])?;
     let st = &opened.statement;
     let ext = &st.predicate.build_definition.external_parameters;
-    let recipe_digest: BlobDigest = ext
-        .recipe_digest
-        .parse()
-        .map_err(|e| CannotVerify(format!("record {record}: {e}")))?;
+    let recipe_digest: BlobDigest = ext.recipe_digest;
     let text = String::from_utf8(store.read_blob(&recipe_digest)?)
         .map_err(|_| CannotVerify(format!("the recipe {recipe_digest} is not UTF-8")))?;
     let recipe = repro_recipes::parse_str(&PathBuf::from(&ext.recipe), &text)

@@ -1243,7 +1243,7 @@ mod tests {
                     build_type: BUILD_TYPE.into(),
                     external_parameters: ExternalParameters {
                         recipe: "model.toml".into(),
-                        recipe_digest: recipe.to_string(),
+                        recipe_digest: recipe,
                         lock_digest: None,
                         name: "fraud".into(),
                         version: "1.0.0".into(),

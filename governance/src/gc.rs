@@ -702,9 +702,7 @@ fn add_statement_roots(s: &Statement, model: &str, roots: &mut impl RootSink) {
     for (role, d) in std::iter::once(("recipe", &ext.recipe_digest))
         .chain(ext.lock_digest.iter().map(|l| ("lock", l)))
     {
-        if let Ok(d) = d.parse::<BlobDigest>() {
-            roots.blob(d, || Origin::of(role, model));
-        }
+        roots.blob(*d, || Origin::of(role, model));
     }
     for dep in &def.resolved_dependencies {
         let Some(text) = dep.sha256_text() else {

@@ -203,10 +203,7 @@ fn graph_of(
     signed_by: String,
 ) -> Result<VersionGraph> {
     let ext = &st.predicate.build_definition.external_parameters;
-    let recipe_digest: BlobDigest = ext
-        .recipe_digest
-        .parse()
-        .map_err(|e| CannotVerify(format!("record {record}: {e}")))?;
+    let recipe_digest: BlobDigest = ext.recipe_digest;
     let text = store.read_blob(&recipe_digest).map_err(|e| {
         anyhow::Error::new(e).context(CannotVerify(format!(
             "the recipe {recipe_digest} of record {record} is unusable"
@@ -257,7 +254,7 @@ fn graph_of(
     images.sort_by(|a, b| a.name.cmp(&b.name));
 
     let recorded: BTreeMap<String, repro_evidence::record::RecordedStep> = st
-        .steps()
+        .steps()?
         .into_iter()
         .map(|s| (s.name.clone(), s))
         .collect();
@@ -285,7 +282,7 @@ fn graph_of(
             .iter()
             .map(|(mount, from)| {
                 let digest = match from {
-                    InputRef::Step(n) => recorded.get(n).map(|r| r.output.clone()),
+                    InputRef::Step(n) => recorded.get(n).map(|r| r.output.to_string()),
                     other => digest_of.get(&other.to_string()).cloned(),
                 };
                 InputEdge {
@@ -299,8 +296,8 @@ fn graph_of(
         fs.sort_by(|a, b| a.path.cmp(&b.path));
         steps.push(StepNode {
             name: step.name.clone(),
-            key: rec.key.clone(),
-            output: rec.output.clone(),
+            key: rec.key.to_string(),
+            output: rec.output.to_string(),
             toolchain: step.toolchain.clone(),
             inputs,
             needs: step.needs.clone(),

@@ -81,7 +81,10 @@ pub fn evaluate(
             detail: format!("{n} found (PASSED, by registered keys other than the builder's)"),
         });
     }
-    let steps = opened.statement.steps();
+    let steps = opened
+        .statement
+        .steps()
+        .map_err(|e| Error::Other(e.into()))?;
     if let Some(step) = &gate.data_validation {
         let found = steps.iter().find(|s| &s.name == step);
         checks.push(Check {
@@ -151,10 +154,7 @@ fn metric(
     let Some(s) = steps.iter().find(|s| s.name == step) else {
         return Ok(Err(format!("the record has no step `{step}`")));
     };
-    let tree = match s.output.parse() {
-        Ok(t) => t,
-        Err(e) => return Ok(Err(format!("step `{step}`: bad output digest: {e}"))),
-    };
+    let tree = s.output;
     let files = store.flatten(&tree)?;
     let digest: BlobDigest = match files.get(file) {
         Some(repro_store::FileEntry::File { digest, .. }) => *digest,

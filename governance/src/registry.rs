@@ -210,13 +210,11 @@ pub fn current_record(store: &Store, m: &VersionRef) -> Result<RecordDigest> {
 
 /// The owner named by the record's recipe (`model.owner`), if any.
 pub fn owner(store: &Store, statement: &Statement) -> Option<String> {
-    let d: repro_store::BlobDigest = statement
+    let d = statement
         .predicate
         .build_definition
         .external_parameters
-        .recipe_digest
-        .parse()
-        .ok()?;
+        .recipe_digest;
     let text = String::from_utf8(store.read_blob(&d).ok()?).ok()?;
     let doc: toml::Value = toml::from_str(&text).ok()?;
     let owner = doc.get("model")?.get("owner")?.as_str()?.trim().to_string();
