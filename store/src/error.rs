@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::digest::{Hash, RecordDigest};
+
 /// A store result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -125,7 +127,7 @@ pub enum Error {
     /// the version's records: a version keeps naming the inputs it was
     /// first built from.
     #[error(transparent)]
-    VersionInputsDiffer(Box<crate::record::VersionInputsDiffer>),
+    VersionInputsDiffer(Box<VersionInputsDiffer>),
 
     /// No record is known for `name@version`.
     #[error(
@@ -140,6 +142,27 @@ pub enum Error {
         /// The versions of `name` that are known, sorted.
         known: Vec<String>,
     },
+}
+
+/// [`Error::VersionInputsDiffer`]: a record offered for `name@version` was
+/// built from other inputs than the version's records.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot record `{record}` as `{name}@{version}`: it was built from other inputs (`{inputs}`) than the version's record `{existing}` (`{existing_inputs}`)\nhint: a version keeps naming the inputs it was first built from; give these inputs a new version (bump `version` in `[model]`)"
+)]
+pub struct VersionInputsDiffer {
+    /// The model name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The record refused.
+    pub record: RecordDigest,
+    /// The digest of its inputs, as the caller's [`InputsOf`](crate::InputsOf) gave it.
+    pub inputs: Hash,
+    /// The version's record it was compared with (its latest readable one).
+    pub existing: RecordDigest,
+    /// The digest of that record's inputs.
+    pub existing_inputs: Hash,
 }
 
 fn known_versions_hint(name: &str, known: &[String]) -> String {

@@ -46,13 +46,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::error::io_err;
+use crate::fsutil::{remove_file_if_present, remove_tree, sync_dir};
 use crate::image::Manifest;
 use crate::record::{check_name, list_names};
 use crate::scratch;
@@ -632,7 +632,7 @@ impl Store {
         for dir in ["blobs/sha256", "ac", "refs/images", "rootfs", "tmp"] {
             let d = self.gc_dir(dir);
             if d.is_dir() {
-                crate::sync_dir(&d)?;
+                sync_dir(&d)?;
             }
         }
         Ok(())
@@ -846,55 +846,10 @@ fn tree_size(path: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn remove_file_if_present(path: &Path) -> Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err("remove", path)(e)),
-    }
-}
-
-/// Remove a file or a directory tree, making read-only directories (an
-/// unpacked image root keeps the image's modes) writable when that is what
-/// stands in the way.
-pub(crate) fn remove_tree(path: &Path) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("inspect", path)(e)),
-    };
-    if !meta.is_dir() {
-        return remove_file_if_present(path).map(|_| ());
-    }
-    match fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => {
-            return Err(io_err("remove", path)(e));
-        }
-        Err(_) => {}
-    }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("make writable", &dir))?;
-        let rd = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
-        for entry in rd {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            if entry
-                .file_type()
-                .map_err(io_err("inspect", entry.path()))?
-                .is_dir()
-            {
-                stack.push(entry.path());
-            }
-        }
-    }
-    fs::remove_dir_all(path).map_err(io_err("remove", path))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::image::tests::layer_tar;
     use crate::image::{media_type, oci_manifest_bytes, Descriptor};

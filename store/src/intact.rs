@@ -38,8 +38,9 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::error::io_err;
-use crate::snapshot::FileStat;
-use crate::statcache::{epoch_time, nanos, RACY_MARGIN};
+use crate::fsutil::kind_of;
+use crate::statcache::RACY_MARGIN;
+use crate::walk::{epoch_time, nanos, FileStat};
 use crate::{BlobDigest, EntryKind, Error, Hash, Result, Store, TreeDigest};
 
 const MAGIC: &[u8; 16] = b"repro blob stamp";
@@ -199,7 +200,7 @@ fn check_one(
     if !meta.file_type().is_file() {
         return Err(Error::Corrupt {
             digest: d.to_string(),
-            actual: format!("not a regular file ({})", crate::blob::kind_of(&meta)),
+            actual: format!("not a regular file ({})", kind_of(&meta)),
             path,
         });
     }

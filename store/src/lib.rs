@@ -65,11 +65,34 @@
 //! Re-snapshotting an unchanged directory with [`Ingest::Copy`] reads no
 //! file: the stat cache ([`statcache`]) says which files are unchanged and
 //! when a file is read again.
+//!
+//! # Module order
+//!
+//! The files of this crate form a strict order: a file uses items (through
+//! `crate::...`, `super::...` or `use`) and `Store` methods defined only in
+//! the files before it, never in one after it, so no two files depend on
+//! each other. Bottom first:
+//!
+//! 1. `digest`: digests and hashes; uses nothing of the crate.
+//! 2. `error`: [`Error`] (with [`VersionInputsDiffer`]) and `io_err`.
+//! 3. `fsutil`: directory fsyncs, removal, naming a file's type.
+//! 4. `walk`: the stat of a file and what a directory walk finds; opening,
+//!    checking and hashing a walked file.
+//! 5. `scratch`: the scratch directories in `v1/tmp`.
+//! 6. `lib.rs`: [`Store`] itself (open, locks, atomic writes).
+//! 7. The files that add methods to [`Store`], each using only the ones
+//!    before it: `statcache`, `blob`, `tree`, `snapshot`, `intact`,
+//!    `record`, `ac`, `image`, `gc`.
+//!
+//! Test modules follow the order in what they name; they may call any
+//! [`Store`] method. Tests that drive a module through a later one live in
+//! a file of their own above both (`scratch/tests.rs`, `statcache/tests.rs`).
 
 mod ac;
 mod blob;
 pub mod digest;
 mod error;
+mod fsutil;
 pub mod gc;
 pub mod image;
 pub mod intact;
@@ -78,6 +101,7 @@ pub mod scratch;
 pub mod snapshot;
 pub mod statcache;
 mod tree;
+mod walk;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -87,15 +111,16 @@ pub use ac::ActionResult;
 pub use digest::{
     BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, VersionInputsDiffer};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use intact::Checked;
-pub use record::{InputsOf, VersionInputsDiffer};
+pub use record::InputsOf;
 pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 
 use error::io_err;
+use fsutil::sync_parent;
 
 /// The name of the current format version directory.
 pub const FORMAT_DIR: &str = "v1";
@@ -309,19 +334,6 @@ fn is_version_dir(name: &str) -> bool {
         && name.starts_with('v')
         && name[1..].bytes().all(|b| b.is_ascii_digit())
         && name != FORMAT_DIR
-}
-
-/// fsync the directory holding `path`, so a rename into it is durable.
-pub(crate) fn sync_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(io_err("open directory", dir))?;
-    d.sync_all().map_err(io_err("fsync directory", dir))
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use crate::error::io_err;
+use crate::error::{io_err, VersionInputsDiffer};
 use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
 
 /// What the store is told about a record's inputs (it keeps records as
@@ -52,27 +52,6 @@ use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
 /// share exactly when they were built from the same inputs. An error (the
 /// envelope does not parse) refuses the record.
 pub type InputsOf<'a> = &'a dyn Fn(&[u8]) -> Result<Hash>;
-
-/// [`Error::VersionInputsDiffer`]: a record offered for `name@version` was
-/// built from other inputs than the version's records.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot record `{record}` as `{name}@{version}`: it was built from other inputs (`{inputs}`) than the version's record `{existing}` (`{existing_inputs}`)\nhint: a version keeps naming the inputs it was first built from; give these inputs a new version (bump `version` in `[model]`)"
-)]
-pub struct VersionInputsDiffer {
-    /// The model name.
-    pub name: String,
-    /// The version.
-    pub version: String,
-    /// The record refused.
-    pub record: RecordDigest,
-    /// The digest of its inputs, as the caller's [`InputsOf`] gave it.
-    pub inputs: Hash,
-    /// The version's record it was compared with (its latest readable one).
-    pub existing: RecordDigest,
-    /// The digest of that record's inputs.
-    pub existing_inputs: Hash,
-}
 
 /// The flock serializing record writes, relative to the format directory.
 const RECORDS_LOCK: &str = "records.lock";
