@@ -112,6 +112,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A path given to a [`Store`](crate::Store) method for paths inside
+    /// the store is not inside its format directory.
+    #[error("cannot write `{}` through the store at `{}`: it is not inside the store's `{}`\nhint: use `repro_store::write_atomic` for a path outside the store", path.display(), layout.display(), layout.display())]
+    NotInStore {
+        /// The path given.
+        path: PathBuf,
+        /// The store's format directory, `<root>/v1`.
+        layout: PathBuf,
+    },
+
     /// A record or ref name that cannot be used.
     #[error("invalid {what} `{name}`: {why}\nhint: use letters, digits and `.`, `_`, `-`, `+`, `@`, not starting with `.`")]
     InvalidName {

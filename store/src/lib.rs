@@ -29,10 +29,11 @@
 //! `v1/tmp` (random name), fsync, rename, then an fsync of the parent
 //! directory, so a kill at any moment leaves either the old state or the new
 //! one, never a partial object; leftovers in `v1/tmp` are never read as
-//! objects. Content-addressed writes are idempotent. Refs and action cache
-//! entries are last-writer-wins, except that adding a record holds
-//! `v1/records.lock` (see [`Store::put_record`]: a version keeps the inputs
-//! of its first record). [`Store::lock_shared`] and
+//! objects ([`Store::write_atomic`] does this for any path in the store,
+//! and [`write_atomic`] for a path outside it). Content-addressed writes
+//! are idempotent. Refs and action cache entries are last-writer-wins,
+//! except that adding a record holds `v1/records.lock` (see
+//! [`Store::put_record`]: a version keeps the inputs of its first record). [`Store::lock_shared`] and
 //! [`Store::lock_exclusive`] exist for whole-store operations (the garbage
 //! collector, [`gc`], takes the exclusive lock; builds take the shared one).
 //!
@@ -75,7 +76,8 @@
 //!
 //! 1. `digest`: digests and hashes; uses nothing of the crate.
 //! 2. `error`: [`Error`] (with [`VersionInputsDiffer`]) and `io_err`.
-//! 3. `fsutil`: directory fsyncs, removal, naming a file's type.
+//! 3. `fsutil`: atomic writes ([`write_atomic`]), durable directory
+//!    creation, directory fsyncs, removal, naming a file's type.
 //! 4. `walk`: the stat of a file and what a directory walk finds; opening,
 //!    checking and hashing a walked file.
 //! 5. `scratch`: the scratch directories in `v1/tmp`.
@@ -112,6 +114,7 @@ pub use digest::{
     BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest,
 };
 pub use error::{Error, Result, VersionInputsDiffer};
+pub use fsutil::{write_atomic, write_atomic_with};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use intact::Checked;
@@ -120,7 +123,6 @@ pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 
 use error::io_err;
-use fsutil::sync_parent;
 
 /// The name of the current format version directory.
 pub const FORMAT_DIR: &str = "v1";
@@ -312,20 +314,66 @@ impl Store {
         self.scratch.dir()
     }
 
-    /// Write `bytes` to `dest` atomically (temp in [`Store::tmp_dir`], fsync,
-    /// rename, fsync of the parent), replacing what was there. Needs no lock.
-    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        use std::io::Write as _;
-        let tmp = self.tmp_dir();
-        let mut f = tempfile::Builder::new()
-            .prefix(".w-")
-            .tempfile_in(&tmp)
-            .map_err(io_err("create a temporary file in", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", f.path()))?;
-        f.as_file().sync_all().map_err(io_err("fsync", f.path()))?;
-        f.persist(dest)
-            .map_err(|e| io_err("rename a temporary file to", dest)(e.error))?;
-        sync_parent(dest)
+    /// Write `bytes` to `dest`, a path inside the store, atomically and
+    /// durably, replacing what was there; needs no lock.
+    ///
+    /// The bytes go to a temp file in [`Store::tmp_dir`] (on the store's
+    /// filesystem), which is fsynced, renamed to `dest`, and followed by an
+    /// fsync of `dest`'s directory: after a crash `dest` holds its old
+    /// content or the new one, never a part. Missing parent directories of
+    /// `dest` are created, each made durable the same way. The file is
+    /// private to the store's owner (mode `0600`).
+    ///
+    /// `dest` must be inside [`Store::layout_dir`] (without `..`), else
+    /// [`Error::NotInStore`]; for other paths use the free function
+    /// [`crate::write_atomic`]. Other errors are
+    /// [`Error::Io`] naming the action and the path; on any error `dest`
+    /// is untouched and no temp file is left.
+    pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_with(dest, |w| -> Result<()> {
+            w.write_all(bytes)
+                .map_err(io_err("write a temporary file for", dest))
+        })
+    }
+
+    /// [`Store::write_atomic`] with the content streamed by `write`, for
+    /// large outputs: `write` is given a buffered writer to the temp file,
+    /// and its `Ok` value is returned once the file is in place. If `write`
+    /// fails, its error is returned, the temp file is removed and `dest`
+    /// keeps its old content (or stays missing). `E` is any error type a
+    /// store [`Error`] converts into (`anyhow::Error`, or [`Error`] itself).
+    pub fn write_atomic_with<T, E>(
+        &self,
+        dest: &Path,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<Error>,
+    {
+        self.check_inside(dest)?;
+        if let Some(parent) = dest.parent() {
+            fsutil::create_dir_durable(parent)?;
+        }
+        fsutil::write_atomic_in(&self.tmp_dir(), dest, None, write)
+    }
+
+    /// [`Error::NotInStore`] unless `path` is below `v1/`, with no `..`
+    /// (nor `.`) in the part below.
+    fn check_inside(&self, path: &Path) -> Result<()> {
+        let inside = path.strip_prefix(&self.v1).is_ok_and(|rel| {
+            rel.components().next().is_some()
+                && rel
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(Error::NotInStore {
+                path: path.to_path_buf(),
+                layout: self.v1.clone(),
+            })
+        }
     }
 }
 
@@ -386,6 +434,78 @@ mod tests {
             Store::open(t.path()),
             Err(Error::Malformed { .. })
         ));
+    }
+
+    /// The entries of `dir` whose names start with `.w-` (atomic writes' temp files).
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".w-"))
+            .collect()
+    }
+
+    #[test]
+    fn store_write_atomic_writes_creates_parents_and_leaves_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let dest = s.layout_dir().join("refs/new-ns/a/b");
+        s.write_atomic(&dest, b"one").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"one");
+        s.write_atomic(&dest, b"two").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        assert_eq!(temp_files(&s.tmp_dir()), Vec::<PathBuf>::new());
+        assert_eq!(temp_files(dest.parent().unwrap()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn store_write_atomic_with_a_failing_callback_keeps_the_old_content() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let dest = s.layout_dir().join("refs/x");
+        s.write_atomic(&dest, b"old").unwrap();
+        let err = s
+            .write_atomic_with(&dest, |w| -> Result<()> {
+                w.write_all(b"partial").unwrap();
+                Err(Error::InvalidName {
+                    what: "test",
+                    name: "x".to_string(),
+                    why: "the callback failed",
+                })
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("the callback failed"), "{err}");
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(temp_files(&s.tmp_dir()), Vec::<PathBuf>::new());
+        let big = s
+            .write_atomic_with(&s.layout_dir().join("refs/big"), |w| -> Result<u8> {
+                w.write_all(&[1; 200_000]).unwrap();
+                Ok(9)
+            })
+            .unwrap();
+        assert_eq!(big, 9);
+        assert_eq!(
+            fs::read(s.layout_dir().join("refs/big")).unwrap().len(),
+            200_000
+        );
+    }
+
+    #[test]
+    fn store_write_atomic_refuses_a_path_outside_the_store() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(&t.path().join("store")).unwrap();
+        let outside = t.path().join("elsewhere");
+        let escaping = s.layout_dir().join("refs/../../escaped");
+        for dest in [&outside, &escaping, &s.layout_dir().to_path_buf()] {
+            let err = s.write_atomic(dest, b"x").unwrap_err();
+            assert!(matches!(err, Error::NotInStore { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&dest.display().to_string()),
+                "{err}"
+            );
+        }
+        assert!(!outside.exists());
+        assert!(!t.path().join("store/escaped").exists());
     }
 
     #[test]
