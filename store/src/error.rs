@@ -122,6 +122,18 @@ pub enum Error {
         layout: PathBuf,
     },
 
+    /// A name given to [`Store::ns_path`](crate::Store::ns_path) that could
+    /// leave its namespace (or is not a name at all).
+    #[error("invalid name `{}` in `{}`: {why}\nhint: a name in a store namespace is one path segment: not empty, no `/`, not starting with `.`", segment.escape_debug(), dir.display())]
+    InvalidSegment {
+        /// The namespace (or the directory in it) the name was to go in.
+        dir: PathBuf,
+        /// The name given.
+        segment: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+
     /// A record or ref name that cannot be used.
     #[error("invalid {what} `{name}`: {why}\nhint: use letters, digits and `.`, `_`, `-`, `+`, `@`, not starting with `.`")]
     InvalidName {

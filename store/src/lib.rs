@@ -1,24 +1,9 @@
 //! The content-addressed store of `repro`: a local directory.
 //!
-//! ```text
-//! <root>/v1/oci-layout            {"imageLayoutVersion":"1.0.0"}  (v1/ is also an OCI image layout)
-//! <root>/v1/index.json            OCI index of the registered images (rewritten by put_image)
-//! <root>/v1/index.json.lock       flock serializing index.json rewrites
-//! <root>/v1/blobs/sha256/<hex>    every blob (files, logs, trees, records, image parts), mode 0444
-//! <root>/v1/ac/<hex>              action cache: step key -> ActionResult JSON
-//! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
-//! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (each holds its inputs digest)
-//! <root>/v1/records.lock         flock serializing record writes (see [`Store::put_record`])
-//! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
-//! <root>/v1/tmp/                  scratch, on the same filesystem so renames work:
-//! <root>/v1/tmp/<pid>-<start>-<n>/   one per process (and store it opened), locked while it runs (see [`scratch`])
-//! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
-//! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
-//! <root>/v1/cache/stat/<hex>      stat cache of one snapshotted directory (see [`statcache`])
-//! <root>/v1/cache/stat-generation the stat caches' generation (see [`statcache`])
-//! <root>/v1/cache/intact/<hex>    blob stamps of one checked set of blobs (see [`intact`])
-//! <root>/v1/lock                  flock file
-//! ```
+//! What `<root>` holds (namespaces are [`layout::Ns`]; the retention
+//! classes in brackets are [`layout::Keep`]):
+//!
+#![doc = include_str!("layout.md")]
 //!
 //! The folder name carries the format version: a future incompatible layout
 //! goes to `v2/` and this code refuses to touch it.
@@ -80,9 +65,10 @@
 //!    creation, directory fsyncs, removal, naming a file's type.
 //! 4. `walk`: the stat of a file and what a directory walk finds; opening,
 //!    checking and hashing a walked file.
-//! 5. `scratch`: the scratch directories in `v1/tmp`.
-//! 6. `lib.rs`: [`Store`] itself (open, locks, atomic writes).
-//! 7. The files that add methods to [`Store`], each using only the ones
+//! 5. `layout`: the namespaces of `v1/` ([`Ns`]) and stray entries.
+//! 6. `scratch`: the scratch directories in `v1/tmp`.
+//! 7. `lib.rs`: [`Store`] itself (open, locks, atomic writes).
+//! 8. The files that add methods to [`Store`], each using only the ones
 //!    before it: `statcache`, `blob`, `tree`, `snapshot`, `intact`,
 //!    `record`, `ac`, `image`, `gc`.
 //!
@@ -98,6 +84,7 @@ mod fsutil;
 pub mod gc;
 pub mod image;
 pub mod intact;
+pub mod layout;
 mod record;
 pub mod scratch;
 pub mod snapshot;
@@ -118,6 +105,7 @@ pub use fsutil::{write_atomic, write_atomic_with};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use intact::Checked;
+pub use layout::{Keep, Ns};
 pub use record::InputsOf;
 pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
@@ -174,7 +162,13 @@ impl Store {
                 }
             }
         }
-        for sub in ["blobs/sha256", "ac", "refs/records", "refs/images", "tmp"] {
+        for sub in [
+            "blobs/sha256",
+            Ns::ActionCache.rel_path(),
+            Ns::Records.rel_path(),
+            Ns::Images.rel_path(),
+            Ns::Tmp.rel_path(),
+        ] {
             let p = v1.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
         }
@@ -185,7 +179,7 @@ impl Store {
         };
         let store = Store {
             root: dir.to_path_buf(),
-            scratch: Arc::new(scratch::Lease::new(v1.join("tmp"))),
+            scratch: Arc::new(scratch::Lease::new(v1.join(Ns::Tmp.rel_path()))),
             v1,
             owner,
         };
@@ -245,6 +239,41 @@ impl Store {
         &self.v1
     }
 
+    /// The path of namespace `ns`: `v1/<ns.rel_path()>` (a directory, or
+    /// the file for [`Ns::is_file`] namespaces). It may not exist yet.
+    pub fn ns_dir(&self, ns: Ns) -> PathBuf {
+        self.v1.join(ns.rel_path())
+    }
+
+    /// The path of `segments` below namespace `ns`, e.g.
+    /// `ns_path(Ns::Stages, &["production", name, version])`. Each segment
+    /// is one name: an empty one, one with `/` or NUL, or one starting
+    /// with `.` (`.`, `..`, temp files) is [`Error::InvalidSegment`] naming
+    /// the directory, so no name can leave its namespace. A file namespace
+    /// ([`Ns::is_file`]) takes no segments. Nothing is created.
+    pub fn ns_path(&self, ns: Ns, segments: &[&str]) -> Result<PathBuf> {
+        let mut path = self.ns_dir(ns);
+        if ns.is_file() && !segments.is_empty() {
+            return Err(Error::InvalidSegment {
+                dir: path,
+                segment: segments[0].to_string(),
+                why: "this namespace is a single file",
+            });
+        }
+        for segment in segments {
+            layout::check_segment(&path, segment)?;
+            path.push(segment);
+        }
+        Ok(path)
+    }
+
+    /// The entries of `v1/` (and of `v1/refs/`, `v1/refs/pins/`,
+    /// `v1/cache/`) that no namespace and no store file accounts for,
+    /// sorted: see [`layout::stray_entries`].
+    pub fn stray_entries(&self) -> Result<Vec<PathBuf>> {
+        layout::stray_entries(&self.v1)
+    }
+
     pub(crate) fn owner_uid(&self) -> u32 {
         self.owner.0
     }
@@ -302,7 +331,7 @@ impl Store {
     /// versions) are left to [`gc`]. The functions that take the store lock
     /// call it; see [`scratch`].
     pub fn remove_dead_scratch(&self) -> Result<usize> {
-        scratch::remove_dead(&self.v1.join("tmp"), self.scratch.name())
+        scratch::remove_dead(&self.ns_dir(Ns::Tmp), self.scratch.name())
     }
 
     /// Where this store (and its clones) keeps its temp files and scratch
@@ -506,6 +535,37 @@ mod tests {
         }
         assert!(!outside.exists());
         assert!(!t.path().join("store/escaped").exists());
+    }
+
+    #[test]
+    fn ns_paths_stay_in_their_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        assert_eq!(s.ns_dir(Ns::Stages), s.layout_dir().join("refs/stages"));
+        assert_eq!(s.ns_dir(Ns::Tmp), s.layout_dir().join("tmp"));
+        assert_eq!(
+            s.ns_path(Ns::Stages, &["production", "m", "1.0"]).unwrap(),
+            s.layout_dir().join("refs/stages/production/m/1.0")
+        );
+        assert_eq!(
+            s.ns_path(Ns::Policy, &[]).unwrap(),
+            s.layout_dir().join("policy.toml")
+        );
+        for bad in [&["..", "x"][..], &["a/b"], &[""], &["ok", ".."]] {
+            let err = s.ns_path(Ns::Approvals, bad).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidSegment { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(s.ns_path(Ns::Retention, &["x"]).is_err());
+        // A fresh store has no strays; a file of no namespace is one.
+        assert_eq!(s.stray_entries().unwrap(), Vec::<PathBuf>::new());
+        fs::write(s.layout_dir().join("stray.tmp"), b"").unwrap();
+        assert_eq!(
+            s.stray_entries().unwrap(),
+            [s.layout_dir().join("stray.tmp")]
+        );
     }
 
     #[test]
