@@ -45,6 +45,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::error::{io_err, VersionInputsDiffer};
+use crate::layout::Ns;
 use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
 
 /// What the store is told about a record's inputs (it keeps records as
@@ -85,14 +86,11 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
 
 impl Store {
     fn record_ref_dir(&self, name: &str) -> PathBuf {
-        self.layout_dir().join("refs/records").join(name)
+        self.ns_dir(Ns::Records).join(name)
     }
 
     pub(crate) fn record_history_dir(&self, name: &str, version: &str) -> PathBuf {
-        self.layout_dir()
-            .join("refs/record-history")
-            .join(name)
-            .join(version)
+        self.ns_dir(Ns::RecordHistory).join(name).join(version)
     }
 
     /// Store a record envelope as a record of `name@version` and point the
@@ -334,10 +332,7 @@ impl Store {
     /// returns its blob digest. Idempotent.
     pub fn put_attestation(&self, record: &RecordDigest, envelope: &[u8]) -> Result<BlobDigest> {
         let d = self.put_bytes(envelope)?;
-        let dir = self
-            .layout_dir()
-            .join("refs/attestations")
-            .join(record.hex());
+        let dir = self.ns_dir(Ns::Attestations).join(record.hex());
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(d.hex()), b"")?;
         Ok(d)
@@ -345,10 +340,7 @@ impl Store {
 
     /// The attestations stored about record `record`, sorted by digest (not verified).
     pub fn attestations_of(&self, record: &RecordDigest) -> Result<Vec<BlobDigest>> {
-        let dir = self
-            .layout_dir()
-            .join("refs/attestations")
-            .join(record.hex());
+        let dir = self.ns_dir(Ns::Attestations).join(record.hex());
         let mut out = Vec::new();
         for name in list_names(&dir)? {
             let hash = crate::Hash::from_hex(&name).map_err(|e| Error::Malformed {
@@ -363,7 +355,7 @@ impl Store {
 
     /// The model names that have at least one record, sorted.
     pub fn record_names(&self) -> Result<Vec<String>> {
-        list_names(&self.layout_dir().join("refs/records"))
+        list_names(&self.ns_dir(Ns::Records))
     }
 }
 

@@ -99,6 +99,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::error::io_err;
+use crate::layout::Ns;
 use crate::walk::{epoch_time, nanos, FileStat, WalkDir, WalkKind};
 use crate::{BlobDigest, Hash, Result, Store, TreeDigest};
 
@@ -121,11 +122,11 @@ const KIND_DIR: u8 = 2;
 const KIND_SYMLINK: u8 = 3;
 
 fn cache_dir(store: &Store) -> PathBuf {
-    store.layout_dir().join("cache/stat")
+    store.ns_dir(Ns::StatCache)
 }
 
 fn generation_path(store: &Store) -> PathBuf {
-    store.layout_dir().join("cache/stat-generation")
+    store.ns_dir(Ns::StatGeneration)
 }
 
 /// The current generation; all zeros if none was ever written. `None` if
