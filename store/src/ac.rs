@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;
+use crate::layout::Ns;
 use crate::{BlobDigest, EntryKind, Error, FileEntry, Result, StepKey, Store, TreeDigest};
 
 /// Read a file expected to be small (an action cache entry is about 300
@@ -36,7 +37,7 @@ pub struct ActionResult {
 
 impl Store {
     fn ac_path(&self, key: &StepKey) -> PathBuf {
-        self.layout_dir().join("ac").join(key.hex())
+        self.ns_dir(Ns::ActionCache).join(key.hex())
     }
 
     /// Look up a step key. A hit whose output tree (or anything in it) or

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::io_err;
-use crate::snapshot::{hash_with, open_walked, stat_opened, FileStat};
-use crate::{sync_dir, BlobDigest, Error, Hash, Result, Store};
+use crate::fsutil::{kind_of, sync_dir};
+use crate::walk::{hash_with, open_walked, stat_opened, FileStat};
+use crate::{BlobDigest, Error, Hash, Result, Store};
 
 const BUF: usize = 256 * 1024;
 
@@ -433,28 +434,6 @@ impl Store {
         } else {
             io_err("read", path)(e)
         }
-    }
-}
-
-pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "directory"
-    } else if t.is_symlink() {
-        "symlink"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_file() {
-        "regular file"
-    } else {
-        "file of unknown type"
     }
 }
 

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::digest::{Hash, RecordDigest};
+
 /// A store result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -110,6 +112,28 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A path given to a [`Store`](crate::Store) method for paths inside
+    /// the store is not inside its format directory.
+    #[error("cannot write `{}` through the store at `{}`: it is not inside the store's `{}`\nhint: use `repro_store::write_atomic` for a path outside the store", path.display(), layout.display(), layout.display())]
+    NotInStore {
+        /// The path given.
+        path: PathBuf,
+        /// The store's format directory, `<root>/v1`.
+        layout: PathBuf,
+    },
+
+    /// A name given to [`Store::ns_path`](crate::Store::ns_path) that could
+    /// leave its namespace (or is not a name at all).
+    #[error("invalid name `{}` in `{}`: {why}\nhint: a name in a store namespace is one path segment: not empty, no `/`, not starting with `.`", segment.escape_debug(), dir.display())]
+    InvalidSegment {
+        /// The namespace (or the directory in it) the name was to go in.
+        dir: PathBuf,
+        /// The name given.
+        segment: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+
     /// A record or ref name that cannot be used.
     #[error("invalid {what} `{name}`: {why}\nhint: use letters, digits and `.`, `_`, `-`, `+`, `@`, not starting with `.`")]
     InvalidName {
@@ -125,7 +149,7 @@ pub enum Error {
     /// the version's records: a version keeps naming the inputs it was
     /// first built from.
     #[error(transparent)]
-    VersionInputsDiffer(Box<crate::record::VersionInputsDiffer>),
+    VersionInputsDiffer(Box<VersionInputsDiffer>),
 
     /// No record is known for `name@version`.
     #[error(
@@ -140,6 +164,27 @@ pub enum Error {
         /// The versions of `name` that are known, sorted.
         known: Vec<String>,
     },
+}
+
+/// [`Error::VersionInputsDiffer`]: a record offered for `name@version` was
+/// built from other inputs than the version's records.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot record `{record}` as `{name}@{version}`: it was built from other inputs (`{inputs}`) than the version's record `{existing}` (`{existing_inputs}`)\nhint: a version keeps naming the inputs it was first built from; give these inputs a new version (bump `version` in `[model]`)"
+)]
+pub struct VersionInputsDiffer {
+    /// The model name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The record refused.
+    pub record: RecordDigest,
+    /// The digest of its inputs, as the caller's [`InputsOf`](crate::InputsOf) gave it.
+    pub inputs: Hash,
+    /// The version's record it was compared with (its latest readable one).
+    pub existing: RecordDigest,
+    /// The digest of that record's inputs.
+    pub existing_inputs: Hash,
 }
 
 fn known_versions_hint(name: &str, known: &[String]) -> String {

@@ -46,14 +46,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::error::io_err;
+use crate::fsutil::{remove_file_if_present, remove_tree, sync_dir};
 use crate::image::Manifest;
+use crate::layout::Ns;
 use crate::record::{check_name, list_names};
 use crate::scratch;
 use crate::{
@@ -338,7 +339,7 @@ impl Store {
     /// say. The version must have a record. Idempotent.
     pub fn pin_version(&self, name: &str, version: &str) -> Result<RecordDigest> {
         let record = self.resolve_record(name, version)?;
-        let dir = self.gc_dir("refs/pins/versions").join(name);
+        let dir = self.ns_dir(Ns::PinnedVersions).join(name);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(version), format!("{record}\n").as_bytes())?;
         Ok(record)
@@ -348,7 +349,7 @@ impl Store {
     pub fn unpin_version(&self, name: &str, version: &str) -> Result<bool> {
         check_name("record name", name)?;
         check_name("version", version)?;
-        let dir = self.gc_dir("refs/pins/versions").join(name);
+        let dir = self.ns_dir(Ns::PinnedVersions).join(name);
         let removed = remove_file_if_present(&dir.join(version))?;
         // Tidy: a name without pins leaves no directory behind.
         let _ = fs::remove_dir(&dir);
@@ -357,7 +358,7 @@ impl Store {
 
     /// The pinned versions `(name, version)`, sorted.
     pub fn pinned_versions(&self) -> Result<Vec<(String, String)>> {
-        let root = self.gc_dir("refs/pins/versions");
+        let root = self.ns_dir(Ns::PinnedVersions);
         let mut out = Vec::new();
         for name in list_names(&root)? {
             for version in list_names(&root.join(&name))? {
@@ -370,19 +371,19 @@ impl Store {
     /// Pin an object by digest (a blob, tree, image or record): collections
     /// keep it and, for a tree or an image, everything it names. Idempotent.
     pub fn pin_object(&self, digest: &Hash) -> Result<()> {
-        let dir = self.gc_dir("refs/pins/objects");
+        let dir = self.ns_dir(Ns::PinnedObjects);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(digest.hex()), b"")
     }
 
     /// Unpin an object; `false` if it was not pinned.
     pub fn unpin_object(&self, digest: &Hash) -> Result<bool> {
-        remove_file_if_present(&self.gc_dir("refs/pins/objects").join(digest.hex()))
+        remove_file_if_present(&self.ns_dir(Ns::PinnedObjects).join(digest.hex()))
     }
 
     /// The pinned objects, sorted.
     pub fn pinned_objects(&self) -> Result<Vec<Hash>> {
-        let dir = self.gc_dir("refs/pins/objects");
+        let dir = self.ns_dir(Ns::PinnedObjects);
         Ok(list_names(&dir)?
             .iter()
             .filter_map(|n| Hash::from_hex(n).ok())
@@ -394,7 +395,7 @@ impl Store {
     /// stage does not exist (nothing writes stages before the registry).
     pub fn stage_members(&self, stage: &str) -> Result<Vec<(String, String)>> {
         check_name("stage", stage)?;
-        let root = self.gc_dir("refs/stages").join(stage);
+        let root = self.ns_dir(Ns::Stages).join(stage);
         let mut out = Vec::new();
         for name in list_names(&root)? {
             for version in list_names(&root.join(&name))? {
@@ -415,7 +416,7 @@ impl Store {
         for (name, version) in &drop {
             check_name("record name", name)?;
             check_name("version", version)?;
-            let path = self.gc_dir("refs/records").join(name).join(version);
+            let path = self.ns_dir(Ns::Records).join(name).join(version);
             let history = self.history_entries(name, version)?;
             if path.exists() || !history.is_empty() {
                 let mut i = item(GcKind::Record, format!("{name}@{version}"), 0, path);
@@ -424,7 +425,7 @@ impl Store {
             }
         }
         // A history whose version has no ref (left by hand): not a version.
-        let history_root = self.gc_dir("refs/record-history");
+        let history_root = self.ns_dir(Ns::RecordHistory);
         for name in list_names(&history_root)? {
             for version in list_names(&history_root.join(&name))? {
                 let key = (name.clone(), version.clone());
@@ -434,7 +435,7 @@ impl Store {
                 {
                     continue;
                 }
-                let path = self.gc_dir("refs/records").join(&name).join(&version);
+                let path = self.ns_dir(Ns::Records).join(&name).join(&version);
                 if !path.exists() {
                     let mut i = item(GcKind::Record, format!("{name}@{version}"), 0, path);
                     i.before = self.history_entries(&name, &version)?;
@@ -444,7 +445,7 @@ impl Store {
         }
         items.sort_by(|a, b| a.id.cmp(&b.id));
 
-        let att_root = self.gc_dir("refs/attestations");
+        let att_root = self.ns_dir(Ns::Attestations);
         let kept_records: HashSet<Hash> = roots.records.iter().map(|r| r.0).collect();
         for rec in list_names(&att_root)? {
             let keep = Hash::from_hex(&rec).is_ok_and(|h| kept_records.contains(&h));
@@ -466,12 +467,12 @@ impl Store {
 
         for image in self.list_images()? {
             if !m.images.contains(&image.0) {
-                let path = self.gc_dir("refs/images").join(image.hex());
+                let path = self.ns_dir(Ns::Images).join(image.hex());
                 items.push(item(GcKind::Image, image.to_string(), 0, path));
             }
         }
 
-        let ac_dir = self.gc_dir("ac");
+        let ac_dir = self.ns_dir(Ns::ActionCache);
         for name in list_names(&ac_dir)? {
             let path = ac_dir.join(&name);
             let keep = fs::read(&path)
@@ -487,7 +488,7 @@ impl Store {
             }
         }
 
-        let rootfs_dir = self.gc_dir("rootfs");
+        let rootfs_dir = self.ns_dir(Ns::Rootfs);
         for name in list_names(&rootfs_dir)? {
             // Only entries named by a digest are the cache's; leave anything else.
             let Ok(hash) = Hash::from_hex(&name) else {
@@ -513,7 +514,7 @@ impl Store {
             }
         }
 
-        let tmp = self.gc_dir("tmp");
+        let tmp = self.ns_dir(Ns::Tmp);
         let rd = fs::read_dir(&tmp).map_err(io_err("list", &tmp))?;
         let mut tmp_items = Vec::new();
         for entry in rd {
@@ -629,10 +630,16 @@ impl Store {
         for p in parents {
             let _ = fs::remove_dir(&p);
         }
-        for dir in ["blobs/sha256", "ac", "refs/images", "rootfs", "tmp"] {
-            let d = self.gc_dir(dir);
+        let dirs = [
+            self.gc_dir("blobs/sha256"),
+            self.ns_dir(Ns::ActionCache),
+            self.ns_dir(Ns::Images),
+            self.ns_dir(Ns::Rootfs),
+            self.ns_dir(Ns::Tmp),
+        ];
+        for d in dirs {
             if d.is_dir() {
-                crate::sync_dir(&d)?;
+                sync_dir(&d)?;
             }
         }
         Ok(())
@@ -846,55 +853,10 @@ fn tree_size(path: &Path) -> Result<u64> {
     Ok(total)
 }
 
-fn remove_file_if_present(path: &Path) -> Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_err("remove", path)(e)),
-    }
-}
-
-/// Remove a file or a directory tree, making read-only directories (an
-/// unpacked image root keeps the image's modes) writable when that is what
-/// stands in the way.
-pub(crate) fn remove_tree(path: &Path) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("inspect", path)(e)),
-    };
-    if !meta.is_dir() {
-        return remove_file_if_present(path).map(|_| ());
-    }
-    match fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => {
-            return Err(io_err("remove", path)(e));
-        }
-        Err(_) => {}
-    }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("make writable", &dir))?;
-        let rd = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
-        for entry in rd {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            if entry
-                .file_type()
-                .map_err(io_err("inspect", entry.path()))?
-                .is_dir()
-            {
-                stack.push(entry.path());
-            }
-        }
-    }
-    fs::remove_dir_all(path).map_err(io_err("remove", path))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::image::tests::layer_tar;
     use crate::image::{media_type, oci_manifest_bytes, Descriptor};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::HashingReader;
 use crate::error::io_err;
+use crate::layout::Ns;
 use crate::record::list_names;
 use crate::{BlobDigest, Error, Hash, ImageDigest, Result, Store};
 
@@ -223,7 +224,7 @@ impl Store {
         self.read_config(&m, &d)?;
         let stored = self.put_bytes(manifest_json)?;
         debug_assert_eq!(stored.0, d.0);
-        let marker = self.layout_dir().join("refs/images").join(d.hex());
+        let marker = self.ns_dir(Ns::Images).join(d.hex());
         if !marker.exists() {
             self.write_atomic(&marker, b"")?;
             self.rewrite_index()?;
@@ -307,7 +308,7 @@ impl Store {
 
     /// The images registered in the store, sorted by digest.
     pub fn list_images(&self) -> Result<Vec<ImageDigest>> {
-        let names = list_names(&self.layout_dir().join("refs/images"))?;
+        let names = list_names(&self.ns_dir(Ns::Images))?;
         Ok(names
             .iter()
             .filter_map(|n| Hash::from_hex(n).ok())

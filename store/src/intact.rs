@@ -38,8 +38,10 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::error::io_err;
-use crate::snapshot::FileStat;
-use crate::statcache::{epoch_time, nanos, RACY_MARGIN};
+use crate::fsutil::kind_of;
+use crate::layout::Ns;
+use crate::statcache::RACY_MARGIN;
+use crate::walk::{epoch_time, nanos, FileStat};
 use crate::{BlobDigest, EntryKind, Error, Hash, Result, Store, TreeDigest};
 
 const MAGIC: &[u8; 16] = b"repro blob stamp";
@@ -199,7 +201,7 @@ fn check_one(
     if !meta.file_type().is_file() {
         return Err(Error::Corrupt {
             digest: d.to_string(),
-            actual: format!("not a regular file ({})", crate::blob::kind_of(&meta)),
+            actual: format!("not a regular file ({})", kind_of(&meta)),
             path,
         });
     }
@@ -215,7 +217,7 @@ fn check_one(
 
 impl Store {
     fn stamp_path(&self, set: &Hash) -> PathBuf {
-        self.layout_dir().join("cache/intact").join(set.hex())
+        self.ns_dir(Ns::Intact).join(set.hex())
     }
 
     /// Check that every blob of `blobs` is present and intact: each is
@@ -253,7 +255,7 @@ impl Store {
                 recorded_at: epoch_time(now).unwrap_or((0, 0)),
                 entries,
             };
-            let dir = self.layout_dir().join("cache/intact");
+            let dir = self.ns_dir(Ns::Intact);
             // Only a cache: a store where it cannot be written still works.
             if fs::create_dir_all(&dir).is_ok() {
                 let _ = self.write_atomic(&path, &stamps.encode());
@@ -352,7 +354,7 @@ impl Store {
     /// Remove every blob stamp file (the garbage collector does, before it
     /// removes blobs: the sets they describe may be gone).
     pub fn clear_blob_stamps(&self) -> Result<()> {
-        let dir = self.layout_dir().join("cache/intact");
+        let dir = self.ns_dir(Ns::Intact);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

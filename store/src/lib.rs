@@ -1,24 +1,9 @@
 //! The content-addressed store of `repro`: a local directory.
 //!
-//! ```text
-//! <root>/v1/oci-layout            {"imageLayoutVersion":"1.0.0"}  (v1/ is also an OCI image layout)
-//! <root>/v1/index.json            OCI index of the registered images (rewritten by put_image)
-//! <root>/v1/index.json.lock       flock serializing index.json rewrites
-//! <root>/v1/blobs/sha256/<hex>    every blob (files, logs, trees, records, image parts), mode 0444
-//! <root>/v1/ac/<hex>              action cache: step key -> ActionResult JSON
-//! <root>/v1/refs/records/<name>/<version>   record digest of the latest record of name@version
-//! <root>/v1/refs/record-history/<name>/<version>/<hex>   every record ever made of name@version (each holds its inputs digest)
-//! <root>/v1/records.lock         flock serializing record writes (see [`Store::put_record`])
-//! <root>/v1/refs/images/<hex>     marker: an image manifest known to the store
-//! <root>/v1/tmp/                  scratch, on the same filesystem so renames work:
-//! <root>/v1/tmp/<pid>-<start>-<n>/   one per process (and store it opened), locked while it runs (see [`scratch`])
-//! <root>/v1/refs/pins/...         pinned versions and objects (see [`gc`])
-//! <root>/v1/retention.toml        retention rules of `repro gc` (read by the runner)
-//! <root>/v1/cache/stat/<hex>      stat cache of one snapshotted directory (see [`statcache`])
-//! <root>/v1/cache/stat-generation the stat caches' generation (see [`statcache`])
-//! <root>/v1/cache/intact/<hex>    blob stamps of one checked set of blobs (see [`intact`])
-//! <root>/v1/lock                  flock file
-//! ```
+//! What `<root>` holds (namespaces are [`layout::Ns`]; the retention
+//! classes in brackets are [`layout::Keep`]):
+//!
+#![doc = include_str!("layout.md")]
 //!
 //! The folder name carries the format version: a future incompatible layout
 //! goes to `v2/` and this code refuses to touch it.
@@ -29,10 +14,11 @@
 //! `v1/tmp` (random name), fsync, rename, then an fsync of the parent
 //! directory, so a kill at any moment leaves either the old state or the new
 //! one, never a partial object; leftovers in `v1/tmp` are never read as
-//! objects. Content-addressed writes are idempotent. Refs and action cache
-//! entries are last-writer-wins, except that adding a record holds
-//! `v1/records.lock` (see [`Store::put_record`]: a version keeps the inputs
-//! of its first record). [`Store::lock_shared`] and
+//! objects ([`Store::write_atomic`] does this for any path in the store,
+//! and [`write_atomic`] for a path outside it). Content-addressed writes
+//! are idempotent. Refs and action cache entries are last-writer-wins,
+//! except that adding a record holds `v1/records.lock` (see
+//! [`Store::put_record`]: a version keeps the inputs of its first record). [`Store::lock_shared`] and
 //! [`Store::lock_exclusive`] exist for whole-store operations (the garbage
 //! collector, [`gc`], takes the exclusive lock; builds take the shared one).
 //!
@@ -65,19 +51,46 @@
 //! Re-snapshotting an unchanged directory with [`Ingest::Copy`] reads no
 //! file: the stat cache ([`statcache`]) says which files are unchanged and
 //! when a file is read again.
+//!
+//! # Module order
+//!
+//! The files of this crate form a strict order: a file uses items (through
+//! `crate::...`, `super::...` or `use`) and `Store` methods defined only in
+//! the files before it, never in one after it, so no two files depend on
+//! each other. Bottom first:
+//!
+//! 1. `digest`: digests and hashes; uses nothing of the crate.
+//! 2. `error`: [`Error`] (with [`VersionInputsDiffer`]) and `io_err`.
+//! 3. `fsutil`: atomic writes ([`write_atomic`]), durable directory
+//!    creation, directory fsyncs, removal, naming a file's type.
+//! 4. `walk`: the stat of a file and what a directory walk finds; opening,
+//!    checking and hashing a walked file.
+//! 5. `layout`: the namespaces of `v1/` ([`Ns`]) and stray entries.
+//! 6. `scratch`: the scratch directories in `v1/tmp`.
+//! 7. `lib.rs`: [`Store`] itself (open, locks, atomic writes).
+//! 8. The files that add methods to [`Store`], each using only the ones
+//!    before it: `statcache`, `blob`, `tree`, `snapshot`, `intact`,
+//!    `record`, `ac`, `image`, `gc`.
+//!
+//! Test modules follow the order in what they name; they may call any
+//! [`Store`] method. Tests that drive a module through a later one live in
+//! a file of their own above both (`scratch/tests.rs`, `statcache/tests.rs`).
 
 mod ac;
 mod blob;
 pub mod digest;
 mod error;
+mod fsutil;
 pub mod gc;
 pub mod image;
 pub mod intact;
+pub mod layout;
 mod record;
 pub mod scratch;
 pub mod snapshot;
 pub mod statcache;
 mod tree;
+mod walk;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -87,11 +100,13 @@ pub use ac::ActionResult;
 pub use digest::{
     BlobDigest, Hash, ImageDigest, ParseDigestError, RecordDigest, StepKey, TreeDigest,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, VersionInputsDiffer};
+pub use fsutil::{write_atomic, write_atomic_with};
 pub use gc::{GcItem, GcKind, GcOptions, GcPlan, GcRoots};
 pub use image::{ImageInfo, Layer};
 pub use intact::Checked;
-pub use record::{InputsOf, VersionInputsDiffer};
+pub use layout::{Keep, Ns};
+pub use record::InputsOf;
 pub use snapshot::{hash_dir, hash_file};
 pub use tree::{EntryKind, FileEntry, Ingest, Tree, TreeEntry};
 
@@ -147,7 +162,13 @@ impl Store {
                 }
             }
         }
-        for sub in ["blobs/sha256", "ac", "refs/records", "refs/images", "tmp"] {
+        for sub in [
+            "blobs/sha256",
+            Ns::ActionCache.rel_path(),
+            Ns::Records.rel_path(),
+            Ns::Images.rel_path(),
+            Ns::Tmp.rel_path(),
+        ] {
             let p = v1.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
         }
@@ -158,7 +179,7 @@ impl Store {
         };
         let store = Store {
             root: dir.to_path_buf(),
-            scratch: Arc::new(scratch::Lease::new(v1.join("tmp"))),
+            scratch: Arc::new(scratch::Lease::new(v1.join(Ns::Tmp.rel_path()))),
             v1,
             owner,
         };
@@ -218,6 +239,41 @@ impl Store {
         &self.v1
     }
 
+    /// The path of namespace `ns`: `v1/<ns.rel_path()>` (a directory, or
+    /// the file for [`Ns::is_file`] namespaces). It may not exist yet.
+    pub fn ns_dir(&self, ns: Ns) -> PathBuf {
+        self.v1.join(ns.rel_path())
+    }
+
+    /// The path of `segments` below namespace `ns`, e.g.
+    /// `ns_path(Ns::Stages, &["production", name, version])`. Each segment
+    /// is one name: an empty one, one with `/` or NUL, or one starting
+    /// with `.` (`.`, `..`, temp files) is [`Error::InvalidSegment`] naming
+    /// the directory, so no name can leave its namespace. A file namespace
+    /// ([`Ns::is_file`]) takes no segments. Nothing is created.
+    pub fn ns_path(&self, ns: Ns, segments: &[&str]) -> Result<PathBuf> {
+        let mut path = self.ns_dir(ns);
+        if ns.is_file() && !segments.is_empty() {
+            return Err(Error::InvalidSegment {
+                dir: path,
+                segment: segments[0].to_string(),
+                why: "this namespace is a single file",
+            });
+        }
+        for segment in segments {
+            layout::check_segment(&path, segment)?;
+            path.push(segment);
+        }
+        Ok(path)
+    }
+
+    /// The entries of `v1/` (and of `v1/refs/`, `v1/refs/pins/`,
+    /// `v1/cache/`) that no namespace and no store file accounts for,
+    /// sorted: see [`layout::stray_entries`].
+    pub fn stray_entries(&self) -> Result<Vec<PathBuf>> {
+        layout::stray_entries(&self.v1)
+    }
+
     pub(crate) fn owner_uid(&self) -> u32 {
         self.owner.0
     }
@@ -275,7 +331,7 @@ impl Store {
     /// versions) are left to [`gc`]. The functions that take the store lock
     /// call it; see [`scratch`].
     pub fn remove_dead_scratch(&self) -> Result<usize> {
-        scratch::remove_dead(&self.v1.join("tmp"), self.scratch.name())
+        scratch::remove_dead(&self.ns_dir(Ns::Tmp), self.scratch.name())
     }
 
     /// Where this store (and its clones) keeps its temp files and scratch
@@ -287,20 +343,66 @@ impl Store {
         self.scratch.dir()
     }
 
-    /// Write `bytes` to `dest` atomically (temp in [`Store::tmp_dir`], fsync,
-    /// rename, fsync of the parent), replacing what was there. Needs no lock.
-    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        use std::io::Write as _;
-        let tmp = self.tmp_dir();
-        let mut f = tempfile::Builder::new()
-            .prefix(".w-")
-            .tempfile_in(&tmp)
-            .map_err(io_err("create a temporary file in", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", f.path()))?;
-        f.as_file().sync_all().map_err(io_err("fsync", f.path()))?;
-        f.persist(dest)
-            .map_err(|e| io_err("rename a temporary file to", dest)(e.error))?;
-        sync_parent(dest)
+    /// Write `bytes` to `dest`, a path inside the store, atomically and
+    /// durably, replacing what was there; needs no lock.
+    ///
+    /// The bytes go to a temp file in [`Store::tmp_dir`] (on the store's
+    /// filesystem), which is fsynced, renamed to `dest`, and followed by an
+    /// fsync of `dest`'s directory: after a crash `dest` holds its old
+    /// content or the new one, never a part. Missing parent directories of
+    /// `dest` are created, each made durable the same way. The file is
+    /// private to the store's owner (mode `0600`).
+    ///
+    /// `dest` must be inside [`Store::layout_dir`] (without `..`), else
+    /// [`Error::NotInStore`]; for other paths use the free function
+    /// [`crate::write_atomic`]. Other errors are
+    /// [`Error::Io`] naming the action and the path; on any error `dest`
+    /// is untouched and no temp file is left.
+    pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_with(dest, |w| -> Result<()> {
+            w.write_all(bytes)
+                .map_err(io_err("write a temporary file for", dest))
+        })
+    }
+
+    /// [`Store::write_atomic`] with the content streamed by `write`, for
+    /// large outputs: `write` is given a buffered writer to the temp file,
+    /// and its `Ok` value is returned once the file is in place. If `write`
+    /// fails, its error is returned, the temp file is removed and `dest`
+    /// keeps its old content (or stays missing). `E` is any error type a
+    /// store [`Error`] converts into (`anyhow::Error`, or [`Error`] itself).
+    pub fn write_atomic_with<T, E>(
+        &self,
+        dest: &Path,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<Error>,
+    {
+        self.check_inside(dest)?;
+        if let Some(parent) = dest.parent() {
+            fsutil::create_dir_durable(parent)?;
+        }
+        fsutil::write_atomic_in(&self.tmp_dir(), dest, None, write)
+    }
+
+    /// [`Error::NotInStore`] unless `path` is below `v1/`, with no `..`
+    /// (nor `.`) in the part below.
+    fn check_inside(&self, path: &Path) -> Result<()> {
+        let inside = path.strip_prefix(&self.v1).is_ok_and(|rel| {
+            rel.components().next().is_some()
+                && rel
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(Error::NotInStore {
+                path: path.to_path_buf(),
+                layout: self.v1.clone(),
+            })
+        }
     }
 }
 
@@ -309,19 +411,6 @@ fn is_version_dir(name: &str) -> bool {
         && name.starts_with('v')
         && name[1..].bytes().all(|b| b.is_ascii_digit())
         && name != FORMAT_DIR
-}
-
-/// fsync the directory holding `path`, so a rename into it is durable.
-pub(crate) fn sync_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(io_err("open directory", dir))?;
-    d.sync_all().map_err(io_err("fsync directory", dir))
 }
 
 #[cfg(test)]
@@ -374,6 +463,109 @@ mod tests {
             Store::open(t.path()),
             Err(Error::Malformed { .. })
         ));
+    }
+
+    /// The entries of `dir` whose names start with `.w-` (atomic writes' temp files).
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".w-"))
+            .collect()
+    }
+
+    #[test]
+    fn store_write_atomic_writes_creates_parents_and_leaves_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let dest = s.layout_dir().join("refs/new-ns/a/b");
+        s.write_atomic(&dest, b"one").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"one");
+        s.write_atomic(&dest, b"two").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"two");
+        assert_eq!(temp_files(&s.tmp_dir()), Vec::<PathBuf>::new());
+        assert_eq!(temp_files(dest.parent().unwrap()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn store_write_atomic_with_a_failing_callback_keeps_the_old_content() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let dest = s.layout_dir().join("refs/x");
+        s.write_atomic(&dest, b"old").unwrap();
+        let err = s
+            .write_atomic_with(&dest, |w| -> Result<()> {
+                w.write_all(b"partial").unwrap();
+                Err(Error::InvalidName {
+                    what: "test",
+                    name: "x".to_string(),
+                    why: "the callback failed",
+                })
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("the callback failed"), "{err}");
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(temp_files(&s.tmp_dir()), Vec::<PathBuf>::new());
+        let big = s
+            .write_atomic_with(&s.layout_dir().join("refs/big"), |w| -> Result<u8> {
+                w.write_all(&[1; 200_000]).unwrap();
+                Ok(9)
+            })
+            .unwrap();
+        assert_eq!(big, 9);
+        assert_eq!(
+            fs::read(s.layout_dir().join("refs/big")).unwrap().len(),
+            200_000
+        );
+    }
+
+    #[test]
+    fn store_write_atomic_refuses_a_path_outside_the_store() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(&t.path().join("store")).unwrap();
+        let outside = t.path().join("elsewhere");
+        let escaping = s.layout_dir().join("refs/../../escaped");
+        for dest in [&outside, &escaping, &s.layout_dir().to_path_buf()] {
+            let err = s.write_atomic(dest, b"x").unwrap_err();
+            assert!(matches!(err, Error::NotInStore { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&dest.display().to_string()),
+                "{err}"
+            );
+        }
+        assert!(!outside.exists());
+        assert!(!t.path().join("store/escaped").exists());
+    }
+
+    #[test]
+    fn ns_paths_stay_in_their_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        assert_eq!(s.ns_dir(Ns::Stages), s.layout_dir().join("refs/stages"));
+        assert_eq!(s.ns_dir(Ns::Tmp), s.layout_dir().join("tmp"));
+        assert_eq!(
+            s.ns_path(Ns::Stages, &["production", "m", "1.0"]).unwrap(),
+            s.layout_dir().join("refs/stages/production/m/1.0")
+        );
+        assert_eq!(
+            s.ns_path(Ns::Policy, &[]).unwrap(),
+            s.layout_dir().join("policy.toml")
+        );
+        for bad in [&["..", "x"][..], &["a/b"], &[""], &["ok", ".."]] {
+            let err = s.ns_path(Ns::Approvals, bad).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidSegment { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(s.ns_path(Ns::Retention, &["x"]).is_err());
+        // A fresh store has no strays; a file of no namespace is one.
+        assert_eq!(s.stray_entries().unwrap(), Vec::<PathBuf>::new());
+        fs::write(s.layout_dir().join("stray.tmp"), b"").unwrap();
+        assert_eq!(
+            s.stray_entries().unwrap(),
+            [s.layout_dir().join("stray.tmp")]
+        );
     }
 
     #[test]

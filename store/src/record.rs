@@ -44,7 +44,8 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use crate::error::io_err;
+use crate::error::{io_err, VersionInputsDiffer};
+use crate::layout::Ns;
 use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
 
 /// What the store is told about a record's inputs (it keeps records as
@@ -52,27 +53,6 @@ use crate::{BlobDigest, Error, Hash, RecordDigest, Result, Store};
 /// share exactly when they were built from the same inputs. An error (the
 /// envelope does not parse) refuses the record.
 pub type InputsOf<'a> = &'a dyn Fn(&[u8]) -> Result<Hash>;
-
-/// [`Error::VersionInputsDiffer`]: a record offered for `name@version` was
-/// built from other inputs than the version's records.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot record `{record}` as `{name}@{version}`: it was built from other inputs (`{inputs}`) than the version's record `{existing}` (`{existing_inputs}`)\nhint: a version keeps naming the inputs it was first built from; give these inputs a new version (bump `version` in `[model]`)"
-)]
-pub struct VersionInputsDiffer {
-    /// The model name.
-    pub name: String,
-    /// The version.
-    pub version: String,
-    /// The record refused.
-    pub record: RecordDigest,
-    /// The digest of its inputs, as the caller's [`InputsOf`] gave it.
-    pub inputs: Hash,
-    /// The version's record it was compared with (its latest readable one).
-    pub existing: RecordDigest,
-    /// The digest of that record's inputs.
-    pub existing_inputs: Hash,
-}
 
 /// The flock serializing record writes, relative to the format directory.
 const RECORDS_LOCK: &str = "records.lock";
@@ -106,14 +86,11 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
 
 impl Store {
     fn record_ref_dir(&self, name: &str) -> PathBuf {
-        self.layout_dir().join("refs/records").join(name)
+        self.ns_dir(Ns::Records).join(name)
     }
 
     pub(crate) fn record_history_dir(&self, name: &str, version: &str) -> PathBuf {
-        self.layout_dir()
-            .join("refs/record-history")
-            .join(name)
-            .join(version)
+        self.ns_dir(Ns::RecordHistory).join(name).join(version)
     }
 
     /// Store a record envelope as a record of `name@version` and point the
@@ -355,10 +332,7 @@ impl Store {
     /// returns its blob digest. Idempotent.
     pub fn put_attestation(&self, record: &RecordDigest, envelope: &[u8]) -> Result<BlobDigest> {
         let d = self.put_bytes(envelope)?;
-        let dir = self
-            .layout_dir()
-            .join("refs/attestations")
-            .join(record.hex());
+        let dir = self.ns_dir(Ns::Attestations).join(record.hex());
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&dir.join(d.hex()), b"")?;
         Ok(d)
@@ -366,10 +340,7 @@ impl Store {
 
     /// The attestations stored about record `record`, sorted by digest (not verified).
     pub fn attestations_of(&self, record: &RecordDigest) -> Result<Vec<BlobDigest>> {
-        let dir = self
-            .layout_dir()
-            .join("refs/attestations")
-            .join(record.hex());
+        let dir = self.ns_dir(Ns::Attestations).join(record.hex());
         let mut out = Vec::new();
         for name in list_names(&dir)? {
             let hash = crate::Hash::from_hex(&name).map_err(|e| Error::Malformed {
@@ -384,7 +355,7 @@ impl Store {
 
     /// The model names that have at least one record, sorted.
     pub fn record_names(&self) -> Result<Vec<String>> {
-        list_names(&self.layout_dir().join("refs/records"))
+        list_names(&self.ns_dir(Ns::Records))
     }
 }
 

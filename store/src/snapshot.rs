@@ -60,10 +60,10 @@
 
 use std::ffi::{CStr, OsStr};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -72,11 +72,13 @@ use std::time::SystemTime;
 use nix::dir::Type as DirType;
 use nix::fcntl::{readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, Mode};
-use sha2::{Digest as _, Sha256};
 
-use crate::blob::kind_of;
 use crate::error::io_err;
+use crate::fsutil::{kind_of, sync_dir};
 use crate::statcache::{self, Cache, CachedKind};
+use crate::walk::{
+    hash_with, open_walked, stat_opened, FileStat, WalkDir, WalkEntry, WalkFile, WalkKind,
+};
 use crate::{
     BlobDigest, EntryKind, Error, Hash, Ingest, Result, Store, Tree, TreeDigest, TreeEntry,
 };
@@ -101,107 +103,6 @@ pub(crate) fn cpu_workers() -> usize {
 /// machines with more cores.
 pub(crate) fn ingest_workers() -> usize {
     cpu_workers().max(INGEST_WORKERS)
-}
-
-/// The stat fields the stat cache compares (see [`crate::statcache`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileStat {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    pub(crate) size: u64,
-    /// Seconds and nanoseconds since the epoch.
-    pub(crate) mtime: (i64, u32),
-    /// Seconds and nanoseconds since the epoch.
-    pub(crate) ctime: (i64, u32),
-    /// Whether any execute bit is set.
-    pub(crate) executable: bool,
-}
-
-impl FileStat {
-    pub(crate) fn of(m: &fs::Metadata) -> FileStat {
-        FileStat {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec().clamp(0, 999_999_999) as u32),
-            ctime: (m.ctime(), m.ctime_nsec().clamp(0, 999_999_999) as u32),
-            executable: m.mode() & 0o111 != 0,
-        }
-    }
-
-    /// From a `stat` of the walk (the same fields as [`FileStat::of`]).
-    fn of_stat(st: &libc::stat) -> FileStat {
-        FileStat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec.clamp(0, 999_999_999) as u32),
-            ctime: (st.st_ctime, st.st_ctime_nsec.clamp(0, 999_999_999) as u32),
-            executable: st.st_mode & 0o111 != 0,
-        }
-    }
-}
-
-/// One directory found by the walk.
-pub(crate) struct WalkDir {
-    /// Its path (the root as given, joined with the relative path).
-    pub(crate) path: PathBuf,
-    /// Its path relative to the root, `/`-separated; empty for the root.
-    pub(crate) rel: String,
-    /// Its entries, sorted by name in byte order.
-    pub(crate) entries: Vec<WalkEntry>,
-    /// Its record in the stat cache, if any.
-    pub(crate) cached: Option<usize>,
-    /// Whether its listing equals the cached one exactly (same names and
-    /// kinds, every file a trusted hit, same symlink targets) and the
-    /// cached tree object is in the store. Subdirectories are compared on
-    /// their own.
-    pub(crate) same_as_cache: bool,
-    /// Its own stat, taken before it was listed.
-    pub(crate) stat: Option<FileStat>,
-    /// Whether its listing was read, not taken from the stat cache.
-    pub(crate) listed: bool,
-}
-
-/// One entry of a [`WalkDir`].
-pub(crate) struct WalkEntry {
-    pub(crate) name: String,
-    pub(crate) kind: WalkKind,
-}
-
-/// What a [`WalkEntry`] is.
-pub(crate) enum WalkKind {
-    File(WalkFile),
-    /// The index of the subdirectory in the walk's list.
-    Dir(usize),
-    Symlink(String),
-}
-
-/// A regular file found by the walk.
-pub(crate) struct WalkFile {
-    /// Its stat: from the walk, or for a file that was read, from `fstat`
-    /// of the opened file before reading it.
-    pub(crate) stat: FileStat,
-    /// Its digest: from the cache, or once read.
-    pub(crate) digest: Option<BlobDigest>,
-    /// Its size: the bytes read (or the cached size).
-    pub(crate) size: u64,
-    /// Whether it may go into the stat cache: not if it changed size while
-    /// it was being read.
-    pub(crate) cacheable: bool,
-}
-
-impl WalkFile {
-    /// A file the walk found with `stat` (of `fstatat`), not read yet.
-    fn found(st: &libc::stat) -> WalkFile {
-        let stat = FileStat::of_stat(st);
-        WalkFile {
-            stat,
-            digest: None,
-            size: stat.size,
-            cacheable: false,
-        }
-    }
 }
 
 /// What one snapshot did; for tests and benchmarks.
@@ -614,45 +515,6 @@ pub(crate) fn buffer(buf: &mut Vec<u8>) -> &mut [u8] {
     buf
 }
 
-/// Open a file found by the walk for reading: never following a symlink
-/// and never blocking (should it have been replaced by a fifo since).
-pub(crate) fn open_walked(path: &Path) -> Result<fs::File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err("open", path))
-}
-
-/// `fstat` an opened file, refusing anything but a regular file.
-pub(crate) fn stat_opened(f: &fs::File, path: &Path) -> Result<FileStat> {
-    let meta = f.metadata().map_err(io_err("inspect", path))?;
-    if !meta.is_file() {
-        return Err(Error::UnsupportedFile {
-            path: path.to_path_buf(),
-            kind: kind_of(&meta),
-        });
-    }
-    Ok(FileStat::of(&meta))
-}
-
-/// Hash everything `r` yields through `buf`.
-pub(crate) fn hash_with(r: &mut impl Read, buf: &mut [u8]) -> io::Result<(Hash, u64)> {
-    let mut hasher = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((Hash(hasher.finalize().into()), n))
-}
-
 /// Hash a file like the store would: its [`BlobDigest`] and size, without
 /// writing anything.
 ///
@@ -832,6 +694,28 @@ struct Trees {
 }
 
 impl Store {
+    /// Snapshot the directory `dir` into the store; returns its tree digest.
+    ///
+    /// Symlinks are stored as symlinks (their target text), never followed.
+    /// A name or symlink target that is not UTF-8, a socket, fifo or device
+    /// is an error naming the path (found by the walk, before any file is
+    /// read). A file is executable if any `x` bit is set; no other metadata
+    /// is kept.
+    ///
+    /// The tree is walked, and its files read, in parallel (see
+    /// [`crate::snapshot`] for the phases and the memory used). Each new
+    /// blob is renamed into `blobs/sha256` only once its bytes are synced,
+    /// and each tree object only once everything it names is durable.
+    ///
+    /// With [`Ingest::Copy`], files that the directory's stat cache shows
+    /// unchanged are not read again (see [`crate::statcache`] for the
+    /// rule), so snapshotting an unchanged directory again costs little
+    /// more than a `stat` per file.
+    pub fn snapshot_dir(&self, dir: &Path, how: Ingest) -> Result<TreeDigest> {
+        self.snapshot_with_stats(dir, how, SystemTime::now())
+            .map(|(d, _)| d)
+    }
+
     /// [`Store::snapshot_dir`], also telling what it did. `now` is the
     /// time the stat cache records (the current time but in tests).
     pub(crate) fn snapshot_with_stats(
@@ -868,7 +752,7 @@ impl Store {
         })?;
         if !jobs.is_empty() {
             // The blobs' renames must be durable before a tree names them.
-            crate::sync_dir(&self.layout_dir().join("blobs/sha256"))?;
+            sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         }
         fill_results(&mut dirs, &jobs, results);
         let Trees { digests, built } = build_trees(&dirs, cache.as_ref(), Some(self));
@@ -907,7 +791,7 @@ impl Store {
                 let (d, bytes) = self.check_tree(t)?;
                 self.write_blob_nosync(&bytes, &BlobDigest(d.0))
             })?;
-            crate::sync_dir(&self.layout_dir().join("blobs/sha256"))?;
+            sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         }
         Ok(todo.len())
     }
@@ -918,7 +802,7 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
     use crate::FileEntry;

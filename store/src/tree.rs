@@ -208,28 +208,6 @@ impl Store {
         Ok(tree)
     }
 
-    /// Snapshot the directory `dir` into the store; returns its tree digest.
-    ///
-    /// Symlinks are stored as symlinks (their target text), never followed.
-    /// A name or symlink target that is not UTF-8, a socket, fifo or device
-    /// is an error naming the path (found by the walk, before any file is
-    /// read). A file is executable if any `x` bit is set; no other metadata
-    /// is kept.
-    ///
-    /// The tree is walked, and its files read, in parallel (see
-    /// [`crate::snapshot`] for the phases and the memory used). Each new
-    /// blob is renamed into `blobs/sha256` only once its bytes are synced,
-    /// and each tree object only once everything it names is durable.
-    ///
-    /// With [`Ingest::Copy`], files that the directory's stat cache shows
-    /// unchanged are not read again (see [`crate::statcache`] for the
-    /// rule), so snapshotting an unchanged directory again costs little
-    /// more than a `stat` per file.
-    pub fn snapshot_dir(&self, dir: &Path, how: Ingest) -> Result<TreeDigest> {
-        self.snapshot_with_stats(dir, how, std::time::SystemTime::now())
-            .map(|(d, _)| d)
-    }
-
     /// Lay out tree `t` at `dest`, which must not exist (its parent is
     /// created if needed).
     ///
