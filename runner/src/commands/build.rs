@@ -182,8 +182,8 @@ fn build_event(recipe: &repro_recipes::Recipe, built: &build::Built) -> audit::E
         serde_json::json!({
             "result": if built.report.ok() { "ok" } else { "failed" },
             "record": built.record.as_ref().map(|(d, _)| d.to_string()),
-            "recipe": ext.map(|e| e.recipe_digest.clone()),
-            "lock": ext.and_then(|e| e.lock_digest.clone()),
+            "recipe": ext.map(|e| e.recipe_digest),
+            "lock": ext.and_then(|e| e.lock_digest),
             "steps": built.report.steps.len(),
             "ran": count(engine::StepStatus::Ran),
             "cached": count(engine::StepStatus::Cached),
