@@ -9,8 +9,8 @@ use std::io::{Cursor, Read};
 use serde_json::json;
 use zip::ZipArchive;
 
+use crate::common::{clip, Class, Finding, Format};
 use crate::error::{side, Error, Result};
-use crate::{explain_finding, Class, Finding, Format};
 
 /// Largest entry decompressed for a comparison of its content.
 const ENTRY_LIMIT: u64 = 512 << 20;
@@ -102,8 +102,14 @@ fn read_entry(ar: &mut Archive<'_>, name: &str, i: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Compares two zip archives.
-pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], depth: usize) -> Result<Finding> {
+/// Compares two zip archives; `entry` explains two versions of one entry
+/// (given its name), in whatever format the entry has.
+pub(crate) fn explain(
+    path: &str,
+    a: &[u8],
+    b: &[u8],
+    entry: impl Fn(&str, &[u8], &[u8]) -> Finding,
+) -> Result<Finding> {
     let (mut ara, ea) = open(a, 0)?;
     let (mut arb, eb) = open(b, 1)?;
     let npz = path.to_ascii_lowercase().ends_with(".npz")
@@ -194,7 +200,7 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], depth: usize) -> Result<Fi
             continue;
         }
         let sub = match (read_entry(&mut ara, name, 0), read_entry(&mut arb, name, 1)) {
-            (Ok(x), Ok(y)) => explain_finding(name, &x, &y, depth + 1),
+            (Ok(x), Ok(y)) => entry(name, &x, &y),
             (Err(e), _) | (_, Err(e)) => {
                 let mut f = Finding::new(Format::Binary, Class::Unknown, "entry unreadable");
                 f.details.push(e.to_string());
@@ -234,8 +240,8 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], depth: usize) -> Result<Fi
     if reordered {
         details.push(format!(
             "entry order: {} vs {}",
-            crate::clip(&common_a.join(", "), 100),
-            crate::clip(&common_b.join(", "), 100)
+            clip(&common_a.join(", "), 100),
+            clip(&common_b.join(", "), 100)
         ));
     }
     details.extend(meta_entries.iter().take(10).cloned());

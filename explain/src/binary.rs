@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::{first_difference, Class, Finding, Format};
+use crate::common::{first_difference, Class, Finding, Format};
 
 /// Bytes per hex line.
 const WIDTH: usize = 16;

@@ -3,9 +3,10 @@
 
 use serde_json::{json, Value};
 
+use crate::common::{clip, Class, Finding, Format, STRUCTURE_LIMIT};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
-use crate::{clip, text, Class, Finding, Format, STRUCTURE_LIMIT};
+use crate::text;
 
 /// Differences kept (the rest are counted).
 const KEEP: usize = 200;

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
+use crate::common::{Class, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::numeric::{self, Dtype};
-use crate::{Class, Finding, Format};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::Class;
+use crate::common::{finite_or_null, fmax, Class};
 
 /// How the elements of a buffer are numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +158,8 @@ impl Stats {
         let abs = if a == b { 0.0 } else { (a - b).abs() };
         let scale = a.abs().max(b.abs());
         let rel = if abs == 0.0 { 0.0 } else { abs / scale };
-        self.max_abs = crate::fmax(self.max_abs, abs);
-        self.max_rel = crate::fmax(self.max_rel, rel);
+        self.max_abs = fmax(self.max_abs, abs);
+        self.max_rel = fmax(self.max_rel, rel);
         if let Some(u) = ulp {
             self.max_ulp = Some(self.max_ulp.unwrap_or(0).max(u));
         }
@@ -169,8 +169,8 @@ impl Stats {
     pub(crate) fn merge(&mut self, other: &Stats) {
         self.total += other.total;
         self.differing += other.differing;
-        self.max_abs = crate::fmax(self.max_abs, other.max_abs);
-        self.max_rel = crate::fmax(self.max_rel, other.max_rel);
+        self.max_abs = fmax(self.max_abs, other.max_abs);
+        self.max_rel = fmax(self.max_rel, other.max_rel);
         self.max_ulp = match (self.max_ulp, other.max_ulp) {
             (Some(x), Some(y)) => Some(x.max(y)),
             (x, y) => x.or(y),
@@ -217,14 +217,14 @@ impl Stats {
         json!({
             "total": self.total,
             "differing": self.differing,
-            "max_abs": crate::finite_or_null(self.max_abs),
-            "max_rel": crate::finite_or_null(self.max_rel),
+            "max_abs": finite_or_null(self.max_abs),
+            "max_rel": finite_or_null(self.max_rel),
             "max_ulp": self.max_ulp.map(|u| u.to_string()),
             "nan_mismatch": self.nan_mismatch,
             "samples": self.samples.iter().map(|s| json!({
                 "index": s.index,
-                "expected": crate::finite_or_null(s.a),
-                "actual": crate::finite_or_null(s.b),
+                "expected": finite_or_null(s.a),
+                "actual": finite_or_null(s.b),
             })).collect::<Vec<_>>(),
         })
     }

@@ -15,9 +15,10 @@ use std::io::Read;
 
 use serde_json::json;
 
+use crate::common::{clip, Class, Finding, Format};
 use crate::error::{side, Error, Result};
+use crate::npy;
 use crate::numeric::{self, Dtype, Stats};
-use crate::{clip, Class, Finding, Format};
 
 /// Most opcodes (and objects) read per stream.
 const MAX_OPS: usize = 8_000_000;
@@ -982,7 +983,7 @@ impl Machine {
                 )
             }
             Node::Array { dtype, shape, .. } => {
-                format!("array {} {}", dtype.descr, crate::npy::fmt_shape(shape))
+                format!("array {} {}", dtype.descr, npy::fmt_shape(shape))
             }
             Node::Opaque(s) => s.clone(),
         }
@@ -1309,7 +1310,7 @@ impl Compare<'_> {
                     }
                 }
                 None => {
-                    let size = crate::npy::itemsize(&fdescr).unwrap_or(0);
+                    let size = npy::itemsize(&fdescr).unwrap_or(0);
                     let differ = (0..bx.len().min(by.len()))
                         .step_by(dx.itemsize.max(1))
                         .filter(|&r| {

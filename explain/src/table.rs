@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
+use crate::common::{clip, Class, Finding, Format, STRUCTURE_LIMIT};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
-use crate::{clip, Class, Finding, Format, STRUCTURE_LIMIT};
 
 /// Changed, added or removed rows listed in the details.
 const ROWS_SHOWN: usize = 10;

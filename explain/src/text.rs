@@ -8,9 +8,9 @@ use regex::Regex;
 use serde_json::json;
 use similar::TextDiff;
 
+use crate::common::{is_text, Class, Finding, Format, STRUCTURE_LIMIT};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
-use crate::{Class, Finding, Format, STRUCTURE_LIMIT};
 
 /// Lines of unified diff kept in the details.
 const DIFF_LINES: usize = 30;
@@ -134,7 +134,7 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
                 limit: STRUCTURE_LIMIT,
             });
         }
-        if !crate::is_text(d) {
+        if !is_text(d) {
             return Err(Error::NotText { side: side(i) });
         }
     }
