@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::contract::{GID, HOSTNAME, IN_DIR, OUT_DIR, UID, WORKDIR};
 use crate::error::{Error, Result};
-use crate::spec::{Outcome, StepSpec, Termination};
-use crate::{GID, HOSTNAME, IN_DIR, OUT_DIR, UID, WORKDIR};
+use crate::outcome::{Outcome, Termination};
+use crate::spec::StepSpec;
 
 /// The label every sandbox container carries; its value is the step name.
 /// `docker ps -a --filter label=repro.step` lists leftovers (there should be

@@ -53,7 +53,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use seccompiler::BpfProgram;
 
 use super::protocol::{read_frame, write_frame, FromInit, InitSpec, ToInit};
-use crate::{GID, HOSTNAME, UID};
+use crate::contract::{GID, HOSTNAME, UID, WORKDIR};
 
 /// `argv[1]` of the re-executed init: `repro __sandbox-init`.
 pub const INIT_ARG: &str = "__sandbox-init";
@@ -700,8 +700,7 @@ fn step_inner(
     nix::unistd::chdir(root).map_err(sys(|| format!("cannot enter `{}`", root.display())))?;
     nix::unistd::pivot_root(".", ".").map_err(sys(|| "cannot pivot into the new root".into()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "cannot detach the host's root".into()))?;
-    nix::unistd::chdir(crate::WORKDIR)
-        .map_err(sys(|| format!("cannot enter `{}`", crate::WORKDIR)))?;
+    nix::unistd::chdir(WORKDIR).map_err(sys(|| format!("cannot enter `{WORKDIR}`")))?;
 
     let hostname = spec.variation.hostname.as_deref().unwrap_or(HOSTNAME);
     nix::unistd::sethostname(hostname).map_err(sys(|| "cannot set the hostname".into()))?;

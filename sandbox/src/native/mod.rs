@@ -121,7 +121,8 @@ use tokio_util::sync::CancellationToken;
 pub use init::{init_main, INIT_ARG};
 pub use probe::DEFAULT_CACHE_DIR as DEFAULT_RUNTIME_CACHE_DIR;
 
-use crate::spec::{Outcome, StepSpec, Termination, Variation};
+use crate::outcome::{Outcome, Termination};
+use crate::spec::{StepSpec, Variation};
 use crate::BackendInfo;
 use cgroup::{Cgroup, CgroupMode};
 use pool::{Pool, PooledInit};
