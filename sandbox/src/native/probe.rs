@@ -34,7 +34,7 @@ use std::sync::Mutex;
 
 use super::init::{INIT_ARG, PROBE_ARG};
 use super::protocol::{self, FromInit};
-use super::{Error, Result};
+use crate::error::native::{Error, Result};
 
 /// Where the native sandbox remembers, until the next boot, the checks that
 /// passed (the namespace probe, the check of each image's root), unless it
