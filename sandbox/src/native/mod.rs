@@ -97,6 +97,7 @@
 //! namespace) and Linux 5.3 or later.
 
 mod cgroup;
+mod entry;
 mod init;
 mod listing;
 mod pool;
@@ -119,8 +120,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::error::native::{Error, Result};
-pub use init::{init_main, INIT_ARG};
+pub use entry::init_main;
 pub use probe::DEFAULT_CACHE_DIR as DEFAULT_RUNTIME_CACHE_DIR;
+pub use protocol::INIT_ARG;
 
 use crate::outcome::{Outcome, Termination};
 use crate::spec::{StepSpec, Variation};

@@ -22,8 +22,7 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::init::{INIT_ARG, ZYGOTE_ARG};
-use super::protocol::{recv_fds, send_fds, ACK, REQUEST};
+use super::protocol::{recv_fds, send_fds, ACK, INIT_ARG, REQUEST, ZYGOTE_ARG};
 
 /// How long a run waits for a spare to take its request before it starts
 /// an init of its own (a spare normally takes it within a millisecond).

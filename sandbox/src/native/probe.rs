@@ -32,8 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use super::init::{INIT_ARG, PROBE_ARG};
-use super::protocol::{self, FromInit};
+use super::protocol::{self, FromInit, INIT_ARG, PROBE_ARG};
 use crate::error::native::{Error, Result};
 
 /// Where the native sandbox remembers, until the next boot, the checks that
