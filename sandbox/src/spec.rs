@@ -68,8 +68,8 @@ pub struct StepSpec {
 /// Deliberate changes to the sandbox contract, used by `repro check` to
 /// find what a step secretly depends on. The default changes nothing; a run
 /// with any change is never cached or recorded. Only the native backend
-/// applies them ([`NativeSandbox::run_varied`](crate::NativeSandbox::run_varied));
-/// what it cannot apply is [`Error::InvalidSpec`].
+/// applies them (`NativeSandbox::run_varied`); what it cannot apply is
+/// [`Error::InvalidSpec`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variation {
     /// The UTS hostname inside instead of [`HOSTNAME`](crate::HOSTNAME)

@@ -1,5 +1,5 @@
 //! The runner's side of the pool of pre-warmed inits: one zygote per
-//! [`NativeSandbox`](super::NativeSandbox), started by the first run (see
+//! `NativeSandbox` (the module above), started by the first run (see
 //! the `zygote` module for the other side).
 //!
 //! A run hands the zygote's spares the init's end of its socket and its
