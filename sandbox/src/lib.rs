@@ -69,13 +69,14 @@ mod error;
 pub mod native;
 mod outcome;
 mod rootfs;
+mod sandbox;
 mod spec;
 
-pub use backend::{BackendKind, Sandbox};
+pub use backend::{Backend, BackendInfo, BackendKind};
 pub use contract::{
     base_env, FIXED_ENV_NAMES, GID, HOSTNAME, IN_DIR, OUT_DIR, PATH, POLICY_VERSION, UID, WORKDIR,
 };
-pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
+pub use docker::{DockerSandbox, LABEL_STEP};
 pub use error::{Error, Result};
 pub use native::NativeSandbox;
 pub use outcome::{Outcome, Termination};
@@ -83,4 +84,5 @@ pub use rootfs::{
     check_rootfs, check_rootfs_remembered, prepare_rootfs, Rootfs, RootfsError,
     RACY_SECONDS as ROOTFS_RACY_SECONDS,
 };
+pub use sandbox::Sandbox;
 pub use spec::{Limits, Mount, StepSpec, Variation};

@@ -124,9 +124,9 @@ pub use entry::init_main;
 pub use probe::DEFAULT_CACHE_DIR as DEFAULT_RUNTIME_CACHE_DIR;
 pub use protocol::INIT_ARG;
 
+use crate::backend::BackendInfo;
 use crate::outcome::{Outcome, Termination};
 use crate::spec::{StepSpec, Variation};
-use crate::BackendInfo;
 use cgroup::{Cgroup, CgroupMode};
 use pool::{Pool, PooledInit};
 use probe::Probe;
