@@ -61,6 +61,27 @@
 //! tarring its inputs with owners) writes different bytes on the two; the
 //! native backend also refuses `ptrace` by seccomp, where Docker's default
 //! profile allows it inside the container.
+//!
+//! # Module order
+//!
+//! The modules form layers: each uses items defined only in the modules
+//! before it in this list, never one after it (re-exports aside, doc links
+//! included), so there are no circles between files.
+//!
+//! 1. Leaves, using nothing of the crate: `contract` (the fixed paths, ids
+//!    and [`base_env`]), `outcome` ([`Outcome`], [`Termination`]).
+//! 2. `rootfs`: unpacking and checking an image's root.
+//! 3. `error`: [`Error`], and beside it [`native::Error`], since each can
+//!    hold the other.
+//! 4. `spec`: what a step asks for ([`StepSpec`], [`Variation`]).
+//! 5. `backend`: the [`Backend`] trait, [`BackendKind`], [`BackendInfo`].
+//! 6. The backends: `docker`, and [`native`], itself in layers: the
+//!    leaves `protocol` (the init's arguments and messages), `seccomp`,
+//!    `listing` and `cgroup`; then `init`; `zygote`; `entry` (the init's
+//!    [`init_main`](native::init_main)); `pool` and `probe`; and last
+//!    `native/mod.rs` ([`NativeSandbox`]).
+//! 7. `sandbox`: the [`Sandbox`] enum over both backends.
+//! 8. This file: docs and re-exports only.
 
 mod backend;
 mod contract;
