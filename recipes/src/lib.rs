@@ -8,6 +8,20 @@
 //! Errors are [`Diagnostic`]s with file, line, column, key and hint.
 //! Syntax and type errors stop at the first one (the TOML parser cannot go
 //! on); every other problem in a recipe is collected and reported together.
+//!
+//! # Module order
+//!
+//! The modules form layers: each uses items defined only in the modules
+//! before it in this list, never one after it (re-exports aside), so there
+//! are no circles between files.
+//!
+//! 1. Leaves, using nothing of the crate: `units` (durations, sizes),
+//!    `output_path`, `error` (diagnostics), `raw` (the serde structs of the
+//!    file), `subst` (parameter values and their substitution).
+//! 2. `de`: TOML to `raw` with located errors (uses `error`).
+//! 3. `recipe`: the checked recipe (uses all of the above).
+//! 4. `lock`: the lock file, and pinning a recipe with it (uses `recipe`).
+//! 5. This file: re-exports and the JSON Schema (uses `raw`).
 
 mod de;
 mod error;
@@ -23,9 +37,10 @@ pub use lock::{Floating, FloatingRef, Kind, Lock, LockEntry, Pins, Resolved, LOC
 pub use output_path::OutputPath;
 pub use recipe::{
     parse_file, parse_str, BuildSettings, CodeTree, DataSnapshot, ImageRef, InputRef, Limits,
-    Model, ParamValue, Recipe, Step, StepSpans, Toolchain, TreeRef, DEFAULT_TIMEOUT,
-    SANDBOX_FIXED_ENV, THREAD_ENV,
+    Model, Recipe, Step, StepSpans, Toolchain, TreeRef, DEFAULT_TIMEOUT, SANDBOX_FIXED_ENV,
+    THREAD_ENV,
 };
+pub use subst::ParamValue;
 pub use units::{parse_duration, parse_memory};
 
 /// The JSON Schema of `model.toml` (draft 7, generated from the serde

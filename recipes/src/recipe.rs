@@ -15,7 +15,7 @@ use crate::de::toml_key;
 use crate::error::{list, Collector, Diagnostic, Diagnostics, Error, Location, Result};
 use crate::output_path::OutputPath;
 use crate::raw::{RawLimits, RawRecipe, RawStep};
-use crate::subst::{substitute, SubstError};
+use crate::subst::{substitute, ParamValue, SubstError};
 use crate::units::{parse_duration, parse_memory};
 
 /// The default step timeout: one hour.
@@ -189,33 +189,6 @@ pub struct CodeTree {
     /// Where the reference is written, for messages.
     #[serde(skip)]
     pub location: Option<Location>,
-}
-
-/// A parameter's value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ParamValue {
-    /// A TOML string.
-    String(String),
-    /// A TOML integer.
-    Integer(i64),
-    /// A TOML float.
-    Float(f64),
-    /// A TOML boolean.
-    Bool(bool),
-}
-
-impl fmt::Display for ParamValue {
-    /// As substituted: strings as they are, the others as TOML writes them
-    /// (`42`, `0.5`, `2.0`, `1e100`, `inf`, `true`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParamValue::String(s) => f.write_str(s),
-            ParamValue::Integer(i) => write!(f, "{i}"),
-            ParamValue::Float(x) => write!(f, "{}", toml::Value::Float(*x)),
-            ParamValue::Bool(b) => write!(f, "{b}"),
-        }
-    }
 }
 
 /// What a step input refers to.

@@ -1,8 +1,37 @@
-//! `${params.NAME}` substitution in `argv` and `env` values.
+//! Parameter values and their `${params.NAME}` substitution in `argv` and
+//! `env` values. A leaf: it uses nothing else of the crate.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::recipe::ParamValue;
+use serde::Serialize;
+
+/// A parameter's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A TOML string.
+    String(String),
+    /// A TOML integer.
+    Integer(i64),
+    /// A TOML float.
+    Float(f64),
+    /// A TOML boolean.
+    Bool(bool),
+}
+
+impl fmt::Display for ParamValue {
+    /// As substituted: strings as they are, the others as TOML writes them
+    /// (`42`, `0.5`, `2.0`, `1e100`, `inf`, `true`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::String(s) => f.write_str(s),
+            ParamValue::Integer(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{}", toml::Value::Float(*x)),
+            ParamValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
 
 /// Why a string could not be substituted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,112 @@
-//! One type for "a sandbox", whichever backend runs it.
+//! The seam between the engine and the sandbox: the [`Backend`] trait,
+//! what it speaks of ([`BackendKind`], [`BackendInfo`]), and the contract
+//! every backend keeps. The `Sandbox` enum (in `sandbox.rs`, above the
+//! backends) implements it for the native and the Docker backend; an
+//! engine's tests can implement it with a fake that needs neither root nor
+//! Docker.
 
-use std::path::{Path, PathBuf};
-
+use futures_util::future::BoxFuture;
 use repro_store::{ImageDigest, Store};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{BackendInfo, DockerSandbox, NativeSandbox, Outcome, Result, StepSpec, Variation};
+use crate::error::Result;
+use crate::outcome::Outcome;
+use crate::spec::{StepSpec, Variation};
+
+/// Runs steps under the sandbox contract (see the crate docs), usable as
+/// `Arc<dyn Backend>`. `Sandbox` implements it for both real backends.
+///
+/// # The contract
+///
+/// What the native and the Docker backend do, and what the engine relies
+/// on; a fake backend keeps the parts its tests depend on.
+///
+/// - **Sharing.** Every method takes `&self` and may be called from
+///   several tasks at once (the engine runs independent steps
+///   concurrently), so a backend is `Send + Sync` and its futures are
+///   `Send`.
+/// - **Images.** [`ensure_image`](Self::ensure_image) makes an image
+///   (kept in the store by its manifest digest) ready to run steps in. It
+///   must be called for an image before any run on it; a run on an image
+///   that was not ensured is an `Err`. Calling it again for an image is
+///   cheap, also concurrently.
+/// - **`Ok` and `Err`.** [`run_varied`](Self::run_varied) returns `Ok`
+///   with the [`Outcome`] whenever the step ran, whatever its exit code: a
+///   step that fails is `Ok` with
+///   [`Termination::Exited`](crate::Termination::Exited) and its code
+///   (128 + n for signal n), [`TimedOut`](crate::Termination::TimedOut)
+///   when `spec.limits.timeout` passed and it was killed, or
+///   [`OutOfMemory`](crate::Termination::OutOfMemory). `Err` is only for
+///   problems of the sandbox itself: a spec the sandbox cannot express
+///   ([`Error::InvalidSpec`](crate::Error::InvalidSpec), found before
+///   anything is touched), an image not ensured, an output directory that
+///   is not empty ([`Error::OutputNotEmpty`](crate::Error::OutputNotEmpty)),
+///   host files that cannot be prepared ([`Error::Io`](crate::Error::Io)),
+///   the backend or its daemon failing. These variants have public fields,
+///   so a backend outside this crate can return them too.
+/// - **Files.** The host side of a step is two paths of the spec. The
+///   backend creates the directory [`StepSpec::output`] if it is missing
+///   (it must be empty; it is made mode `0777`) and mounts it as the
+///   step's `/repro/out`, where the step writes its outputs; it creates or
+///   truncates the file [`StepSpec::log`] and streams the step's stdout
+///   and stderr into it, interleaved as they arrive. The caller reads both
+///   after an `Ok`. A fake stands in for the step: it writes whatever log
+///   and outputs the step it pretends to run would write.
+/// - **Cancellation.** When `cancel` fires, the step is killed and the
+///   result is `Ok` with
+///   [`Termination::Cancelled`](crate::Termination::Cancelled). A run
+///   whose token has already fired returns that at once, with a zero
+///   duration, without starting the step (and possibly before creating
+///   the log or the output directory).
+/// - **Cleanup.** Nothing of the step (processes, containers, mounts,
+///   cgroups) is left behind once the future completes, whatever
+///   happened, and also when the future is dropped.
+/// - **Variations.** With `Variation::default()`, `run_varied` is exactly
+///   a plain run ([`run`](Self::run)). A variation the backend cannot
+///   apply is [`Error::InvalidSpec`](crate::Error::InvalidSpec): the
+///   Docker backend applies none, the native one all (within the limits
+///   [`Variation`] states).
+pub trait Backend: Send + Sync {
+    /// Which backend this is (a fake picks the kind it stands in for).
+    fn kind(&self) -> BackendKind;
+
+    /// How many runs are coming, so that a backend can prepare for them
+    /// (the native one starts its pool of pre-warmed inits only when it
+    /// pays). A hint only: the default ignores it.
+    fn expect_runs(&self, _runs: usize) {}
+
+    /// Make `image`, kept in `store`, ready to run steps in (see the trait
+    /// docs).
+    fn ensure_image<'a>(
+        &'a self,
+        store: &'a Store,
+        image: &'a ImageDigest,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Run one step under the contract, changed by `variation` (for
+    /// `repro check`; `Variation::default()` changes nothing). See the
+    /// trait docs for what `Ok` and `Err` mean.
+    fn run_varied<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        variation: &'a Variation,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<Outcome>>;
+
+    /// Run one step under the contract: [`run_varied`](Self::run_varied)
+    /// with `Variation::default()`.
+    fn run<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move { self.run_varied(spec, &Variation::default(), cancel).await })
+    }
+
+    /// The backend's name and versions, for the build record.
+    fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>>;
+}
 
 /// Which backend runs the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,91 +140,23 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// A connected sandbox of either kind. Both keep the same contract, so a
-/// step's key and output do not depend on which one runs it.
-#[derive(Debug)]
-pub enum Sandbox {
-    /// Linux namespaces.
-    Native(NativeSandbox),
-    /// Docker.
-    Docker(DockerSandbox),
-}
-
-impl Sandbox {
-    /// Set up a backend. `init_exe` is the executable that runs the native
-    /// sandbox's init (`<exe> __sandbox-init`): the `repro` binary itself.
-    pub async fn connect(kind: BackendKind, store: &Store, init_exe: &Path) -> Result<Sandbox> {
-        Ok(match kind {
-            BackendKind::Native => Sandbox::Native(
-                NativeSandbox::new(store.clone(), PathBuf::from(init_exe)).map_err(boxed)?,
-            ),
-            BackendKind::Docker => Sandbox::Docker(DockerSandbox::connect().await?),
-        })
-    }
-
-    /// Which backend this is.
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            Sandbox::Native(_) => BackendKind::Native,
-            Sandbox::Docker(_) => BackendKind::Docker,
-        }
-    }
-
-    /// How many runs are coming, so that the native backend uses its pool
-    /// of pre-warmed inits only when it pays (see
-    /// [`NativeSandbox::expect_runs`]); Docker ignores it.
-    pub fn expect_runs(&self, runs: usize) {
-        if let Sandbox::Native(s) = self {
-            s.expect_runs(runs);
-        }
-    }
-
-    /// Make `image` (kept in `store`) ready to run steps in.
-    pub async fn ensure_image(&self, store: &Store, image: &ImageDigest) -> Result<()> {
-        match self {
-            Sandbox::Native(s) => s.ensure_image(image).await.map_err(boxed),
-            Sandbox::Docker(s) => s.ensure_image(store, image).await,
-        }
-    }
-
-    /// Run one step; see [`DockerSandbox::run`] for what `Ok` and `Err` mean.
-    pub async fn run(&self, spec: &StepSpec, cancel: CancellationToken) -> Result<Outcome> {
-        match self {
-            Sandbox::Native(s) => s.run(spec, cancel).await.map_err(boxed),
-            Sandbox::Docker(s) => s.run(spec, cancel).await,
-        }
-    }
-
-    /// Run one step with deliberate changes to the contract (`repro check`).
-    /// Only the native backend can vary the sandbox; Docker refuses any
-    /// variation other than none.
-    pub async fn run_varied(
-        &self,
-        spec: &StepSpec,
-        variation: &Variation,
-        cancel: CancellationToken,
-    ) -> Result<Outcome> {
-        if variation.is_none() {
-            return self.run(spec, cancel).await;
-        }
-        match self {
-            Sandbox::Native(s) => s.run_varied(spec, variation, cancel).await.map_err(boxed),
-            Sandbox::Docker(_) => Err(crate::Error::InvalidSpec {
-                step: spec.step.clone(),
-                why: "the Docker backend cannot vary the sandbox; run `repro check` with `--sandbox native`".to_string(),
-            }),
-        }
-    }
-
-    /// The backend's name and versions, for the record.
-    pub async fn describe(&self) -> Result<BackendInfo> {
-        match self {
-            Sandbox::Native(s) => s.describe().await.map_err(boxed),
-            Sandbox::Docker(s) => s.describe().await,
-        }
-    }
-}
-
-fn boxed(e: crate::native::Error) -> crate::Error {
-    crate::Error::Native(Box::new(e))
+/// The backend a build ran on, for the record's platform section (see
+/// [`Backend::describe`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// The backend's name, as [`BackendKind::name`] gives it: `docker` or
+    /// `native`.
+    pub backend: String,
+    /// The engine's version, e.g. `20.10.24+dfsg1` (native: this crate's
+    /// version).
+    pub server_version: String,
+    /// The API version in use (negotiated), e.g. `1.41` (native: how limits
+    /// are enforced, `cgroup-v1`, `cgroup-v2` or `rlimits`).
+    pub api_version: String,
+    /// The engine's operating system, e.g. `linux`.
+    pub os: String,
+    /// The engine's architecture, e.g. `amd64`.
+    pub arch: String,
+    /// The kernel version of the engine's host.
+    pub kernel_version: String,
 }

@@ -19,13 +19,14 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use repro_store::{BlobDigest, ImageDigest, Store};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::BackendInfo;
+use crate::contract::{GID, HOSTNAME, IN_DIR, OUT_DIR, UID, WORKDIR};
 use crate::error::{Error, Result};
-use crate::spec::{Outcome, StepSpec, Termination};
-use crate::{GID, HOSTNAME, IN_DIR, OUT_DIR, UID, WORKDIR};
+use crate::outcome::{Outcome, Termination};
+use crate::spec::StepSpec;
 
 /// The label every sandbox container carries; its value is the step name.
 /// `docker ps -a --filter label=repro.step` lists leftovers (there should be
@@ -45,23 +46,6 @@ const KILL_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_TMP_BYTES: u64 = 1 << 30;
 /// Chunk size of the image archive sent to the daemon.
 const CHUNK: usize = 256 * 1024;
-
-/// The container engine a build ran on, for the record's platform section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendInfo {
-    /// The backend's name: `docker`.
-    pub backend: String,
-    /// The engine's version, e.g. `20.10.24+dfsg1`.
-    pub server_version: String,
-    /// The API version in use (negotiated), e.g. `1.41`.
-    pub api_version: String,
-    /// The engine's operating system, e.g. `linux`.
-    pub os: String,
-    /// The engine's architecture, e.g. `amd64`.
-    pub arch: String,
-    /// The engine host's kernel version.
-    pub kernel_version: String,
-}
 
 /// What `ensure_image` learned about a loaded image.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The native backend failed (its own error explains how).
     #[error(transparent)]
-    Native(#[from] Box<crate::native::Error>),
+    Native(#[from] Box<native::Error>),
 
     /// The Docker daemon does not answer.
     #[error("cannot reach the Docker daemon: {0}\nhint: start it (`dockerd`) or set DOCKER_HOST")]
@@ -122,4 +122,100 @@ pub enum Error {
         /// What went wrong.
         why: String,
     },
+}
+
+/// The native backend's errors, here beside the crate's [`Error`] because
+/// each can hold the other (the crate re-exports them as
+/// [`crate::native::Error`] and [`crate::native::Result`]).
+pub mod native {
+    use std::path::PathBuf;
+
+    use repro_store::ImageDigest;
+
+    use crate::rootfs::RootfsError;
+
+    /// A `Result` with the native backend's [`Error`].
+    pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+    /// Why the native sandbox could not run a step (a step that fails is an
+    /// [`Outcome`](crate::Outcome), not an error).
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        /// The runner is not root.
+        #[error("the native sandbox needs root (it mounts the step's root as root before entering a user namespace)\nhint: run as root, or use `--sandbox docker`")]
+        NotRoot,
+
+        /// The kernel refuses a namespace (the message names it and the
+        /// setting to change).
+        #[error("{0}")]
+        Namespaces(String),
+
+        /// The init executable could not be started.
+        #[error("cannot start the sandbox init `{}`: {source}", path.display())]
+        InitExe {
+            /// The executable.
+            path: PathBuf,
+            /// The cause.
+            #[source]
+            source: std::io::Error,
+        },
+
+        /// The init ended without reporting.
+        #[error("the sandbox init of step `{step}` ended without a report ({status})\nhint: this is a bug of `repro`; the step's log may say more")]
+        InitDied {
+            /// The step.
+            step: String,
+            /// How the init ended.
+            status: String,
+        },
+
+        /// Building the sandbox failed before the step started.
+        #[error("cannot set up the sandbox of step `{step}`: {why}")]
+        Setup {
+            /// The step.
+            step: String,
+            /// What failed, from inside the init.
+            why: String,
+        },
+
+        /// `run` was called before `ensure_image` for the step's image.
+        #[error("the root filesystem of image `{image}` is not prepared\nhint: call `ensure_image` before `run`")]
+        ImageNotEnsured {
+            /// The image's manifest digest.
+            image: ImageDigest,
+        },
+
+        /// The image's root filesystem could not be prepared.
+        #[error(transparent)]
+        Rootfs(#[from] RootfsError),
+
+        /// An error shared with the other backend (invalid spec, output
+        /// directory not empty, host files).
+        #[error(transparent)]
+        Sandbox(#[from] super::Error),
+
+        /// A cgroup could not be created, joined or removed.
+        #[error("cannot {action} the cgroup of step `{step}`: {source}\nhint: the native sandbox falls back to rlimits only where cgroups are not writable at all")]
+        Cgroup {
+            /// What was being done.
+            action: &'static str,
+            /// The step.
+            step: String,
+            /// The cause.
+            #[source]
+            source: std::io::Error,
+        },
+
+        /// Talking to the init failed.
+        #[error("cannot {action} the sandbox init of step `{step}`: {source}")]
+        Init {
+            /// What was being done.
+            action: &'static str,
+            /// The step.
+            step: String,
+            /// The cause.
+            #[source]
+            source: std::io::Error,
+        },
+    }
 }

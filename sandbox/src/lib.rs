@@ -61,108 +61,49 @@
 //! tarring its inputs with owners) writes different bytes on the two; the
 //! native backend also refuses `ptrace` by seccomp, where Docker's default
 //! profile allows it inside the container.
+//!
+//! # Module order
+//!
+//! The modules form layers: each uses items defined only in the modules
+//! before it in this list, never one after it (re-exports aside, doc links
+//! included), so there are no circles between files.
+//!
+//! 1. Leaves, using nothing of the crate: `contract` (the fixed paths, ids
+//!    and [`base_env`]), `outcome` ([`Outcome`], [`Termination`]).
+//! 2. `rootfs`: unpacking and checking an image's root.
+//! 3. `error`: [`Error`], and beside it [`native::Error`], since each can
+//!    hold the other.
+//! 4. `spec`: what a step asks for ([`StepSpec`], [`Variation`]).
+//! 5. `backend`: the [`Backend`] trait, [`BackendKind`], [`BackendInfo`].
+//! 6. The backends: `docker`, and [`native`], itself in layers: the
+//!    leaves `protocol` (the init's arguments and messages), `seccomp`,
+//!    `listing` and `cgroup`; then `init`; `zygote`; `entry` (the init's
+//!    [`init_main`](native::init_main)); `pool` and `probe`; and last
+//!    `native/mod.rs` ([`NativeSandbox`]).
+//! 7. `sandbox`: the [`Sandbox`] enum over both backends.
+//! 8. This file: docs and re-exports only.
 
 mod backend;
+mod contract;
 mod docker;
 mod error;
 pub mod native;
+mod outcome;
 mod rootfs;
+mod sandbox;
 mod spec;
 
-use std::collections::BTreeMap;
-
-pub use backend::{BackendKind, Sandbox};
-pub use docker::{BackendInfo, DockerSandbox, LABEL_STEP};
+pub use backend::{Backend, BackendInfo, BackendKind};
+pub use contract::{
+    base_env, FIXED_ENV_NAMES, GID, HOSTNAME, IN_DIR, OUT_DIR, PATH, POLICY_VERSION, UID, WORKDIR,
+};
+pub use docker::{DockerSandbox, LABEL_STEP};
 pub use error::{Error, Result};
 pub use native::NativeSandbox;
+pub use outcome::{Outcome, Termination};
 pub use rootfs::{
     check_rootfs, check_rootfs_remembered, prepare_rootfs, Rootfs, RootfsError,
     RACY_SECONDS as ROOTFS_RACY_SECONDS,
 };
-pub use spec::{Limits, Mount, Outcome, StepSpec, Termination, Variation};
-
-/// The version of the sandbox contract. Bump it when anything in the
-/// contract changes: it is part of every step key, so old cache entries stop
-/// matching.
-pub const POLICY_VERSION: u32 = 1;
-
-/// Where inputs are mounted: each at `/repro/in/<name>`, read-only.
-pub const IN_DIR: &str = "/repro/in";
-/// Where the one writable output directory is mounted.
-pub const OUT_DIR: &str = "/repro/out";
-/// The working directory, `HOME`, and a private tmpfs.
-pub const WORKDIR: &str = "/tmp";
-/// The fixed hostname inside the sandbox.
-pub const HOSTNAME: &str = "repro";
-/// The user id a step runs as (`nobody`).
-pub const UID: u32 = 65534;
-/// The group id a step runs as (`nogroup`).
-pub const GID: u32 = 65534;
-/// The `PATH` inside the sandbox.
-pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The names [`base_env`] sets; a recipe may not override them.
-pub const FIXED_ENV_NAMES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "TZ",
-    "LC_ALL",
-    "LANG",
-    "SOURCE_DATE_EPOCH",
-    "PYTHONHASHSEED",
-    "PYTHONDONTWRITEBYTECODE",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-];
-
-/// The environment every step starts from: the fixed `PATH`, `HOME=/tmp`,
-/// UTC, the `C.UTF-8` locale, `SOURCE_DATE_EPOCH`, `PYTHONHASHSEED`,
-/// `PYTHONDONTWRITEBYTECODE=1`, and the thread counts of the usual numeric
-/// libraries. Exactly the names in [`FIXED_ENV_NAMES`].
-pub fn base_env(
-    source_date_epoch: u64,
-    python_hash_seed: u32,
-    threads: u32,
-) -> BTreeMap<String, String> {
-    let threads = threads.to_string();
-    let pairs = [
-        ("PATH", PATH.to_string()),
-        ("HOME", WORKDIR.to_string()),
-        ("TZ", "UTC".to_string()),
-        ("LC_ALL", "C.UTF-8".to_string()),
-        ("LANG", "C.UTF-8".to_string()),
-        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
-        ("PYTHONHASHSEED", python_hash_seed.to_string()),
-        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
-        ("OMP_NUM_THREADS", threads.clone()),
-        ("MKL_NUM_THREADS", threads.clone()),
-        ("OPENBLAS_NUM_THREADS", threads.clone()),
-        ("NUMEXPR_NUM_THREADS", threads.clone()),
-        ("VECLIB_MAXIMUM_THREADS", threads),
-    ];
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_env_sets_exactly_the_fixed_names() {
-        let env = base_env(1_700_000_000, 7, 3);
-        let names: Vec<&str> = env.keys().map(String::as_str).collect();
-        let mut fixed = FIXED_ENV_NAMES.to_vec();
-        fixed.sort_unstable();
-        assert_eq!(names, fixed);
-        assert_eq!(env["SOURCE_DATE_EPOCH"], "1700000000");
-        assert_eq!(env["PYTHONHASHSEED"], "7");
-        assert_eq!(env["OMP_NUM_THREADS"], "3");
-        assert_eq!(env["VECLIB_MAXIMUM_THREADS"], "3");
-        assert_eq!(env["HOME"], WORKDIR);
-        assert_eq!(env["PATH"], PATH);
-        assert_eq!(env["TZ"], "UTC");
-    }
-}
+pub use sandbox::Sandbox;
+pub use spec::{Limits, Mount, StepSpec, Variation};

@@ -1,4 +1,4 @@
-//! What a step asks of the sandbox, and what it gets back.
+//! What a step asks of the sandbox (what it gets back is in `outcome`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -68,8 +68,8 @@ pub struct StepSpec {
 /// Deliberate changes to the sandbox contract, used by `repro check` to
 /// find what a step secretly depends on. The default changes nothing; a run
 /// with any change is never cached or recorded. Only the native backend
-/// applies them ([`NativeSandbox::run_varied`](crate::NativeSandbox::run_varied));
-/// what it cannot apply is [`Error::InvalidSpec`].
+/// applies them (`NativeSandbox::run_varied`); what it cannot apply is
+/// [`Error::InvalidSpec`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variation {
     /// The UTS hostname inside instead of [`HOSTNAME`](crate::HOSTNAME)
@@ -107,36 +107,6 @@ impl Variation {
     /// Whether this changes nothing.
     pub fn is_none(&self) -> bool {
         *self == Variation::default()
-    }
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
-    /// The step's process exited with this code (128 + n for signal n).
-    Exited(i32),
-    /// The wall-time limit passed and the step was killed.
-    TimedOut,
-    /// The kernel killed a process of the step for exceeding the memory
-    /// limit (reported even when the main process survived it).
-    OutOfMemory,
-    /// The caller cancelled the step and it was killed.
-    Cancelled,
-}
-
-/// The result of running a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// How the step ended.
-    pub termination: Termination,
-    /// The wall-clock time from start to end.
-    pub duration: Duration,
-}
-
-impl Outcome {
-    /// Whether the step exited with code 0.
-    pub fn success(&self) -> bool {
-        self.termination == Termination::Exited(0)
     }
 }
 
@@ -277,18 +247,5 @@ mod tests {
         let mut s = spec();
         s.limits.pids = 0;
         assert!(why(&s).contains("pids"));
-    }
-
-    #[test]
-    fn only_exit_zero_is_success() {
-        let o = |t| Outcome {
-            termination: t,
-            duration: Duration::ZERO,
-        };
-        assert!(o(Termination::Exited(0)).success());
-        assert!(!o(Termination::Exited(1)).success());
-        assert!(!o(Termination::TimedOut).success());
-        assert!(!o(Termination::OutOfMemory).success());
-        assert!(!o(Termination::Cancelled).success());
     }
 }

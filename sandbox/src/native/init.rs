@@ -53,16 +53,7 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use seccompiler::BpfProgram;
 
 use super::protocol::{read_frame, write_frame, FromInit, InitSpec, ToInit};
-use crate::{GID, HOSTNAME, UID};
-
-/// `argv[1]` of the re-executed init: `repro __sandbox-init`.
-pub const INIT_ARG: &str = "__sandbox-init";
-/// `argv[2]` that asks the init to probe the kernel instead of running a
-/// step.
-pub(crate) const PROBE_ARG: &str = "--probe";
-/// `argv[2]` that makes the init the zygote of a pool of pre-warmed inits
-/// (see the `zygote` module); `argv[3]` is the runner's staging directory.
-pub(crate) const ZYGOTE_ARG: &str = "--zygote";
+use crate::contract::{GID, HOSTNAME, UID, WORKDIR};
 
 /// The exit code of the init when it could not report (the runner treats
 /// a missing report as an error).
@@ -91,20 +82,6 @@ const MASKED_FILES: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
 /// `/proc` directories hidden behind an empty read-only tmpfs.
 const MASKED_DIRS: &[&str] = &["acpi", "scsi"];
 
-/// The entry point of the re-executed init (`repro __sandbox-init ...`):
-/// the runner calls it first thing in `main`, before it starts any thread
-/// or async runtime, when `argv[1]` is [`INIT_ARG`]; it is also the whole
-/// `repro-sandbox-init` binary. Never returns.
-pub fn init_main() -> ! {
-    let mode = std::env::args_os().nth(2);
-    let code = match mode {
-        Some(a) if a == PROBE_ARG => probe_main(),
-        Some(a) if a == ZYGOTE_ARG => super::zygote::zygote_main(),
-        _ => step_main(),
-    };
-    std::process::exit(code)
-}
-
 /// Take stdin (the runner's socket) out of the way, as a close-on-exec
 /// descriptor, and put `/dev/null` in its place.
 pub(super) fn take_stdin() -> Result<OwnedFd, String> {
@@ -118,7 +95,8 @@ pub(super) fn take_stdin() -> Result<OwnedFd, String> {
 }
 
 /// Run one step: read the spec, build the sandbox, report the end.
-fn step_main() -> i32 {
+/// Returns the exit code.
+pub(super) fn step_main() -> i32 {
     // The runner's socket is stdin: move it out of the way (close-on-exec)
     // and give the step `/dev/null` as stdin.
     match take_stdin() {
@@ -700,8 +678,7 @@ fn step_inner(
     nix::unistd::chdir(root).map_err(sys(|| format!("cannot enter `{}`", root.display())))?;
     nix::unistd::pivot_root(".", ".").map_err(sys(|| "cannot pivot into the new root".into()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys(|| "cannot detach the host's root".into()))?;
-    nix::unistd::chdir(crate::WORKDIR)
-        .map_err(sys(|| format!("cannot enter `{}`", crate::WORKDIR)))?;
+    nix::unistd::chdir(WORKDIR).map_err(sys(|| format!("cannot enter `{WORKDIR}`")))?;
 
     let hostname = spec.variation.hostname.as_deref().unwrap_or(HOSTNAME);
     nix::unistd::sethostname(hostname).map_err(sys(|| "cannot set the hostname".into()))?;
@@ -1234,7 +1211,7 @@ fn exec(prep: &Prepared) -> Result<Never, String> {
 /// the way a step does. Writes one [`FromInit`] frame to stdout:
 /// `Exited(0)` when everything works, `Error` naming what the kernel
 /// refused.
-fn probe_main() -> i32 {
+pub(super) fn probe_main() -> i32 {
     let result = probe();
     let msg = match result {
         Ok(()) => FromInit::Exited(0),

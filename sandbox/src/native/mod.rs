@@ -97,6 +97,7 @@
 //! namespace) and Linux 5.3 or later.
 
 mod cgroup;
+mod entry;
 mod init;
 mod listing;
 mod pool;
@@ -118,11 +119,14 @@ use repro_store::{ImageDigest, Store};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-pub use init::{init_main, INIT_ARG};
+pub use crate::error::native::{Error, Result};
+pub use entry::init_main;
 pub use probe::DEFAULT_CACHE_DIR as DEFAULT_RUNTIME_CACHE_DIR;
+pub use protocol::INIT_ARG;
 
-use crate::spec::{Outcome, StepSpec, Termination, Variation};
-use crate::BackendInfo;
+use crate::backend::BackendInfo;
+use crate::outcome::{Outcome, Termination};
+use crate::spec::{StepSpec, Variation};
 use cgroup::{Cgroup, CgroupMode};
 use pool::{Pool, PooledInit};
 use probe::Probe;
@@ -135,91 +139,6 @@ pub const POOL_MIN_RUNS: usize = 3;
 const DEFAULT_TMP_BYTES: u64 = 1 << 30;
 /// How long a killed step may take to report before its init is killed.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-
-/// A `Result` with the native backend's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why the native sandbox could not run a step (a step that fails is an
-/// [`Outcome`], not an error).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The runner is not root.
-    #[error("the native sandbox needs root (it mounts the step's root as root before entering a user namespace)\nhint: run as root, or use `--sandbox docker`")]
-    NotRoot,
-
-    /// The kernel refuses a namespace (the message names it and the
-    /// setting to change).
-    #[error("{0}")]
-    Namespaces(String),
-
-    /// The init executable could not be started.
-    #[error("cannot start the sandbox init `{}`: {source}", path.display())]
-    InitExe {
-        /// The executable.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// The init ended without reporting.
-    #[error("the sandbox init of step `{step}` ended without a report ({status})\nhint: this is a bug of `repro`; the step's log may say more")]
-    InitDied {
-        /// The step.
-        step: String,
-        /// How the init ended.
-        status: String,
-    },
-
-    /// Building the sandbox failed before the step started.
-    #[error("cannot set up the sandbox of step `{step}`: {why}")]
-    Setup {
-        /// The step.
-        step: String,
-        /// What failed, from inside the init.
-        why: String,
-    },
-
-    /// `run` was called before `ensure_image` for the step's image.
-    #[error("the root filesystem of image `{image}` is not prepared\nhint: call `ensure_image` before `run`")]
-    ImageNotEnsured {
-        /// The image's manifest digest.
-        image: ImageDigest,
-    },
-
-    /// The image's root filesystem could not be prepared.
-    #[error(transparent)]
-    Rootfs(#[from] crate::RootfsError),
-
-    /// An error shared with the other backend (invalid spec, output
-    /// directory not empty, host files).
-    #[error(transparent)]
-    Sandbox(#[from] crate::Error),
-
-    /// A cgroup could not be created, joined or removed.
-    #[error("cannot {action} the cgroup of step `{step}`: {source}\nhint: the native sandbox falls back to rlimits only where cgroups are not writable at all")]
-    Cgroup {
-        /// What was being done.
-        action: &'static str,
-        /// The step.
-        step: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// Talking to the init failed.
-    #[error("cannot {action} the sandbox init of step `{step}`: {source}")]
-    Init {
-        /// What was being done.
-        action: &'static str,
-        /// The step.
-        step: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();

@@ -1,5 +1,5 @@
 //! The runner's side of the pool of pre-warmed inits: one zygote per
-//! [`NativeSandbox`](super::NativeSandbox), started by the first run (see
+//! `NativeSandbox` (the module above), started by the first run (see
 //! the `zygote` module for the other side).
 //!
 //! A run hands the zygote's spares the init's end of its socket and its
@@ -22,8 +22,7 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::init::{INIT_ARG, ZYGOTE_ARG};
-use super::protocol::{recv_fds, send_fds, ACK, REQUEST};
+use super::protocol::{recv_fds, send_fds, ACK, INIT_ARG, REQUEST, ZYGOTE_ARG};
 
 /// How long a run waits for a spare to take its request before it starts
 /// an init of its own (a spare normally takes it within a millisecond).

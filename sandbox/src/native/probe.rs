@@ -1,17 +1,16 @@
 //! The check that this machine can create a step's namespaces (the init
-//! executable run with `--probe`), started by [`NativeSandbox::new`]
-//! (super::NativeSandbox::new) without waiting for it, and remembered for
-//! the rest of the boot.
+//! executable run with `--probe`), started by `NativeSandbox::new`
+//! without waiting for it, and remembered for the rest of the boot.
 //!
 //! The probe is an executable start and the creation of seven namespaces,
 //! about 2.5 ms, which a one-step `repro verify` paid before anything
 //! else. Now:
 //!
 //! - `new` starts the probe and returns; the sandbox waits for its answer
-//!   before it uses an image ([`ensure_image`](super::NativeSandbox::ensure_image),
-//!   after the image's root is checked, which runs meanwhile) or runs a
-//!   step. A refused namespace is still [`Error::Namespaces`], only
-//!   reported there instead of by `new`.
+//!   before it uses an image (`NativeSandbox::ensure_image`, after the
+//!   image's root is checked, which runs meanwhile) or runs a step. A
+//!   refused namespace is still [`Error::Namespaces`], only reported there
+//!   instead of by `new`.
 //! - A probe that passed is remembered in a runtime directory
 //!   (`native-probe` in [`DEFAULT_CACHE_DIR`], root's only, mode `0700`;
 //!   see [`private_dir`]), under a key made
@@ -32,9 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use super::init::{INIT_ARG, PROBE_ARG};
-use super::protocol::{self, FromInit};
-use super::{Error, Result};
+use super::protocol::{self, FromInit, INIT_ARG, PROBE_ARG};
+use crate::error::native::{Error, Result};
 
 /// Where the native sandbox remembers, until the next boot, the checks that
 /// passed (the namespace probe, the check of each image's root), unless it

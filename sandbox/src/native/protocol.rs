@@ -1,6 +1,7 @@
-//! What the runner and the re-executed init say to each other over the
-//! init's standard input (a Unix stream socket): length-prefixed JSON
-//! frames, so a message may hold newlines and any size of environment.
+//! What the runner and the re-executed init say to each other: the
+//! arguments it is started with ([`INIT_ARG`] and a mode), then messages
+//! over the init's standard input (a Unix stream socket): length-prefixed
+//! JSON frames, so a message may hold newlines and any size of environment.
 //!
 //! With the pool of pre-warmed inits (see the `pool` module), two more
 //! messages carry file descriptors (`SCM_RIGHTS`): a [`REQUEST`] from the
@@ -17,6 +18,15 @@ use std::path::PathBuf;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use serde::{Deserialize, Serialize};
+
+/// `argv[1]` of the re-executed init: `repro __sandbox-init`.
+pub const INIT_ARG: &str = "__sandbox-init";
+/// `argv[2]` that asks the init to probe the kernel instead of running a
+/// step.
+pub(crate) const PROBE_ARG: &str = "--probe";
+/// `argv[2]` that makes the init the zygote of a pool of pre-warmed inits
+/// (see the `zygote` module); `argv[3]` is the runner's staging directory.
+pub(crate) const ZYGOTE_ARG: &str = "--zygote";
 
 /// The largest frame either side accepts (a step's whole spec).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
