@@ -84,7 +84,7 @@ impl Event {
 
 /// The audit directory of a store.
 pub fn dir(store: &Store) -> PathBuf {
-    store.layout_dir().join("audit")
+    store.ns_dir(repro_store::Ns::Audit)
 }
 
 /// The log file.

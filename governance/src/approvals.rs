@@ -25,6 +25,7 @@
 
 use ed25519_dalek::SigningKey;
 use repro_evidence::VersionRef;
+use repro_store::Ns;
 use repro_store::{Hash, RecordDigest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +87,7 @@ pub struct Judged {
 }
 
 fn dir(store: &Store, record: &RecordDigest) -> std::path::PathBuf {
-    store.layout_dir().join("refs/approvals").join(record.hex())
+    store.ns_dir(Ns::Approvals).join(record.hex())
 }
 
 /// Sign and store an approval of `record` (which is `model`, built and

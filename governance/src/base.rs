@@ -176,7 +176,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
 /// Hold an exclusive lock on `v1/registry/<name>/lock` (serializes stage
 /// changes of one model). Released on drop.
 pub(crate) fn lock_model(store: &Store, name: &str) -> Result<std::fs::File> {
-    let dir = store.layout_dir().join("registry").join(name);
+    let dir = store.ns_dir(repro_store::Ns::Registry).join(name);
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         action: "create",
         path: dir.clone(),

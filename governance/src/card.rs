@@ -716,7 +716,7 @@ pub fn write(store: &Store, card: &Card, dir: &Path) -> Result<Written> {
         .with_context(|| format!("cannot write `{}`", html_path.display()))?;
     let blob = store.put_bytes(markdown.as_bytes())?;
     let record: RecordDigest = card.record.parse()?;
-    let refs = store.layout_dir().join("refs/cards");
+    let refs = store.ns_dir(repro_store::Ns::Cards);
     std::fs::create_dir_all(&refs)
         .with_context(|| format!("cannot create `{}`", refs.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&refs)

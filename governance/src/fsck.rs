@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use ed25519_dalek::VerifyingKey;
 use repro_store::gc::Broken;
+use repro_store::Ns;
 use repro_store::{ActionResult, BlobDigest, Hash, ImageDigest, RecordDigest, Store};
 use serde::Serialize;
 
@@ -126,15 +127,33 @@ pub fn check(store: &Store) -> Result<Report> {
         checked: HashMap::new(),
         orphans: HashSet::new(),
     };
-    f.versions()?;
-    f.attestations()?;
-    f.approvals()?;
-    f.cards()?;
-    f.stages()?;
-    f.pins()?;
-    f.action_cache();
-    f.images();
-    f.identities();
+    // Every namespace of the store's layout, each checked by what it holds;
+    // exhaustive, so a new namespace does not compile until fsck (and gc,
+    // [`gc::namespace_roots`]) say what it is.
+    for ns in Ns::ALL {
+        match ns {
+            Ns::Records => f.versions()?,
+            // Walked with the versions: every record of every version.
+            Ns::RecordHistory => {}
+            Ns::Attestations => f.attestations()?,
+            Ns::Approvals => f.approvals()?,
+            Ns::Cards => f.cards()?,
+            Ns::Stages => f.stages()?,
+            Ns::PinnedVersions => f.pins()?,
+            // Checked with the pinned versions.
+            Ns::PinnedObjects => {}
+            Ns::ActionCache => f.action_cache(),
+            Ns::Images => f.images(),
+            Ns::Identities => f.identities(),
+            Ns::Audit => f.governance_keys(Ns::Audit, gc::audit_roots),
+            Ns::Registry => f.governance_keys(Ns::Registry, gc::registry_roots),
+            // Read and checked by the commands that use them.
+            Ns::Policy | Ns::Retention => {}
+            // Caches and scratch: checked on use and rebuilt when wrong.
+            Ns::Memo | Ns::StatCache | Ns::StatGeneration | Ns::Intact | Ns::Rootfs | Ns::Tmp => {}
+        }
+    }
+    f.strays();
     // Records the pins reached: their signatures too.
     let unchecked: Vec<RecordDigest> = f
         .roots
@@ -205,8 +224,8 @@ struct Fsck<'a> {
 }
 
 impl Fsck<'_> {
-    fn dir(&self, rel: &str) -> PathBuf {
-        self.store.layout_dir().join(rel)
+    fn dir(&self, ns: Ns) -> PathBuf {
+        self.store.ns_dir(ns)
     }
 
     fn problem(&mut self, p: Problem) {
@@ -319,7 +338,7 @@ impl Fsck<'_> {
 
     /// The record refs of every version.
     fn versions(&mut self) -> Result<()> {
-        let root = self.dir("refs/records");
+        let root = self.dir(Ns::Records);
         for name in self.list(&root) {
             let versions = match self.store.record_versions(&name) {
                 Ok(v) => v,
@@ -376,7 +395,7 @@ impl Fsck<'_> {
         };
         if actual != kept {
             let path = self
-                .dir("refs/record-history")
+                .dir(Ns::RecordHistory)
                 .join(name)
                 .join(version)
                 .join(r.hex());
@@ -589,7 +608,7 @@ impl Fsck<'_> {
     }
 
     fn attestations(&mut self) -> Result<()> {
-        let root = self.dir("refs/attestations");
+        let root = self.dir(Ns::Attestations);
         for (dir, record) in self.record_folders(&root) {
             if self.store.has_blob(&BlobDigest(record.0)) {
                 self.record_root(record, None, None)?;
@@ -734,7 +753,7 @@ impl Fsck<'_> {
     }
 
     fn approvals(&mut self) -> Result<()> {
-        let root = self.dir("refs/approvals");
+        let root = self.dir(Ns::Approvals);
         for (dir, record) in self.record_folders(&root) {
             self.governed_record(
                 record,
@@ -831,7 +850,7 @@ impl Fsck<'_> {
     }
 
     fn cards(&mut self) -> Result<()> {
-        let root = self.dir("refs/cards");
+        let root = self.dir(Ns::Cards);
         for name in self.list(&root) {
             let path = root.join(&name);
             let Ok(h) = Hash::from_hex(&name) else {
@@ -860,7 +879,7 @@ impl Fsck<'_> {
     }
 
     fn stages(&mut self) -> Result<()> {
-        let root = self.dir("refs/stages");
+        let root = self.dir(Ns::Stages);
         for stage in self.list(&root) {
             let stage_dir = root.join(&stage);
             for name in self.list(&stage_dir) {
@@ -884,7 +903,7 @@ impl Fsck<'_> {
     // ---- pins, action cache, images, identities ----------------------------
 
     fn pins(&mut self) -> Result<()> {
-        let root = self.dir("refs/pins/versions");
+        let root = self.dir(Ns::PinnedVersions);
         for name in self.list(&root) {
             for version in self.list(&root.join(&name)) {
                 let path = root.join(&name).join(&version);
@@ -910,7 +929,7 @@ impl Fsck<'_> {
                 }
             }
         }
-        let objects = self.dir("refs/pins/objects");
+        let objects = self.dir(Ns::PinnedObjects);
         for name in self.list(&objects) {
             if Hash::from_hex(&name).is_err() {
                 let path = objects.join(&name);
@@ -938,7 +957,7 @@ impl Fsck<'_> {
     }
 
     fn action_cache(&mut self) {
-        let root = self.dir("ac");
+        let root = self.dir(Ns::ActionCache);
         for name in self.list(&root) {
             let path = root.join(&name);
             let Ok(key) = Hash::from_hex(&name) else {
@@ -978,7 +997,7 @@ impl Fsck<'_> {
     }
 
     fn images(&mut self) {
-        let root = self.dir("refs/images");
+        let root = self.dir(Ns::Images);
         for name in self.list(&root) {
             match Hash::from_hex(&name) {
                 Ok(h) => self.roots.image(ImageDigest(h), || Origin {
@@ -1002,7 +1021,7 @@ impl Fsck<'_> {
     }
 
     fn identities(&mut self) {
-        let root = self.dir("identities");
+        let root = self.dir(Ns::Identities);
         for name in self.list(&root) {
             let path = root.join(&name);
             let hex = name
@@ -1066,6 +1085,37 @@ impl Fsck<'_> {
     }
 
     // ---- what the walk found -----------------------------------------------
+
+    /// The keys (and policies) that the audit log or the registry name are
+    /// roots: one that is missing is named. A log or history that cannot be
+    /// read is a problem of its own.
+    fn governance_keys(&mut self, ns: Ns, roots: fn(&Store, &mut LabelledRoots) -> Result<()>) {
+        if let Err(e) = roots(self.store, &mut self.roots) {
+            self.malformed(
+                "governance file",
+                &self.dir(ns),
+                format!("{e:#}"),
+                "restore it from a backup or an export; `repro audit verify` names the broken entry",
+            );
+        }
+    }
+
+    /// Entries of `v1/` that no namespace of the layout accounts for.
+    fn strays(&mut self) {
+        match self.store.stray_entries() {
+            Ok(found) => {
+                for p in found {
+                    self.notes.push(format!(
+                        "`{}` is not part of the store's layout (left by another tool or an older version?)",
+                        p.display()
+                    ));
+                }
+            }
+            Err(e) => self
+                .notes
+                .push(format!("cannot list the store's layout: {e}")),
+        }
+    }
 
     fn broken(&mut self, b: Broken) {
         let by = self.roots.origin(&b.root).map(|o| o.describe(&b.via));
@@ -1310,7 +1360,7 @@ mod tests {
         }
 
         fn point(&self, name: &str, version: &str, record: &RecordDigest) {
-            let dir = self.store.layout_dir().join("refs/records").join(name);
+            let dir = self.store.ns_dir(Ns::Records).join(name);
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join(version), format!("{record}\n")).unwrap();
         }
@@ -1816,10 +1866,11 @@ mod tests {
         let r = f.check();
         assert!(r.ok, "{:#?}", r.problems);
         assert_eq!(r.notes.len(), 1, "one note per record: {:?}", r.notes);
+        // One note, by whichever ref about it was checked first.
+        let text = render(&r, false);
         assert!(
-            render(&r, false).contains("note: the model card ref"),
-            "{}",
-            render(&r, false)
+            text.contains("note: ") && text.contains(&gone.to_string()),
+            "{text}"
         );
         assert!(!render(&r, true).contains("note:"));
 

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use repro_store::gc::Via;
+use repro_store::Ns;
 use repro_store::{
     BlobDigest, GcKind, GcOptions, GcPlan, GcRoots, Hash, ImageDigest, RecordDigest, Store,
     TreeDigest,
@@ -42,9 +43,6 @@ use repro_evidence::attest::AttestationStatement;
 use repro_evidence::exit::UserError;
 use repro_evidence::keys::Envelope;
 use repro_evidence::record::Statement;
-
-/// The retention file, relative to the store's format directory.
-pub const RETENTION_FILE: &str = "retention.toml";
 
 /// Errors of `repro gc` that are not the user's input.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +81,7 @@ pub struct Retention {
 impl Retention {
     /// Read the retention file of `store` (the defaults when it is missing).
     pub fn load(store: &Store) -> Result<Retention> {
-        let path = store.layout_dir().join(RETENTION_FILE);
+        let path = store.ns_dir(Ns::Retention);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retention::default()),
@@ -241,8 +239,9 @@ pub fn collect(
             drop.push((v.name.clone(), v.version.clone()));
         }
     }
-    add_pinned_objects(store, &mut roots, &mut warnings)?;
-    add_governance_roots(store, &mut roots)?;
+    for ns in Ns::ALL {
+        namespace_roots(store, ns, &mut roots, &mut warnings)?;
+    }
 
     let opts = GcOptions {
         drop_versions: drop,
@@ -256,31 +255,85 @@ pub fn collect(
     Ok(report(plan, retention, fates, warnings, dry_run, verbose))
 }
 
-/// Keep what governance and the audit log name, whatever the retention
-/// rules: the public key of every registered identity (approvals are
-/// checked with it) and of every audit entry's signer and registry
-/// decision's actor (`repro audit verify` checks each entry with it), and
-/// every policy a registry decision was made under (its copy is the
-/// evidence of what was checked). A registry or log that cannot be read
-/// stops the collection: what it names is not known, so nothing it might
-/// name may go.
-fn add_governance_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> {
-    fn key(roots: &mut impl RootSink, keyid: &str, what: &str) {
-        if let Ok(d) = keyid.parse::<BlobDigest>() {
-            roots.blob(d, || Origin::plain(format!("the public key of {what}")));
-        }
+/// What namespace `ns` of the store keeps alive in a collection. The match
+/// is exhaustive on purpose: a namespace added to the store's layout does
+/// not compile until it says here (and in [`crate::fsck`]) what it roots.
+///
+/// Governance and the audit log are kept whatever the retention rules: the
+/// public key of every registered identity (approvals are checked with
+/// it), of every audit entry's signer and of every registry decision's
+/// actor (`repro audit verify` checks each entry with it), and every policy
+/// a registry decision was made under (its copy is the evidence of what was
+/// checked). A registry or log that cannot be read stops the collection:
+/// what it names is not known, so nothing it might name may go.
+pub fn namespace_roots(
+    store: &Store,
+    ns: Ns,
+    roots: &mut impl RootSink,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    match ns {
+        // Versions are walked by [`collect`] under the retention rules:
+        // each retained version's records (every one of its history), their
+        // attestations and cards ([`add_record_roots`]); pinned and staged
+        // versions are retained by [`decide`].
+        Ns::Records
+        | Ns::RecordHistory
+        | Ns::Attestations
+        | Ns::Cards
+        | Ns::PinnedVersions
+        | Ns::Stages => Ok(()),
+        Ns::PinnedObjects => add_pinned_objects(store, roots, warnings),
+        Ns::Identities => identity_roots(store, roots),
+        Ns::Audit => audit_roots(store, roots),
+        Ns::Registry => registry_roots(store, roots),
+        // Approval envelopes are files, not blobs; the keys that check them
+        // are the registered identities' (above).
+        Ns::Approvals => Ok(()),
+        // Image markers: the store keeps those of the images kept.
+        Ns::Images => Ok(()),
+        // Files read as they are, naming no object.
+        Ns::Policy | Ns::Retention => Ok(()),
+        // Caches and scratch: the store trims them itself.
+        Ns::ActionCache
+        | Ns::Memo
+        | Ns::StatCache
+        | Ns::StatGeneration
+        | Ns::Intact
+        | Ns::Rootfs
+        | Ns::Tmp => Ok(()),
     }
+}
+
+fn key_root(roots: &mut impl RootSink, keyid: &str, what: &str) {
+    if let Ok(d) = keyid.parse::<BlobDigest>() {
+        roots.blob(d, || Origin::plain(format!("the public key of {what}")));
+    }
+}
+
+/// The public key of every registered identity.
+pub fn identity_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> {
     for id in crate::identities::list(store)
         .context("cannot read the registered identities, so no key may be collected")?
     {
-        key(roots, &id.keyid, "a registered identity");
+        key_root(roots, &id.keyid, "a registered identity");
     }
+    Ok(())
+}
+
+/// The public key of every audit log entry's signer.
+pub fn audit_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> {
     let entries = repro_evidence::audit::entries(store)
         .context("cannot read the audit log, so none of its signers' keys may be collected")?;
     for (_, e) in &entries {
-        key(roots, &e.actor.keyid, "an audit log entry's signer");
+        key_root(roots, &e.actor.keyid, "an audit log entry's signer");
     }
-    let registry = store.layout_dir().join("registry");
+    Ok(())
+}
+
+/// The key of every registry decision's actor and the policy it was made under.
+pub fn registry_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> {
+    let registry = store.ns_dir(Ns::Registry);
     let models = match std::fs::read_dir(&registry) {
         Ok(rd) => rd
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -296,7 +349,7 @@ fn add_governance_roots(store: &Store, roots: &mut impl RootSink) -> Result<()> 
         let history = crate::registry::history(store, &name)
             .with_context(|| format!("cannot read the registry history of `{name}`"))?;
         for h in history {
-            key(roots, &h.actor.keyid, "a registry decision's actor");
+            key_root(roots, &h.actor.keyid, "a registry decision's actor");
             if let Some(p) = h
                 .policy
                 .as_deref()
@@ -408,6 +461,10 @@ fn finished(s: &Statement) -> Option<time::OffsetDateTime> {
     .ok()
 }
 
+/// The stages whose versions every collection keeps, whatever the rules.
+pub const ALWAYS_KEPT_STAGES: [crate::Stage; 2] =
+    [crate::Stage::Validated, crate::Stage::Production];
+
 fn decide(
     store: &Store,
     r: &Retention,
@@ -419,6 +476,19 @@ fn decide(
     for stage in &r.stages {
         for m in store.stage_members(stage)? {
             staged.entry(m).or_default().push(stage.clone());
+        }
+    }
+    // A version in a governed stage is evidence in use whatever the rules
+    // say: what was validated or runs in production must stay verifiable.
+    for stage in ALWAYS_KEPT_STAGES {
+        if r.stages.iter().any(|s| s == stage.as_str()) {
+            continue;
+        }
+        for m in store.stage_members(stage.as_str())? {
+            staged
+                .entry(m)
+                .or_default()
+                .push(format!("{stage} (always kept)"));
         }
     }
     // The latest K of each model: by finishedOn, newest first (an unknown
@@ -635,7 +705,7 @@ pub fn add_record_roots(
         add_statement_roots(s, &model, roots);
     }
     // Its model card (`repro card` keeps the Markdown as a blob).
-    let card = store.layout_dir().join("refs/cards").join(record.hex());
+    let card = store.ns_dir(Ns::Cards).join(record.hex());
     if let Ok(text) = std::fs::read_to_string(&card) {
         match text.trim().parse::<BlobDigest>() {
             Ok(d) => roots.blob(d, || Origin::of("model card", &model)),

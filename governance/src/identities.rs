@@ -65,7 +65,7 @@ impl Registered {
 }
 
 fn dir(store: &Store) -> std::path::PathBuf {
-    store.layout_dir().join("identities")
+    store.ns_dir(repro_store::Ns::Identities)
 }
 
 fn hex_of(keyid: &str) -> &str {

@@ -34,7 +34,7 @@ use crate::base::{read_optional, Error, Result};
 
 /// The default policy file in the store, `v1/policy.toml`.
 pub fn default_path(store: &Store) -> std::path::PathBuf {
-    store.layout_dir().join("policy.toml")
+    store.ns_dir(repro_store::Ns::Policy)
 }
 
 /// A policy file.

@@ -422,11 +422,7 @@ pub fn rollback(
         return Err(Error::Refused(format!("{m} is already production")));
     }
     let record: RecordDigest = passed.record.parse().map_err(|e| Error::Malformed {
-        path: store
-            .layout_dir()
-            .join("registry")
-            .join(name)
-            .join("history.jsonl"),
+        path: registry::history_path(store, name),
         why: format!("{e}"),
     })?;
     // The record must still be in the store: rollback does not rebuild.

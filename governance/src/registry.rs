@@ -15,6 +15,7 @@
 //! show` lists them all ([`Shown::records`]).
 
 use repro_evidence::VersionRef;
+use repro_store::Ns;
 use repro_store::{RecordDigest, Store};
 use serde::{Deserialize, Serialize};
 
@@ -66,19 +67,15 @@ pub struct HistoryEntry {
 
 fn stage_path(store: &Store, stage: Stage, m: &VersionRef) -> std::path::PathBuf {
     store
-        .layout_dir()
-        .join("refs/stages")
+        .ns_dir(Ns::Stages)
         .join(stage.as_str())
         .join(&m.name)
         .join(&m.version)
 }
 
-fn history_path(store: &Store, name: &str) -> std::path::PathBuf {
-    store
-        .layout_dir()
-        .join("registry")
-        .join(name)
-        .join("history.jsonl")
+/// Where the decisions about model `name` are kept.
+pub fn history_path(store: &Store, name: &str) -> std::path::PathBuf {
+    store.ns_dir(Ns::Registry).join(name).join("history.jsonl")
 }
 
 /// The stage of `m` and the record digest its stage ref holds (`None` for a
@@ -132,7 +129,10 @@ pub fn set_stage(store: &Store, m: &VersionRef, stage: Stage, record: &RecordDig
 
 /// The production version of `name`, if any.
 pub fn production_of(store: &Store, name: &str) -> Result<Option<String>> {
-    let dir = store.layout_dir().join("refs/stages/production").join(name);
+    let dir = store
+        .ns_dir(Ns::Stages)
+        .join(Stage::Production.as_str())
+        .join(name);
     Ok(list_dir(&dir)?.into_iter().next())
 }
 
@@ -411,11 +411,7 @@ pub fn records(
 
 /// Whether a model card is stored for `record` (`v1/refs/cards/<record hex>`).
 pub fn has_card(store: &Store, record: &RecordDigest) -> bool {
-    store
-        .layout_dir()
-        .join("refs/cards")
-        .join(record.hex())
-        .is_file()
+    store.ns_dir(Ns::Cards).join(record.hex()).is_file()
 }
 
 /// Show one version.

@@ -285,7 +285,7 @@ pub fn prepare_rootfs(store: &Store, image: &ImageDigest) -> Result<Rootfs> {
             image: *image,
             source,
         })?;
-    let cache = store.layout_dir().join("rootfs");
+    let cache = store.ns_dir(repro_store::Ns::Rootfs);
     let entry = cache.join(image.hex());
     if entry.exists() {
         return open_cached(image, &entry);

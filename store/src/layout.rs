@@ -67,7 +67,6 @@ impl Keep {
 /// A namespace of the store: a directory (or, for [`Ns::Policy`],
 /// [`Ns::Retention`] and [`Ns::StatGeneration`], a file) in `v1/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum Ns {
     /// `refs/records/<name>/<version>`: the latest record of a version.
     Records,

@@ -101,8 +101,7 @@ struct MemoStep {
 /// Where the memo of `recipe` lives.
 fn path(store: &Store, recipe: &Recipe) -> PathBuf {
     store
-        .layout_dir()
-        .join("memo")
+        .ns_dir(repro_store::Ns::Memo)
         .join(Hash::of(recipe.path.as_os_str().as_bytes()).hex())
 }
 
