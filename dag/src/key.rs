@@ -60,7 +60,7 @@ impl KeyMaterialRef<'_> {
 
     /// The step key.
     pub fn key(&self) -> StepKey {
-        StepKey(Hash::of(&self.canonical_bytes()))
+        StepKey::from_hash(Hash::of(&self.canonical_bytes()))
     }
 }
 
@@ -96,10 +96,10 @@ mod tests {
     fn material() -> KeyMaterial {
         KeyMaterial {
             policy_version: 1,
-            image: ImageDigest(Hash::of(b"image")),
+            image: ImageDigest::from_hash(Hash::of(b"image")),
             argv: vec!["python3".into(), "train.py".into()],
             env: BTreeMap::from([("TZ".into(), "UTC".into())]),
-            inputs: BTreeMap::from([("data".into(), TreeDigest(Hash::of(b"tree")))]),
+            inputs: BTreeMap::from([("data".into(), TreeDigest::from_hash(Hash::of(b"tree")))]),
             outputs: vec!["model.pkl".into()],
         }
     }
@@ -111,7 +111,7 @@ mod tests {
         m.policy_version = 2;
         assert_ne!(m.key(), base);
         let mut m = material();
-        m.image = ImageDigest(Hash::of(b"other"));
+        m.image = ImageDigest::from_hash(Hash::of(b"other"));
         assert_ne!(m.key(), base);
         let mut m = material();
         m.argv.push("--seed=1".into());
@@ -121,7 +121,7 @@ mod tests {
         assert_ne!(m.key(), base);
         let mut m = material();
         m.inputs
-            .insert("data".into(), TreeDigest(Hash::of(b"tree2")));
+            .insert("data".into(), TreeDigest::from_hash(Hash::of(b"tree2")));
         assert_ne!(m.key(), base);
         let mut m = material();
         m.outputs.push("extra".into());
@@ -136,8 +136,8 @@ mod tests {
         let text = String::from_utf8(material().canonical_bytes()).unwrap();
         let want = format!(
             "repro step key v1\n{{\"policy_version\":1,\"image\":\"{}\",\"argv\":[\"python3\",\"train.py\"],\"env\":{{\"TZ\":\"UTC\"}},\"inputs\":{{\"data\":\"{}\"}},\"outputs\":[\"model.pkl\"]}}",
-            ImageDigest(Hash::of(b"image")),
-            TreeDigest(Hash::of(b"tree")),
+            ImageDigest::from_hash(Hash::of(b"image")),
+            TreeDigest::from_hash(Hash::of(b"tree")),
         );
         assert_eq!(text, want);
         // The owned material serializes the same way (as keys were first made).

@@ -116,13 +116,13 @@ fn insert_pin(pins: &mut Pins, kind: Kind, name: &str, digest: Hash) {
     let name = name.to_string();
     match kind {
         Kind::Toolchain => {
-            pins.toolchains.insert(name, ImageDigest(digest));
+            pins.toolchains.insert(name, ImageDigest::from_hash(digest));
         }
         Kind::Data => {
-            pins.data.insert(name, TreeDigest(digest));
+            pins.data.insert(name, TreeDigest::from_hash(digest));
         }
         Kind::Code => {
-            pins.code.insert(name, TreeDigest(digest));
+            pins.code.insert(name, TreeDigest::from_hash(digest));
         }
     }
 }
@@ -166,8 +166,10 @@ pub async fn resolve_locked(engine: &Arc<Engine>, recipe: &Recipe) -> Result<Pin
             continue;
         };
         let present = match f.kind {
-            Kind::Toolchain => store.get_image(&ImageDigest(want)).is_ok(),
-            Kind::Data | Kind::Code => store.tree_is_complete(&TreeDigest(want)).unwrap_or(false),
+            Kind::Toolchain => store.get_image(&ImageDigest::from_hash(want)).is_ok(),
+            Kind::Data | Kind::Code => store
+                .tree_is_complete(&TreeDigest::from_hash(want))
+                .unwrap_or(false),
         };
         if present {
             continue;
@@ -301,9 +303,9 @@ async fn check_inputs(store: &Arc<Store>, pins: &Pins) -> Result<()> {
         for (name, d) in &pins.toolchains {
             let check = || -> repro_store::Result<_> {
                 let info = store.get_image(d)?;
-                let mut blobs = vec![repro_store::BlobDigest(d.0), info.config];
+                let mut blobs = vec![repro_store::BlobDigest::from_hash(d.hash()), info.config];
                 blobs.extend(info.layers.iter().map(|l| l.digest));
-                store.check_intact(&d.0, &blobs)
+                store.check_intact(&d.hash(), &blobs)
             };
             check().with_context(|| {
                 format!("toolchain `{name}` ({d}) is damaged in the store\n{hint}")
@@ -315,7 +317,7 @@ async fn check_inputs(store: &Arc<Store>, pins: &Pins) -> Result<()> {
             .map(|(n, d)| ("data", n, d))
             .chain(pins.code.iter().map(|(n, d)| ("code", n, d)));
         for (kind, name, d) in trees {
-            let check = || store.check_intact(&d.0, &store.tree_blobs(d)?);
+            let check = || store.check_intact(&d.hash(), &store.tree_blobs(d)?);
             check().with_context(|| {
                 format!("{kind} snapshot `{kind}.{name}` ({d}) is damaged in the store\n{hint}")
             })?;
@@ -340,7 +342,7 @@ async fn seal(
     let finished = repro_evidence::clock::now();
     let store = engine.store();
     let recipe_digest = recipe.digest;
-    let lock_digest = lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b)));
+    let lock_digest = lock_bytes.map(|b| repro_store::BlobDigest::from_hash(Hash::of(b)));
     let backend = engine.backend_description().await;
     let statement = statement(
         &store,
@@ -373,7 +375,7 @@ pub fn check_version(
     let (name, version) = (&recipe.model.name, &recipe.model.version);
     let now = Inputs::new(
         recipe.digest,
-        lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b))),
+        lock_bytes.map(|b| repro_store::BlobDigest::from_hash(Hash::of(b))),
         pins,
     );
     let path = recipe.path.display().to_string();
@@ -420,7 +422,7 @@ fn store_record(
     let (name, version) = (&recipe.model.name, &recipe.model.version);
     let inputs = Inputs::new(
         recipe.digest,
-        lock_bytes.map(|b| repro_store::BlobDigest(Hash::of(b))),
+        lock_bytes.map(|b| repro_store::BlobDigest::from_hash(Hash::of(b))),
         pins,
     )
     .digest();
@@ -443,7 +445,7 @@ fn store_record(
 /// Store `bytes` unless the store holds them already (re-hashed to be
 /// sure): a rebuild of an unchanged recipe then writes and fsyncs nothing.
 fn put_if_absent(store: &Store, bytes: &[u8]) -> Result<repro_store::BlobDigest> {
-    let d = repro_store::BlobDigest(Hash::of(bytes));
+    let d = repro_store::BlobDigest::from_hash(Hash::of(bytes));
     match store.verify_blob(&d) {
         Ok(_) => Ok(d),
         Err(_) => Ok(store.put_bytes(bytes)?),

@@ -29,14 +29,14 @@ fn operand(store: &Store, what: &str) -> Result<Operand> {
     }
     if let Some(hex) = what.strip_prefix("sha256:") {
         let hash = Hash::from_hex(hex).map_err(|e| UserError(e.to_string()))?;
-        if store.get_tree(&TreeDigest(hash)).is_ok() {
-            return Ok(Operand::Tree(TreeDigest(hash)));
+        if store.get_tree(&TreeDigest::from_hash(hash)).is_ok() {
+            return Ok(Operand::Tree(TreeDigest::from_hash(hash)));
         }
         if let Ok(r) = open_record(store, what, &[]) {
             return record_operand(r);
         }
-        if store.has_blob(&BlobDigest(hash)) {
-            return Ok(Operand::Blob(BlobDigest(hash)));
+        if store.has_blob(&BlobDigest::from_hash(hash)) {
+            return Ok(Operand::Blob(BlobDigest::from_hash(hash)));
         }
         return Err(UserError(format!("`{what}` is not in the store")).into());
     }
@@ -152,7 +152,7 @@ pub fn diff(store: &Store, a: &str, b: &str, opts: CompareOptions) -> Result<Dif
 
 fn file_side(bytes: &[u8]) -> Side {
     Side::File {
-        digest: BlobDigest(Hash::of(bytes)),
+        digest: BlobDigest::from_hash(Hash::of(bytes)),
         size: bytes.len() as u64,
         executable: false,
     }

@@ -1009,7 +1009,7 @@ mod tests {
     fn cached_plan(store: &Store) -> (Plan, TreeDigest) {
         let step = PlannedStep {
             name: "train".into(),
-            image: ImageDigest(repro_store::Hash::of(b"no such image")),
+            image: ImageDigest::from_hash(repro_store::Hash::of(b"no such image")),
             argv: vec!["true".into()],
             env: BTreeMap::new(),
             inputs: BTreeMap::new(),
@@ -1074,7 +1074,7 @@ mod tests {
         assert_eq!(*files, store.flatten(&output).unwrap());
         assert!(engine.sandbox.get().is_none(), "the sandbox was started");
 
-        let weights = repro_store::BlobDigest(repro_store::Hash::of(b"weights"));
+        let weights = repro_store::BlobDigest::from_hash(repro_store::Hash::of(b"weights"));
         std::fs::remove_file(store.blob_path(&weights)).unwrap();
         let engine = Arc::new(Engine::new(
             Arc::clone(&store),
@@ -1145,7 +1145,7 @@ mod tests {
         let report = engine(Arc::default()).run(&plan, opts).await.unwrap();
         assert_eq!(report.steps[0].status, StepStatus::Cached);
 
-        let weights = repro_store::BlobDigest(repro_store::Hash::of(b"weights"));
+        let weights = repro_store::BlobDigest::from_hash(repro_store::Hash::of(b"weights"));
         let path = store.blob_path(&weights);
         std::fs::set_permissions(
             &path,
@@ -1199,7 +1199,7 @@ mod tests {
             };
             let step = PlannedStep {
                 name: name.clone(),
-                image: ImageDigest(repro_store::Hash::of(b"no such image")),
+                image: ImageDigest::from_hash(repro_store::Hash::of(b"no such image")),
                 argv: vec!["echo".into(), name.clone()],
                 env: BTreeMap::new(),
                 inputs: inputs.clone(),

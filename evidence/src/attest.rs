@@ -387,7 +387,7 @@ pub fn import(
         Err(e @ EnvelopeError::BadSignature(_)) => {
             return Err(Tampered(format!(
                 "refused: attestation {} fails its signature check: {}\nhint: do not rely on it; ask its signer for the attestation as they signed it",
-                BlobDigest(repro_store::Hash::of(bytes)),
+                BlobDigest::from_hash(repro_store::Hash::of(bytes)),
                 signature_problem(&e)
             ))
             .into());
@@ -495,7 +495,7 @@ mod tests {
         let err = import(&store, &bytes, Some(key.verifying_key()), None).unwrap_err();
         assert_eq!(exit::classify(&err), exit::CANNOT, "{err:#}");
         let text = err.to_string();
-        let digest = BlobDigest(repro_store::Hash::of(&bytes));
+        let digest = BlobDigest::from_hash(repro_store::Hash::of(&bytes));
         assert!(
             text.starts_with(&format!(
                 "refused: attestation {digest} fails its signature check: the signature of key `{}` does not match the attestation's statement: the attestation was changed after it was signed\nhint: ",

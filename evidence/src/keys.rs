@@ -33,7 +33,7 @@ pub fn default_key_path() -> Option<PathBuf> {
 
 /// The id of a public key: the SHA-256 of its 32 bytes.
 pub fn key_id(key: &VerifyingKey) -> BlobDigest {
-    BlobDigest(Hash::of(key.as_bytes()))
+    BlobDigest::from_hash(Hash::of(key.as_bytes()))
 }
 
 /// Create a new key at `path`; refuses to overwrite one.
@@ -284,7 +284,7 @@ pub fn open(
 /// written again: a build or a verification publishes its key once or
 /// twice, and every write costs a temporary file.
 pub fn publish(store: &Store, key: &VerifyingKey) -> Result<BlobDigest> {
-    let d = BlobDigest(Hash::of(key.as_bytes()));
+    let d = BlobDigest::from_hash(Hash::of(key.as_bytes()));
     if store.verify_blob(&d).is_ok() {
         return Ok(d);
     }
@@ -358,7 +358,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let key = SigningKey::from_bytes(&[7; 32]).verifying_key();
         let d = publish(&store, &key).unwrap();
-        assert_eq!(d, BlobDigest(Hash::of(key.as_bytes())));
+        assert_eq!(d, BlobDigest::from_hash(Hash::of(key.as_bytes())));
         assert_eq!(
             lookup_in_store(&store, &key_id(&key).to_string()),
             Some(key)

@@ -210,7 +210,8 @@ impl Statement {
                 .and_then(|k| k.as_str())
                 .and_then(|k| k.parse().ok())
                 .ok_or_else(|| bad("step key (annotation `stepKey`)"))?;
-            let output = TreeDigest(b.hash().ok_or_else(|| bad("output digest (sha256)"))?);
+            let output =
+                TreeDigest::from_hash(b.hash().ok_or_else(|| bad("output digest (sha256)"))?);
             out.push(RecordedStep {
                 name: name.to_string(),
                 key,
@@ -470,7 +471,7 @@ pub struct OpenedRecord {
 pub fn open_record(store: &Store, what: &str, trust: &[VerifyingKey]) -> Result<OpenedRecord> {
     let (bytes, digest) = if Path::new(what).is_file() {
         let b = std::fs::read(what).with_context(|| format!("cannot read `{what}`"))?;
-        let d = RecordDigest(repro_store::Hash::of(&b));
+        let d = RecordDigest::from_hash(repro_store::Hash::of(&b));
         (b, d)
     } else if what.starts_with("sha256:") || what.contains('@') {
         let d = resolve_record_ref(store, what)?;
@@ -555,15 +556,16 @@ mod tests {
     fn pins(data: &[u8]) -> Pins {
         let mut p = Pins::default();
         p.toolchains
-            .insert("bb".into(), ImageDigest(Hash::of(b"image")));
-        p.data.insert("train".into(), TreeDigest(Hash::of(data)));
+            .insert("bb".into(), ImageDigest::from_hash(Hash::of(b"image")));
+        p.data
+            .insert("train".into(), TreeDigest::from_hash(Hash::of(data)));
         p
     }
 
     #[test]
     fn inputs_are_the_recipe_and_every_resolved_input_not_the_lock_bytes() {
-        let recipe = BlobDigest(Hash::of(b"recipe"));
-        let lock = |b: &[u8]| Some(BlobDigest(Hash::of(b)));
+        let recipe = BlobDigest::from_hash(Hash::of(b"recipe"));
+        let lock = |b: &[u8]| Some(BlobDigest::from_hash(Hash::of(b)));
         let a = Inputs::new(recipe, lock(b"lock"), &pins(b"rows"));
         // The same pins from a lock with other bytes (or none): the same inputs.
         assert_eq!(
@@ -580,11 +582,11 @@ mod tests {
         let diff = b.differences(&a, "model.toml", NOW);
         assert_eq!(diff.len(), 2, "{diff:?}");
         assert!(diff[0].starts_with("data `train`: "), "{diff:?}");
-        assert!(diff[0].contains(&TreeDigest(Hash::of(b"rows")).to_string()));
-        assert!(diff[0].contains(&TreeDigest(Hash::of(b"other rows")).to_string()));
+        assert!(diff[0].contains(&TreeDigest::from_hash(Hash::of(b"rows")).to_string()));
+        assert!(diff[0].contains(&TreeDigest::from_hash(Hash::of(b"other rows")).to_string()));
         assert!(diff[1].starts_with("the lock: "), "{diff:?}");
         let c = Inputs::new(
-            BlobDigest(Hash::of(b"recipe 2")),
+            BlobDigest::from_hash(Hash::of(b"recipe 2")),
             lock(b"lock"),
             &pins(b"rows"),
         );
@@ -595,18 +597,18 @@ mod tests {
         // An input added or removed.
         let mut more = pins(b"rows");
         more.code
-            .insert("src".into(), TreeDigest(Hash::of(b"code")));
+            .insert("src".into(), TreeDigest::from_hash(Hash::of(b"code")));
         let d = Inputs::new(recipe, None, &more);
         assert_eq!(
             d.differences(&a, "m.toml", NOW),
             [
                 format!(
                     "code `src`: none in the record, {} now",
-                    TreeDigest(Hash::of(b"code"))
+                    TreeDigest::from_hash(Hash::of(b"code"))
                 ),
                 format!(
                     "the lock: {} in the record, no lock now",
-                    BlobDigest(Hash::of(b"lock"))
+                    BlobDigest::from_hash(Hash::of(b"lock"))
                 )
             ]
         );

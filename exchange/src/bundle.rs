@@ -358,7 +358,11 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
         objects: BTreeMap::new(),
         trees: BTreeSet::new(),
     };
-    c.add(BlobDigest(record.0), ObjectKind::Record, "record")?;
+    c.add(
+        BlobDigest::from_hash(record.hash()),
+        ObjectKind::Record,
+        "record",
+    )?;
     let mut key_ids = BTreeSet::new();
     key_ids.extend(signers(store, &envelope));
 
@@ -393,7 +397,11 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
     for (name, image) in &pins.toolchains {
         let of = format!("toolchains.{name}");
         let info = store.get_image(image)?;
-        c.add(BlobDigest(image.0), ObjectKind::ImageManifest, &of)?;
+        c.add(
+            BlobDigest::from_hash(image.hash()),
+            ObjectKind::ImageManifest,
+            &of,
+        )?;
         c.add(info.config, ObjectKind::ImageConfig, &of)?;
         for l in &info.layers {
             c.add(l.digest, ObjectKind::ImageLayer, &of)?;
@@ -446,7 +454,9 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
     manifest_bytes.push(b'\n');
     let manifest_digest = Hash::of(&manifest_bytes);
     let index = image_index(&images, |d| {
-        store.read_blob(&BlobDigest(d.0)).map_err(Error::from)
+        store
+            .read_blob(&BlobDigest::from_hash(d.hash()))
+            .map_err(Error::from)
     })?;
 
     let dir = match out.parent() {
@@ -489,7 +499,7 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
                 }
             })?;
         let (actual, n) = r.finish();
-        if actual != o.digest.0 || n != o.size {
+        if actual != o.digest.hash() || n != o.size {
             return Err(repro_store::Error::Corrupt {
                 digest: o.digest.to_string(),
                 actual: actual.to_string(),
@@ -562,7 +572,7 @@ impl Collector<'_> {
 
     /// Add a tree object, its subtrees and every file in them.
     fn add_tree(&mut self, t: &TreeDigest, of: &str) -> Result<()> {
-        self.add(BlobDigest(t.0), ObjectKind::Tree, of)?;
+        self.add(BlobDigest::from_hash(t.hash()), ObjectKind::Tree, of)?;
         if !self.trees.insert(*t) {
             return Ok(());
         }
@@ -767,15 +777,15 @@ pub mod v1 {
                 )))
             }
         };
-        listed(&BlobDigest(manifest.record.0), "record")?;
+        listed(&BlobDigest::from_hash(manifest.record.hash()), "record")?;
         for r in &manifest.records {
-            listed(&BlobDigest(r.record.0), "record")?;
+            listed(&BlobDigest::from_hash(r.record.hash()), "record")?;
         }
         for a in &manifest.attestations {
             listed(&a.attestation, "attestation")?;
         }
         for i in &manifest.images {
-            listed(&BlobDigest(i.0), "image")?;
+            listed(&BlobDigest::from_hash(i.hash()), "image")?;
         }
         for k in &manifest.keys {
             listed(k, "public key")?;
@@ -815,7 +825,7 @@ pub mod v1 {
                     let d = name
                         .strip_prefix(BLOB_PREFIX)
                         .and_then(|hex| Hash::from_hex(hex).ok())
-                        .map(BlobDigest)
+                        .map(BlobDigest::from_hash)
                         .ok_or_else(|| refused(format!("unexpected member `{name}`")))?;
                     let o = *expected.get(&d).ok_or_else(|| {
                         refused(format!(
@@ -864,7 +874,9 @@ pub mod v1 {
             let p = &staged[d];
             fs::read(p).map_err(io_err("read", p))
         };
-        let index = image_index(&manifest.images, |d| read_staged(&BlobDigest(d.0)))?;
+        let index = image_index(&manifest.images, |d| {
+            read_staged(&BlobDigest::from_hash(d.hash()))
+        })?;
         if index_bytes.as_deref() != Some(index.as_slice()) {
             return Err(refused(
                 "`index.json` does not list exactly the bundle's images".to_string(),
@@ -888,7 +900,7 @@ pub mod v1 {
                 .or_else(|| keys::lookup_in_store(store, id))
         };
         for r in &manifest.records {
-            let bytes = read_staged(&BlobDigest(r.record.0))?;
+            let bytes = read_staged(&BlobDigest::from_hash(r.record.hash()))?;
             let bad = |why: String| Error::Tampered {
                 path: path.to_path_buf(),
                 digest: r.record.to_string(),
@@ -943,8 +955,10 @@ pub mod v1 {
         // refused before anything becomes visible (and again, race-free,
         // by `put_record`).
         for r in &manifest.records {
-            let st = repro_evidence::record::statement_of(&read_staged(&BlobDigest(r.record.0))?)
-                .map_err(|e| refused(format!("record `{}`: {e:#}", r.record)))?;
+            let st = repro_evidence::record::statement_of(&read_staged(&BlobDigest::from_hash(
+                r.record.hash(),
+            ))?)
+            .map_err(|e| refused(format!("record `{}`: {e:#}", r.record)))?;
             let now = repro_evidence::record::Inputs::of_statement(&st);
             let recipe = &st.predicate.build_definition.external_parameters.recipe;
             let conflict = repro_evidence::record::conflict(
@@ -984,7 +998,7 @@ pub mod v1 {
             bytes += n;
         }
         for i in &manifest.images {
-            store.put_image(&store.read_blob(&BlobDigest(i.0))?)?;
+            store.put_image(&store.read_blob(&BlobDigest::from_hash(i.hash()))?)?;
         }
         for r in &manifest.records {
             store.put_record(
@@ -1041,7 +1055,7 @@ pub mod v1 {
             .map_err(|e| io_err("write", dest)(e.into_error()))?;
         file.sync_all().map_err(io_err("fsync", dest))?;
         let (actual, n) = r.finish();
-        if actual != o.digest.0 || n != o.size {
+        if actual != o.digest.hash() || n != o.size {
             return Err(tampered(format!("its bytes hash to `{actual}`")));
         }
         Ok(())
@@ -1109,13 +1123,13 @@ mod tests {
             format: 1,
             media_type: MEDIA_TYPE_V1.to_string(),
             model: "m@1".to_string(),
-            record: RecordDigest(Hash::of(b"r")),
+            record: RecordDigest::from_hash(Hash::of(b"r")),
             records: vec![],
             attestations: vec![],
             images: vec![],
             keys: vec![],
             objects: vec![Object {
-                digest: BlobDigest(Hash::of(b"r")),
+                digest: BlobDigest::from_hash(Hash::of(b"r")),
                 size: 1,
                 kind: ObjectKind::Record,
                 of: "record".to_string(),

@@ -110,7 +110,7 @@ fn envelope_keys(store: &Store, bytes: &[u8], out: &mut BTreeSet<BlobDigest>) {
 
 /// Add tree `t`'s object, subtrees and files to `out`.
 fn tree_closure(store: &Store, t: &TreeDigest, out: &mut BTreeSet<BlobDigest>) -> Result<()> {
-    if !out.insert(BlobDigest(t.0)) {
+    if !out.insert(BlobDigest::from_hash(t.hash())) {
         return Ok(());
     }
     let tree = store.get_tree(t)?;
@@ -172,7 +172,7 @@ pub async fn push(store: &Store, what: &str, remote: &Remote) -> Result<PushSumm
     let bytes = store.get_record(&record)?;
     let statement = statement_of(&bytes)?;
     let mut blobs = BTreeSet::new();
-    blobs.insert(BlobDigest(record.0));
+    blobs.insert(BlobDigest::from_hash(record.hash()));
     envelope_keys(store, &bytes, &mut blobs);
     let attestations = store.attestations_of(&record)?;
     for a in &attestations {

@@ -174,7 +174,7 @@ pub fn check(store: &Store) -> Result<Report> {
         f.broken(b);
     }
     for d in store.list_blobs()? {
-        if walk.reaches(&d.0) {
+        if walk.reaches(&d.hash()) {
             continue;
         }
         match store.verify_blob(&d) {
@@ -188,7 +188,7 @@ pub fn check(store: &Store) -> Result<Report> {
                 if matches!(e, repro_store::Error::Corrupt { .. }) {
                     objects += 1;
                 }
-                f.store_error("blob", d.0, None, e);
+                f.store_error("blob", d.hash(), None, e);
             }
         }
     }
@@ -574,7 +574,7 @@ impl Fsck<'_> {
     /// A record that governance refs name: walked when it is in the store,
     /// else a note (`repro gc` removes it when no retained version needs it).
     fn governed_record(&mut self, d: RecordDigest, what: &str) -> Result<bool> {
-        if self.store.has_blob(&BlobDigest(d.0)) {
+        if self.store.has_blob(&BlobDigest::from_hash(d.hash())) {
             self.record_root(d, None, None)?;
             return Ok(true);
         }
@@ -595,7 +595,7 @@ impl Fsck<'_> {
         for name in self.list(root) {
             let dir = root.join(&name);
             match Hash::from_hex(&name) {
-                Ok(h) => out.push((dir, RecordDigest(h))),
+                Ok(h) => out.push((dir, RecordDigest::from_hash(h))),
                 Err(_) => self.malformed(
                     "ref",
                     &dir,
@@ -610,7 +610,7 @@ impl Fsck<'_> {
     fn attestations(&mut self) -> Result<()> {
         let root = self.dir(Ns::Attestations);
         for (dir, record) in self.record_folders(&root) {
-            if self.store.has_blob(&BlobDigest(record.0)) {
+            if self.store.has_blob(&BlobDigest::from_hash(record.hash())) {
                 self.record_root(record, None, None)?;
             } else {
                 // `repro gc` removes attestations with their record: this is damage.
@@ -642,7 +642,7 @@ impl Fsck<'_> {
                     );
                     continue;
                 };
-                let att = BlobDigest(a);
+                let att = BlobDigest::from_hash(a);
                 let mut ignored = Vec::new();
                 gc::add_attestation_roots(
                     self.store,
@@ -873,7 +873,7 @@ impl Fsck<'_> {
             }
             // The card blob itself is a root of its record (`add_record_roots`).
             let what = format!("the model card ref `{}` is about", path.display());
-            self.governed_record(RecordDigest(h), &what)?;
+            self.governed_record(RecordDigest::from_hash(h), &what)?;
         }
         Ok(())
     }
@@ -1000,7 +1000,7 @@ impl Fsck<'_> {
         let root = self.dir(Ns::Images);
         for name in self.list(&root) {
             match Hash::from_hex(&name) {
-                Ok(h) => self.roots.image(ImageDigest(h), || Origin {
+                Ok(h) => self.roots.image(ImageDigest::from_hash(h), || Origin {
                     what: "registered image".to_string(),
                     holder: format!("image {h}"),
                 }),
@@ -1074,7 +1074,7 @@ impl Fsck<'_> {
             // Approvals are checked with the key the identity holds; the
             // audit log's entries with the key blob, which `repro gc` does
             // not keep for an identity.
-            let blob = Hash::from_hex(hex).map(BlobDigest);
+            let blob = Hash::from_hex(hex).map(BlobDigest::from_hash);
             if blob.is_ok_and(|b| !self.store.has_blob(&b)) {
                 self.notes.push(format!(
                     "the public key `{named}` of identity {} <{}> is not in the store as a blob (`repro gc` does not keep it): approvals are checked with the key the identity holds, but `repro audit verify` cannot check the entries it signed",
@@ -1266,7 +1266,7 @@ mod tests {
     }
 
     fn file(bytes: &[u8]) -> BlobDigest {
-        BlobDigest(Hash::of(bytes))
+        BlobDigest::from_hash(Hash::of(bytes))
     }
 
     fn fixture() -> Fixture {
@@ -1325,14 +1325,14 @@ mod tests {
             store,
             key,
             statement,
-            record: RecordDigest(Hash::of(b"")),
+            record: RecordDigest::from_hash(Hash::of(b"")),
             output,
             log,
         };
         f.record = f.put_record("1.0.0", &f.statement.clone(), &f.key.clone());
         f.store
             .ac_put(
-                &StepKey(Hash::of(b"train")),
+                &StepKey::from_hash(Hash::of(b"train")),
                 &ActionResult {
                     output,
                     log,
@@ -1355,8 +1355,8 @@ mod tests {
             let payload = serde_json::to_vec(statement).unwrap();
             let env = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
             let d = self.store.put_bytes(&env.to_vec_pretty().unwrap()).unwrap();
-            self.point("fraud", version, &RecordDigest(d.0));
-            RecordDigest(d.0)
+            self.point("fraud", version, &RecordDigest::from_hash(d.hash()));
+            RecordDigest::from_hash(d.hash())
         }
 
         fn point(&self, name: &str, version: &str, record: &RecordDigest) {
@@ -1551,7 +1551,7 @@ mod tests {
                     "2020-01-01T00:00:00Z".into();
             }))
             .unwrap();
-        let forged = RecordDigest(forged.0);
+        let forged = RecordDigest::from_hash(forged.hash());
         f.point("fraud", "1.0.0", &forged);
         let stranger = SigningKey::from_bytes(&[9; 32]);
         let mut two = f.statement.clone();
@@ -1626,7 +1626,7 @@ mod tests {
         assert_eq!(f.store.resolve_record("fraud", "1.0.0").unwrap(), latest);
         assert!(f.check().ok, "{:#?}", f.check().problems);
         // Only the version's history names the first record now.
-        fs::remove_file(f.store.blob_path(&BlobDigest(f.record.0))).unwrap();
+        fs::remove_file(f.store.blob_path(&BlobDigest::from_hash(f.record.hash()))).unwrap();
         let r = f.check();
         assert_eq!(
             kinds(&r),
@@ -1794,7 +1794,7 @@ mod tests {
         let renamed = Hash::of(b"another name");
         fs::write(dir.join(renamed.hex()), &genuine).unwrap();
         // Filed under a record it is not about (and that is not in the store).
-        let elsewhere = RecordDigest(Hash::of(b"gone"));
+        let elsewhere = RecordDigest::from_hash(Hash::of(b"gone"));
         let other_dir = f.path(&format!("refs/approvals/{}", elsewhere.hex()));
         fs::create_dir_all(&other_dir).unwrap();
         fs::write(
@@ -1849,7 +1849,7 @@ mod tests {
     #[test]
     fn refs_about_records_gc_removed_are_notes_not_problems() {
         let f = fixture();
-        let gone = RecordDigest(Hash::of(b"a record gc removed"));
+        let gone = RecordDigest::from_hash(Hash::of(b"a record gc removed"));
         let write = |rel: String, text: String| {
             let p = f.path(&rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -1895,7 +1895,7 @@ mod tests {
     fn the_action_cache_pins_and_images_are_roots() {
         let f = fixture();
         let log = f.store.put_bytes(b"another run\n").unwrap();
-        let key = StepKey(Hash::of(b"other"));
+        let key = StepKey::from_hash(Hash::of(b"other"));
         f.store
             .ac_put(
                 &key,
@@ -1917,7 +1917,7 @@ mod tests {
         let config_digest = f.store.put_bytes(&config).unwrap();
         let desc = |media: &str, d: BlobDigest, size: usize| repro_store::image::Descriptor {
             media_type: media.into(),
-            digest: d.0,
+            digest: d.hash(),
             size: size as u64,
             platform: None,
             annotations: None,
@@ -1938,7 +1938,7 @@ mod tests {
             ))
             .unwrap();
         let pinned = f.store.put_bytes(b"pinned").unwrap();
-        f.store.pin_object(&pinned.0).unwrap();
+        f.store.pin_object(&pinned.hash()).unwrap();
         f.store.pin_version("fraud", "1.0.0").unwrap();
         assert!(f.check().ok, "{:#?}", f.check().problems);
         fs::remove_file(f.store.blob_path(&log)).unwrap();
@@ -1951,7 +1951,7 @@ mod tests {
             ks.contains(&(
                 Kind::Missing,
                 Some(log.to_string()),
-                Some(format!("log of action cache entry {}", key.0))
+                Some(format!("log of action cache entry {}", key.hash()))
             )),
             "{ks:#?}"
         );

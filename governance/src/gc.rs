@@ -655,19 +655,19 @@ impl LabelledRoots {
 impl RootSink for LabelledRoots {
     fn blob(&mut self, d: BlobDigest, origin: impl FnOnce() -> Origin) {
         self.roots.blobs.insert(d);
-        self.label(d.0, origin);
+        self.label(d.hash(), origin);
     }
     fn tree(&mut self, t: TreeDigest, origin: impl FnOnce() -> Origin) {
         self.roots.trees.insert(t);
-        self.label(t.0, origin);
+        self.label(t.hash(), origin);
     }
     fn image(&mut self, i: ImageDigest, origin: impl FnOnce() -> Origin) {
         self.roots.images.insert(i);
-        self.label(i.0, origin);
+        self.label(i.hash(), origin);
     }
     fn record(&mut self, r: RecordDigest, origin: impl FnOnce() -> Origin) {
         self.roots.records.insert(r);
-        self.label(r.0, origin);
+        self.label(r.hash(), origin);
     }
 }
 
@@ -783,7 +783,9 @@ fn add_statement_roots(s: &Statement, model: &str, roots: &mut impl RootSink) {
         };
         if let Some(name) = dep.name.strip_prefix("toolchains.") {
             let owner = || format!("toolchain `{name}` of {model}");
-            roots.image(ImageDigest(hash), || Origin::of("image", owner()));
+            roots.image(ImageDigest::from_hash(hash), || {
+                Origin::of("image", owner())
+            });
             if let Some(c) = dep
                 .annotations
                 .get("config")
@@ -793,16 +795,16 @@ fn add_statement_roots(s: &Statement, model: &str, roots: &mut impl RootSink) {
                 roots.blob(c, || Origin::of("config", owner()));
             }
         } else if let Some(name) = dep.name.strip_prefix("data.") {
-            roots.tree(TreeDigest(hash), || {
+            roots.tree(TreeDigest::from_hash(hash), || {
                 Origin::of("snapshot", format!("data `{name}` of {model}"))
             });
         } else if let Some(name) = dep.name.strip_prefix("code.") {
-            roots.tree(TreeDigest(hash), || {
+            roots.tree(TreeDigest::from_hash(hash), || {
                 Origin::of("tree", format!("code `{name}` of {model}"))
             });
         } else {
             // The recipe, the lock, and anything a later format adds: keep the blob.
-            roots.blob(BlobDigest(hash), || {
+            roots.blob(BlobDigest::from_hash(hash), || {
                 Origin::plain(format!("`{}` of {model}", dep.name))
             });
         }
@@ -833,28 +835,34 @@ pub fn add_pinned_objects(
 ) -> Result<()> {
     let images: BTreeSet<ImageDigest> = store.list_images()?.into_iter().collect();
     for h in store.pinned_objects()? {
-        if images.contains(&ImageDigest(h)) {
-            roots.image(ImageDigest(h), || pinned("image", h));
+        if images.contains(&ImageDigest::from_hash(h)) {
+            roots.image(ImageDigest::from_hash(h), || pinned("image", h));
             continue;
         }
-        let bytes = match store.read_blob(&BlobDigest(h)) {
+        let bytes = match store.read_blob(&BlobDigest::from_hash(h)) {
             Ok(b) => b,
             Err(_) => {
                 // Missing or corrupt: keep whatever is there; the plan says so.
-                roots.blob(BlobDigest(h), || pinned("object", h));
+                roots.blob(BlobDigest::from_hash(h), || pinned("object", h));
                 continue;
             }
         };
         if let Ok(s) = payload::<Statement>(&bytes) {
             if s.check_types().is_ok() {
-                add_record_roots(store, &RecordDigest(h), Some(&s), roots, warnings)?;
+                add_record_roots(
+                    store,
+                    &RecordDigest::from_hash(h),
+                    Some(&s),
+                    roots,
+                    warnings,
+                )?;
                 continue;
             }
         }
-        if store.get_tree(&TreeDigest(h)).is_ok() {
-            roots.tree(TreeDigest(h), || pinned("tree", h));
+        if store.get_tree(&TreeDigest::from_hash(h)).is_ok() {
+            roots.tree(TreeDigest::from_hash(h), || pinned("tree", h));
         } else {
-            roots.blob(BlobDigest(h), || pinned("blob", h));
+            roots.blob(BlobDigest::from_hash(h), || pinned("blob", h));
         }
     }
     Ok(())
@@ -907,7 +915,7 @@ pub fn pin(store: &Store, target: &PinTarget) -> Result<String> {
             Ok(format!("pinned {n}@{v} (record {record})"))
         }
         PinTarget::Object(h) => {
-            if !store.has_blob(&BlobDigest(*h)) {
+            if !store.has_blob(&BlobDigest::from_hash(*h)) {
                 return Err(UserError(format!(
                     "`{h}` is not in the store\nhint: pin a digest that `repro data add`, `repro image import` or a build printed"
                 ))

@@ -479,7 +479,7 @@ pub fn lineage(store: &Store, what: &str) -> Result<Lineage> {
         let d: BlobDigest = what.parse().map_err(|e| UserError(format!("{e}")))?;
         // The record digest of a version names that version; anything
         // else is a file.
-        let record = RecordDigest(d.hash());
+        let record = RecordDigest::from_hash(d.hash());
         if all_records(store)?.iter().any(|r| r.record == record) {
             return of_version(store, what);
         }

@@ -371,7 +371,7 @@ fn gate_threshold_on_a_metrics_file_altered_in_the_store_is_an_error_not_a_decis
     let metrics = Build::auc(0.95).metrics;
     let blob = w
         .store
-        .blob_path(&repro_store::BlobDigest(repro_store::Hash::of(
+        .blob_path(&repro_store::BlobDigest::from_hash(repro_store::Hash::of(
             metrics.as_bytes(),
         )));
     let mut perms = std::fs::metadata(&blob).unwrap().permissions();

@@ -359,10 +359,16 @@ impl Recipe {
                     match f.kind {
                         Kind::Toolchain => pins
                             .toolchains
-                            .insert(f.name, ImageDigest(e.digest))
+                            .insert(f.name, ImageDigest::from_hash(e.digest))
                             .map(|_| ()),
-                        Kind::Data => pins.data.insert(f.name, TreeDigest(e.digest)).map(|_| ()),
-                        Kind::Code => pins.code.insert(f.name, TreeDigest(e.digest)).map(|_| ()),
+                        Kind::Data => pins
+                            .data
+                            .insert(f.name, TreeDigest::from_hash(e.digest))
+                            .map(|_| ()),
+                        Kind::Code => pins
+                            .code
+                            .insert(f.name, TreeDigest::from_hash(e.digest))
+                            .map(|_| ()),
                     };
                     continue;
                 }

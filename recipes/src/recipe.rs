@@ -496,7 +496,7 @@ pub(crate) fn parse_hash(c: &mut Collector, s: &Spanned<String>, key: &str) -> O
 fn parse_image(c: &mut Collector, s: &Spanned<String>, key: &str) -> Option<ImageRef> {
     let text = s.get_ref();
     let Some((repository, digest)) = text.rsplit_once('@') else {
-        return parse_hash(c, s, key).map(|h| ImageRef::Pinned(ImageDigest(h)));
+        return parse_hash(c, s, key).map(|h| ImageRef::Pinned(ImageDigest::from_hash(h)));
     };
     let bad_repo = repository.is_empty()
         || !repository.contains('/')
@@ -516,7 +516,7 @@ fn parse_image(c: &mut Collector, s: &Spanned<String>, key: &str) -> Option<Imag
     let digest_only = Spanned::new(span(s), digest.to_string());
     parse_hash(c, &digest_only, key).map(|h| ImageRef::Registry {
         repository: repository.to_string(),
-        digest: ImageDigest(h),
+        digest: ImageDigest::from_hash(h),
     })
 }
 
@@ -841,7 +841,7 @@ fn build(c: &mut Collector, path: &Path, text: &str, raw: RawRecipe) -> Recipe {
         path: path.to_path_buf(),
         dir,
         source: text.to_string(),
-        digest: BlobDigest(Hash::of(text.as_bytes())),
+        digest: BlobDigest::from_hash(Hash::of(text.as_bytes())),
         model,
         build,
         toolchains,
@@ -867,7 +867,7 @@ fn tree_ref(
         (Some(d), None) => {
             let location = Some(c.loc(span(d)));
             parse_hash(c, d, &format!("{key}.digest"))
-                .map(|h| (TreeRef::Pinned(TreeDigest(h)), location))
+                .map(|h| (TreeRef::Pinned(TreeDigest::from_hash(h)), location))
         }
         (None, Some(p)) => {
             let location = Some(c.loc(span(p)));

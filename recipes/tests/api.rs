@@ -43,7 +43,7 @@ fn full_fixture_parses_every_feature() {
     let path = full_path();
     let r = parse_file(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(r.digest, BlobDigest(Hash::of(&bytes)));
+    assert_eq!(r.digest, BlobDigest::from_hash(Hash::of(&bytes)));
     assert_eq!(r.source.as_bytes(), &bytes[..]);
     assert_eq!(r.path, path);
     assert_eq!(r.dir, path.parent().unwrap());
@@ -66,7 +66,7 @@ fn full_fixture_parses_every_feature() {
 
     assert_eq!(
         r.toolchains["sklearn"].reference,
-        ImageRef::Pinned(ImageDigest(hash('1')))
+        ImageRef::Pinned(ImageDigest::from_hash(hash('1')))
     );
     assert_eq!(r.toolchains["sklearn"].env["MPLBACKEND"], "Agg");
     assert_eq!(
@@ -79,7 +79,7 @@ fn full_fixture_parses_every_feature() {
     );
     assert_eq!(
         r.data["cancer"].reference,
-        TreeRef::Pinned(TreeDigest(hash('2')))
+        TreeRef::Pinned(TreeDigest::from_hash(hash('2')))
     );
     assert!(r.data["cancer"].source.is_some() && r.data["cancer"].description.is_some());
     assert_eq!(
@@ -93,7 +93,7 @@ fn full_fixture_parses_every_feature() {
     );
     assert_eq!(
         r.code["shared"].reference,
-        TreeRef::Pinned(TreeDigest(hash('3')))
+        TreeRef::Pinned(TreeDigest::from_hash(hash('3')))
     );
 
     assert_eq!(r.params["seed"], ParamValue::Integer(42));
@@ -203,28 +203,34 @@ fn locked_pins_need_every_floating_reference_in_the_lock() {
 
     let resolved = Resolved {
         toolchains: BTreeMap::from([
-            ("local".to_string(), ImageDigest(hash('a'))),
-            ("daemon".to_string(), ImageDigest(hash('b'))),
+            ("local".to_string(), ImageDigest::from_hash(hash('a'))),
+            ("daemon".to_string(), ImageDigest::from_hash(hash('b'))),
             // Pinned in the recipe: the lock ignores it.
-            ("sklearn".to_string(), ImageDigest(hash('f'))),
+            ("sklearn".to_string(), ImageDigest::from_hash(hash('f'))),
         ]),
-        data: BTreeMap::from([("holdout".to_string(), TreeDigest(hash('c')))]),
+        data: BTreeMap::from([("holdout".to_string(), TreeDigest::from_hash(hash('c')))]),
         code: BTreeMap::from([
-            ("pipeline".to_string(), TreeDigest(hash('d'))),
-            ("not-in-recipe".to_string(), TreeDigest(hash('e'))),
+            ("pipeline".to_string(), TreeDigest::from_hash(hash('d'))),
+            (
+                "not-in-recipe".to_string(),
+                TreeDigest::from_hash(hash('e')),
+            ),
         ]),
     };
     let lock = r.lock_with(&resolved);
     assert!(!lock.code.contains_key("not-in-recipe"));
     assert!(!lock.toolchains.contains_key("sklearn"));
     let pins = r.pins_from(Some(&lock)).unwrap();
-    assert_eq!(pins.toolchains["sklearn"], ImageDigest(hash('1')));
-    assert_eq!(pins.toolchains["local"], ImageDigest(hash('a')));
-    assert_eq!(pins.toolchains["daemon"], ImageDigest(hash('b')));
-    assert_eq!(pins.data["cancer"], TreeDigest(hash('2')));
-    assert_eq!(pins.data["holdout"], TreeDigest(hash('c')));
-    assert_eq!(pins.code["pipeline"], TreeDigest(hash('d')));
-    assert_eq!(pins.code["shared"], TreeDigest(hash('3')));
+    assert_eq!(
+        pins.toolchains["sklearn"],
+        ImageDigest::from_hash(hash('1'))
+    );
+    assert_eq!(pins.toolchains["local"], ImageDigest::from_hash(hash('a')));
+    assert_eq!(pins.toolchains["daemon"], ImageDigest::from_hash(hash('b')));
+    assert_eq!(pins.data["cancer"], TreeDigest::from_hash(hash('2')));
+    assert_eq!(pins.data["holdout"], TreeDigest::from_hash(hash('c')));
+    assert_eq!(pins.code["pipeline"], TreeDigest::from_hash(hash('d')));
+    assert_eq!(pins.code["shared"], TreeDigest::from_hash(hash('3')));
 
     // Changing a floating reference in the recipe invalidates its entry.
     let text = r.source.replace("path = \"src\"", "path = \"src2\"");
@@ -246,8 +252,8 @@ fn locked_pins_need_every_floating_reference_in_the_lock() {
 fn lock_text_is_deterministic_and_round_trips() {
     let r = parse_str(Path::new("model.toml"), MINIMAL).unwrap();
     let resolved = Resolved {
-        toolchains: BTreeMap::from([("py".to_string(), ImageDigest(hash('a')))]),
-        data: BTreeMap::from([("d".to_string(), TreeDigest(hash('c')))]),
+        toolchains: BTreeMap::from([("py".to_string(), ImageDigest::from_hash(hash('a')))]),
+        data: BTreeMap::from([("d".to_string(), TreeDigest::from_hash(hash('c')))]),
         ..Resolved::default()
     };
     let lock = r.lock_with(&resolved);

@@ -712,7 +712,7 @@ mod tests {
     fn spec() -> StepSpec {
         StepSpec {
             step: "train".into(),
-            image: ImageDigest(Hash::of(b"m")),
+            image: ImageDigest::from_hash(Hash::of(b"m")),
             argv: vec!["python3".into(), "-c".into(), "print(1)".into()],
             env: BTreeMap::from([("PATH".into(), "/bin".into()), ("A".into(), "x=y".into())]),
             inputs: vec![Mount {

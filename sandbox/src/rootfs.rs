@@ -785,8 +785,8 @@ impl Unpacker<'_> {
         let drained = io::copy(&mut hashing, &mut io::sink());
         let actual = Hash(hashing.hasher.finalize().into());
         let n = hashing.n;
-        if drained.is_ok() && (actual != layer.digest.0 || n != layer.size) {
-            let why = if actual != layer.digest.0 {
+        if drained.is_ok() && (actual != layer.digest.hash() || n != layer.size) {
+            let why = if actual != layer.digest.hash() {
                 format!("its bytes hash to `{actual}`")
             } else {
                 format!("it is {n} bytes but the manifest says {}", layer.size)

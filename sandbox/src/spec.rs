@@ -181,7 +181,7 @@ mod tests {
     fn spec() -> StepSpec {
         StepSpec {
             step: "s".into(),
-            image: ImageDigest(Hash::of(b"x")),
+            image: ImageDigest::from_hash(Hash::of(b"x")),
             argv: vec!["true".into()],
             env: BTreeMap::new(),
             inputs: vec![Mount {

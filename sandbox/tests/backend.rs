@@ -104,7 +104,7 @@ impl Backend for Fake {
 fn spec(dir: &Path, step: &str, code: i32) -> StepSpec {
     StepSpec {
         step: step.to_string(),
-        image: ImageDigest(Hash::of(b"image")),
+        image: ImageDigest::from_hash(Hash::of(b"image")),
         argv: vec!["exit".to_string(), code.to_string()],
         env: Default::default(),
         inputs: Vec::new(),

@@ -91,7 +91,7 @@ impl Store {
             })
             .collect();
         blobs.push(r.log);
-        match self.check_intact(&key.0, &blobs) {
+        match self.check_intact(&key.hash(), &blobs) {
             Ok(_) => Ok(Some((r, files))),
             // Removed since the listing looked.
             Err(Error::Missing { .. }) => Ok(None),
@@ -181,7 +181,7 @@ mod tests {
     fn ac_round_trip_and_missing_output_is_a_miss() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::open(t.path()).unwrap();
-        let key = StepKey(Hash::of(b"step"));
+        let key = StepKey::from_hash(Hash::of(b"step"));
         assert_eq!(s.ac_get(&key).unwrap(), None);
 
         let out = s.scratch("out-").unwrap();
@@ -197,7 +197,10 @@ mod tests {
         };
         s.ac_put(&key, &r).unwrap();
         assert_eq!(s.ac_get(&key).unwrap(), Some(r.clone()));
-        assert_eq!(s.ac_get(&StepKey(Hash::of(b"other"))).unwrap(), None);
+        assert_eq!(
+            s.ac_get(&StepKey::from_hash(Hash::of(b"other"))).unwrap(),
+            None
+        );
 
         // Overwrite is last-writer-wins.
         let r2 = ActionResult {
@@ -208,7 +211,7 @@ mod tests {
         assert_eq!(s.ac_get(&key).unwrap(), Some(r2.clone()));
 
         // A file deep inside the output tree goes missing: miss.
-        let model = BlobDigest(Hash::of(b"weights"));
+        let model = BlobDigest::from_hash(Hash::of(b"weights"));
         fs::remove_file(s.blob_path(&model)).unwrap();
         assert_eq!(s.ac_get(&key).unwrap(), None);
         s.put_bytes(b"weights").unwrap();
@@ -220,7 +223,7 @@ mod tests {
         s.put_bytes(b"training...\n").unwrap();
 
         // The top tree object goes missing: miss.
-        fs::remove_file(s.blob_path(&BlobDigest(output.0))).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest::from_hash(output.hash()))).unwrap();
         assert_eq!(s.ac_get(&key).unwrap(), None);
     }
 
@@ -246,12 +249,12 @@ mod tests {
         let s = Store::open(t.path()).unwrap();
         let out = s.scratch("out-").unwrap();
         fs::write(out.path().join("metrics.json"), br#"{"auc":0.97}"#).unwrap();
-        let key = StepKey(Hash::of(b"evaluate"));
+        let key = StepKey::from_hash(Hash::of(b"evaluate"));
         let r = cache(&s, &key, out.path(), b"evaluating\n");
         let log = r.log;
         assert!(s.ac_lookup(&key).unwrap().is_some());
         assert!(s.ac_lookup(&key).unwrap().is_some());
-        let metrics = BlobDigest(Hash::of(br#"{"auc":0.97}"#));
+        let metrics = BlobDigest::from_hash(Hash::of(br#"{"auc":0.97}"#));
         for damaged in [metrics, log] {
             crate::blob::tests::corrupt(&s.blob_path(&damaged));
             let err = s.ac_lookup(&key).unwrap_err();
@@ -274,7 +277,7 @@ mod tests {
         fs::write(out.path().join("a/b/deep.txt"), b"deep").unwrap();
         fs::write(out.path().join("top.bin"), b"top").unwrap();
         std::os::unix::fs::symlink("top.bin", out.path().join("link")).unwrap();
-        let key = StepKey(Hash::of(b"k"));
+        let key = StepKey::from_hash(Hash::of(b"k"));
         let r = cache(&s, &key, out.path(), b"log");
         let output = r.output;
         let (got, files) = s.ac_lookup(&key).unwrap().unwrap();
@@ -289,7 +292,7 @@ mod tests {
         let EntryKind::Dir { tree: a } = &sub.entries[0].kind else {
             panic!("{sub:?}")
         };
-        fs::remove_file(s.blob_path(&BlobDigest(a.0))).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest::from_hash(a.hash()))).unwrap();
         assert_eq!(s.ac_lookup(&key).unwrap(), None);
     }
 
@@ -326,7 +329,7 @@ mod tests {
     fn garbage_ac_entry_is_an_error_naming_the_key() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::open(t.path()).unwrap();
-        let key = StepKey(Hash::of(b"step"));
+        let key = StepKey::from_hash(Hash::of(b"step"));
         fs::write(s.ac_path(&key), b"{not json").unwrap();
         let err = s.ac_get(&key).unwrap_err();
         assert!(err.to_string().contains(&key.to_string()), "{err}");

@@ -141,7 +141,7 @@ impl Store {
                 },
             })?
         };
-        let d = BlobDigest(hash);
+        let d = BlobDigest::from_hash(hash);
         if let Some(expected) = expected {
             if *expected != d {
                 return Err(Error::Mismatch {
@@ -243,7 +243,7 @@ impl Store {
                 .map_err(|e| io_err("write", f.path())(e))?;
             n += k as u64;
         }
-        let d = BlobDigest(Hash(hasher.finalize().into()));
+        let d = BlobDigest::from_hash(Hash(hasher.finalize().into()));
         self.finish_temp(f, &d)?;
         Ok((d, n, stat))
     }
@@ -268,7 +268,7 @@ impl Store {
         let (hash, n) = hash_with(&mut f, buf).map_err(io_err("read", path))?;
         f.sync_all().map_err(io_err("fsync", path))?;
         drop(f);
-        let d = BlobDigest(hash);
+        let d = BlobDigest::from_hash(hash);
         self.move_hashed(path, meta.uid(), &d)?;
         if meta.nlink() > 1 {
             // Another name of the same file, moved at the same moment by
@@ -337,7 +337,7 @@ impl Store {
         let (hash, n) = hash_reader(&mut f).map_err(io_err("read", path))?;
         f.sync_all().map_err(io_err("fsync", path))?;
         drop(f);
-        let d = BlobDigest(hash);
+        let d = BlobDigest::from_hash(hash);
         if self.move_hashed(path, meta.uid(), &d)? {
             sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         }
@@ -356,7 +356,7 @@ impl Store {
                 .to_str()
                 .and_then(|n| Hash::from_hex(n).ok())
             {
-                out.push(BlobDigest(hash));
+                out.push(BlobDigest::from_hash(hash));
             }
         }
         out.sort();
@@ -384,7 +384,7 @@ impl Store {
         let path = self.blob_path(d);
         let bytes = fs::read(&path).map_err(|e| self.open_err(d, "blob", &path, e))?;
         let actual = Hash::of(&bytes);
-        if actual != d.0 {
+        if actual != d.hash() {
             self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
                 digest: d.to_string(),
@@ -400,7 +400,7 @@ impl Store {
         let path = self.blob_path(d);
         let mut f = fs::File::open(&path).map_err(|e| self.open_err(d, "blob", &path, e))?;
         let (actual, n) = hash_reader(&mut f).map_err(io_err("read", &path))?;
-        if actual != d.0 {
+        if actual != d.hash() {
             self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
                 digest: d.to_string(),
@@ -462,7 +462,7 @@ pub(crate) mod tests {
     fn blob_round_trip() {
         let (_t, s) = store();
         let d = s.put_bytes(b"hello").unwrap();
-        assert_eq!(d.0, Hash::of(b"hello"));
+        assert_eq!(d.hash(), Hash::of(b"hello"));
         assert!(s.has_blob(&d));
         assert_eq!(s.read_blob(&d).unwrap(), b"hello");
         assert_eq!(s.verify_blob(&d).unwrap(), 5);
@@ -499,7 +499,7 @@ pub(crate) mod tests {
     #[test]
     fn missing_blob_is_missing() {
         let (_t, s) = store();
-        let d = BlobDigest(Hash::of(b"never stored"));
+        let d = BlobDigest::from_hash(Hash::of(b"never stored"));
         assert!(!s.has_blob(&d));
         let err = s.read_blob(&d).unwrap_err();
         assert!(matches!(err, Error::Missing { .. }));
@@ -553,10 +553,10 @@ pub(crate) mod tests {
     #[test]
     fn put_reader_expecting_refuses_and_stores_nothing() {
         let (_t, s) = store();
-        let wrong = BlobDigest(Hash::of(b"other"));
+        let wrong = BlobDigest::from_hash(Hash::of(b"other"));
         let err = s.put_reader_expecting(&b"bytes"[..], &wrong).unwrap_err();
         assert!(matches!(err, Error::Mismatch { .. }));
-        assert!(!s.has_blob(&BlobDigest(Hash::of(b"bytes"))));
+        assert!(!s.has_blob(&BlobDigest::from_hash(Hash::of(b"bytes"))));
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
@@ -566,7 +566,7 @@ pub(crate) mod tests {
         // A writer killed mid-way leaves a temp file named randomly in v1/tmp.
         let half = b"half a blob";
         fs::write(s.layout_dir().join("tmp/.blob-XYZ123"), half).unwrap();
-        let d = BlobDigest(Hash::of(half));
+        let d = BlobDigest::from_hash(Hash::of(half));
         assert!(!s.has_blob(&d));
         assert!(matches!(s.read_blob(&d), Err(Error::Missing { .. })));
         assert_eq!(
@@ -591,9 +591,9 @@ pub(crate) mod tests {
                     let big = &big;
                     sc.spawn(move || {
                         for _ in 0..3 {
-                            assert_eq!(s.put_bytes(big).unwrap().0, Hash::of(big));
+                            assert_eq!(s.put_bytes(big).unwrap().hash(), Hash::of(big));
                             let (d, _) = s.put_reader(&big[..]).unwrap();
-                            assert_eq!(d.0, Hash::of(big));
+                            assert_eq!(d.hash(), Hash::of(big));
                             let own = format!("thread {i}");
                             let d = s.put_bytes(own.as_bytes()).unwrap();
                             assert_eq!(s.read_blob(&d).unwrap(), own.as_bytes());
@@ -605,7 +605,10 @@ pub(crate) mod tests {
                 h.join().unwrap();
             }
         });
-        assert_eq!(s.read_blob(&BlobDigest(Hash::of(&big))).unwrap(), big);
+        assert_eq!(
+            s.read_blob(&BlobDigest::from_hash(Hash::of(&big))).unwrap(),
+            big
+        );
         assert_eq!(
             fs::read_dir(s.layout_dir().join("blobs/sha256"))
                 .unwrap()

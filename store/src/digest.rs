@@ -128,9 +128,14 @@ macro_rules! typed_digest {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub Hash);
+        pub struct $name(Hash);
 
         impl $name {
+            /// The digest of this kind whose hash is `h`: say what a hash
+            /// is the digest of once, where it is known.
+            pub const fn from_hash(h: Hash) -> Self {
+                $name(h)
+            }
             /// The underlying hash.
             pub fn hash(&self) -> Hash {
                 self.0
@@ -212,7 +217,7 @@ mod tests {
 
     #[test]
     fn typed_digests_serialize_as_text() {
-        let d = BlobDigest(Hash::of(b""));
+        let d = BlobDigest::from_hash(Hash::of(b""));
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(json, format!("\"{d}\""));
         let back: BlobDigest = serde_json::from_str(&json).unwrap();

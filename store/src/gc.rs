@@ -446,7 +446,7 @@ impl Store {
         items.sort_by(|a, b| a.id.cmp(&b.id));
 
         let att_root = self.ns_dir(Ns::Attestations);
-        let kept_records: HashSet<Hash> = roots.records.iter().map(|r| r.0).collect();
+        let kept_records: HashSet<Hash> = roots.records.iter().map(|r| r.hash()).collect();
         for rec in list_names(&att_root)? {
             let keep = Hash::from_hex(&rec).is_ok_and(|h| kept_records.contains(&h));
             if keep {
@@ -466,7 +466,7 @@ impl Store {
         }
 
         for image in self.list_images()? {
-            if !m.images.contains(&image.0) {
+            if !m.images.contains(&image.hash()) {
                 let path = self.ns_dir(Ns::Images).join(image.hex());
                 items.push(item(GcKind::Image, image.to_string(), 0, path));
             }
@@ -478,7 +478,9 @@ impl Store {
             let keep = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ActionResult>(&b).ok())
-                .is_some_and(|r| m.blobs.contains(&r.output.0) && m.blobs.contains(&r.log.0));
+                .is_some_and(|r| {
+                    m.blobs.contains(&r.output.hash()) && m.blobs.contains(&r.log.hash())
+                });
             if !keep {
                 let id = Hash::from_hex(&name)
                     .map(|h| h.to_string())
@@ -506,7 +508,7 @@ impl Store {
         for b in self.list_blobs()? {
             let path = self.blob_path(&b);
             let bytes = file_size(&path)?;
-            if m.blobs.contains(&b.0) {
+            if m.blobs.contains(&b.hash()) {
                 kept_blobs += 1;
                 kept_bytes += bytes;
             } else {
@@ -662,10 +664,16 @@ impl Store {
             ..Marks::default()
         };
         for r in &roots.records {
-            self.mark_blob(&mut m, "record", &BlobDigest(r.0), r.0, || Via::Root);
+            self.mark_blob(
+                &mut m,
+                "record",
+                &BlobDigest::from_hash(r.hash()),
+                r.hash(),
+                || Via::Root,
+            );
         }
         for b in &roots.blobs {
-            self.mark_blob(&mut m, "blob", b, b.0, || Via::Root);
+            self.mark_blob(&mut m, "blob", b, b.hash(), || Via::Root);
         }
         for t in &roots.trees {
             self.mark_tree(&mut m, t)?;
@@ -688,27 +696,27 @@ impl Store {
             if !self.has_blob(d) {
                 m.missing.insert(format!("{what} {d}"));
             }
-            m.blobs.insert(d.0);
+            m.blobs.insert(d.hash());
             return;
         }
-        if !m.blobs.insert(d.0) {
+        if !m.blobs.insert(d.hash()) {
             return;
         }
         match self.verify_blob(d) {
             Ok(n) => m.hashed(n),
-            Err(error) => m.broken(what, d.0, root, via(), error),
+            Err(error) => m.broken(what, d.hash(), root, via(), error),
         }
     }
 
     fn mark_tree(&self, m: &mut Marks, t: &TreeDigest) -> Result<()> {
-        let root = t.0;
+        let root = t.hash();
         // Each tree with its path below the root (`None`: the root itself).
         let mut stack: Vec<(TreeDigest, Option<String>)> = vec![(*t, None)];
         while let Some((t, path)) = stack.pop() {
-            if !m.trees_done.insert(t.0) {
+            if !m.trees_done.insert(t.hash()) {
                 continue;
             }
-            let first = m.blobs.insert(t.0);
+            let first = m.blobs.insert(t.hash());
             let tree = match self.get_tree(&t) {
                 Ok(tree) => tree,
                 Err(Error::Missing { .. }) if m.mode == Mode::Collect => {
@@ -721,13 +729,15 @@ impl Store {
                 Err(error) if !first && !matches!(error, Error::Malformed { .. }) => continue,
                 Err(error) => {
                     let via = path.map_or(Via::Root, Via::Folder);
-                    m.broken("tree", t.0, root, via, error);
+                    m.broken("tree", t.hash(), root, via, error);
                     continue;
                 }
             };
             let check = m.mode == Mode::Check;
             if check && first {
-                m.hashed(file_size(&self.blob_path(&BlobDigest(t.0)))?);
+                m.hashed(file_size(
+                    &self.blob_path(&BlobDigest::from_hash(t.hash())),
+                )?);
             }
             // Paths are only for messages: a collection makes none.
             let prefix = match &path {
@@ -757,11 +767,11 @@ impl Store {
     }
 
     fn mark_image(&self, m: &mut Marks, d: &ImageDigest) -> Result<()> {
-        if !m.images.insert(d.0) {
+        if !m.images.insert(d.hash()) {
             return Ok(());
         }
-        let first = m.blobs.insert(d.0);
-        let bytes = match self.read_blob(&BlobDigest(d.0)) {
+        let first = m.blobs.insert(d.hash());
+        let bytes = match self.read_blob(&BlobDigest::from_hash(d.hash())) {
             Ok(b) => b,
             Err(Error::Missing { .. }) if m.mode == Mode::Collect => {
                 m.missing.insert(format!("image {d}"));
@@ -769,7 +779,7 @@ impl Store {
             }
             Err(e) if m.mode == Mode::Collect => return Err(e),
             Err(error) => {
-                m.broken("image", d.0, d.0, Via::Root, error);
+                m.broken("image", d.hash(), d.hash(), Via::Root, error);
                 return Ok(());
             }
         };
@@ -787,15 +797,25 @@ impl Store {
                 if m.mode == Mode::Collect {
                     return Err(error);
                 }
-                m.broken("image", d.0, d.0, Via::Root, error);
+                m.broken("image", d.hash(), d.hash(), Via::Root, error);
                 return Ok(());
             }
         };
-        self.mark_blob(m, "blob", &BlobDigest(manifest.config.digest), d.0, || {
-            Via::Config
-        });
+        self.mark_blob(
+            m,
+            "blob",
+            &BlobDigest::from_hash(manifest.config.digest),
+            d.hash(),
+            || Via::Config,
+        );
         for (i, layer) in manifest.layers.iter().enumerate() {
-            self.mark_blob(m, "blob", &BlobDigest(layer.digest), d.0, || Via::Layer(i));
+            self.mark_blob(
+                m,
+                "blob",
+                &BlobDigest::from_hash(layer.digest),
+                d.hash(),
+                || Via::Layer(i),
+            );
         }
         Ok(())
     }
@@ -882,7 +902,7 @@ mod tests {
         let c = s.put_bytes(&config).unwrap();
         let desc = |media: &str, d: BlobDigest, size: usize| Descriptor {
             media_type: media.into(),
-            digest: d.0,
+            digest: d.hash(),
             size: size as u64,
             platform: None,
             annotations: None,
@@ -934,7 +954,7 @@ mod tests {
         let gone_att = s.put_attestation(&gone_rec, b"att 2").unwrap();
         let unreferenced = s.put_bytes(b"nobody").unwrap();
         let ac = |n: &[u8], output, log| {
-            let key = StepKey(Hash::of(n));
+            let key = StepKey::from_hash(Hash::of(n));
             let r = ActionResult {
                 output,
                 log,
@@ -1003,11 +1023,11 @@ mod tests {
             gone_att.to_string(),
             gone_tree.to_string(),
             gone_image.to_string(),
-            BlobDigest(Hash::of(b"dropped weights")).to_string(),
+            BlobDigest::from_hash(Hash::of(b"dropped weights")).to_string(),
         ] {
             assert!(blobs.contains(&d), "{d} should go: {blobs:?}");
         }
-        let shared = BlobDigest(Hash::of(b"shared"));
+        let shared = BlobDigest::from_hash(Hash::of(b"shared"));
         assert!(!blobs.contains(&shared.to_string()), "shared blob kept");
         let total: u64 = plan.summary().iter().map(|(_, _, b)| b).sum();
         assert_eq!(total, plan.total_bytes());
@@ -1023,7 +1043,7 @@ mod tests {
         assert_eq!(again.kept_blobs, plan.kept_blobs);
         assert_eq!(again.kept_bytes, plan.kept_bytes);
         assert!(s.tree_is_complete(&kept_tree).unwrap());
-        assert!(!s.has_blob(&BlobDigest(gone_tree.0)));
+        assert!(!s.has_blob(&BlobDigest::from_hash(gone_tree.hash())));
         s.get_image(&kept_image).unwrap();
         assert_eq!(s.list_images().unwrap(), [kept_image]);
         let index = fs::read_to_string(s.layout_dir().join("index.json")).unwrap();
@@ -1117,7 +1137,7 @@ mod tests {
     fn a_corrupt_root_tree_stops_the_plan_and_missing_roots_are_listed() {
         let (_t, s) = store();
         let t = tree(&s, "a", b"a");
-        let absent = TreeDigest(Hash::of(b"never stored"));
+        let absent = TreeDigest::from_hash(Hash::of(b"never stored"));
         let roots = GcRoots {
             trees: BTreeSet::from([absent]),
             ..GcRoots::default()
@@ -1125,7 +1145,7 @@ mod tests {
         let plan = s.gc_plan(&roots, &GcOptions::default()).unwrap();
         assert_eq!(plan.missing, [format!("tree {absent}")]);
 
-        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(t.0)));
+        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest::from_hash(t.hash())));
         let roots = GcRoots {
             trees: BTreeSet::from([t]),
             ..GcRoots::default()
@@ -1155,21 +1175,21 @@ mod tests {
         let img = image(&s, b"layer file");
         let log = s.put_bytes(b"log").unwrap();
         let rec = s.put_bytes(b"a record").unwrap();
-        let absent = RecordDigest(Hash::of(b"never stored"));
+        let absent = RecordDigest::from_hash(Hash::of(b"never stored"));
         let garbage = s.put_bytes(b"nothing names me").unwrap();
         // A file deep in one tree goes, a subtree of another is damaged, the
         // image's layer is damaged.
-        let model = BlobDigest(Hash::of(b"weights"));
+        let model = BlobDigest::from_hash(Hash::of(b"weights"));
         fs::remove_file(s.blob_path(&model)).unwrap();
         let data_sub = subtree(&s, &data, "sub");
-        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(data_sub.0)));
+        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest::from_hash(data_sub.hash())));
         let info = s.get_image(&img).unwrap();
         crate::blob::tests::corrupt(&s.blob_path(&info.layers[0].digest));
         let roots = GcRoots {
             blobs: BTreeSet::from([log]),
             trees: BTreeSet::from([weights, data]),
             images: BTreeSet::from([img]),
-            records: BTreeSet::from([RecordDigest(rec.0), absent]),
+            records: BTreeSet::from([RecordDigest::from_hash(rec.hash()), absent]),
         };
 
         let walk = s.walk(&roots).unwrap();
@@ -1187,25 +1207,25 @@ mod tests {
             })
             .collect();
         let want = [
-            ("record", absent.0, absent.0, Via::Root, "missing"),
+            ("record", absent.hash(), absent.hash(), Via::Root, "missing"),
             (
                 "blob",
-                model.0,
-                weights.0,
+                model.hash(),
+                weights.hash(),
                 Via::File("sub/model.pkl".into()),
                 "missing",
             ),
             (
                 "tree",
-                data_sub.0,
-                data.0,
+                data_sub.hash(),
+                data.hash(),
                 Via::Folder("sub".into()),
                 "corrupt",
             ),
             (
                 "blob",
-                info.layers[0].digest.0,
-                img.0,
+                info.layers[0].digest.hash(),
+                img.hash(),
                 Via::Layer(0),
                 "corrupt",
             ),
@@ -1215,10 +1235,17 @@ mod tests {
         }
         assert_eq!(found.len(), want.len(), "{found:?}");
         // What it reached, broken or not; not what nothing names.
-        for h in [absent.0, model.0, data_sub.0, log.0, info.config.0, rec.0] {
+        for h in [
+            absent.hash(),
+            model.hash(),
+            data_sub.hash(),
+            log.hash(),
+            info.config.hash(),
+            rec.hash(),
+        ] {
             assert!(walk.reaches(&h), "{h}");
         }
-        assert!(!walk.reaches(&garbage.0));
+        assert!(!walk.reaches(&garbage.hash()));
         // Every object re-hashed is counted once, the shared file too:
         // record, log, 2 root trees, weights' subtree, shared.txt, image
         // manifest and config, and the 2 corrupt ones.

@@ -204,7 +204,7 @@ impl Store {
     /// declared size, and that the config has one diff ID per layer. Stores
     /// the manifest blob and writes `refs/images/<hex>`.
     pub fn put_image(&self, manifest_json: &[u8]) -> Result<ImageDigest> {
-        let d = ImageDigest(Hash::of(manifest_json));
+        let d = ImageDigest::from_hash(Hash::of(manifest_json));
         let malformed = |why: String| Error::Malformed {
             what: "image manifest",
             digest: d.to_string(),
@@ -212,7 +212,7 @@ impl Store {
         };
         let m = Manifest::parse(manifest_json).map_err(malformed)?;
         for desc in std::iter::once(&m.config).chain(&m.layers) {
-            let blob = BlobDigest(desc.digest);
+            let blob = BlobDigest::from_hash(desc.digest);
             let size = self.verify_blob(&blob)?;
             if size != desc.size {
                 return Err(malformed(format!(
@@ -223,7 +223,7 @@ impl Store {
         }
         self.read_config(&m, &d)?;
         let stored = self.put_bytes(manifest_json)?;
-        debug_assert_eq!(stored.0, d.0);
+        debug_assert_eq!(stored.hash(), d.hash());
         let marker = self.ns_dir(Ns::Images).join(d.hex());
         if !marker.exists() {
             self.write_atomic(&marker, b"")?;
@@ -245,12 +245,14 @@ impl Store {
             .map_err(io_err("create", &lock_path))?;
         fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(io_err("lock", &lock_path))?;
         let images = self.list_images()?;
-        let bytes = oci_index_bytes(&images, |d| self.read_blob(&BlobDigest(d.0)))?;
+        let bytes = oci_index_bytes(&images, |d| {
+            self.read_blob(&BlobDigest::from_hash(d.hash()))
+        })?;
         self.write_atomic(&self.layout_dir().join("index.json"), &bytes)
     }
 
     fn read_config(&self, m: &Manifest, d: &ImageDigest) -> Result<ImageConfig> {
-        let config_digest = BlobDigest(m.config.digest);
+        let config_digest = BlobDigest::from_hash(m.config.digest);
         let bytes = self.read_blob(&config_digest)?;
         let config: ImageConfig = serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
             what: "image config",
@@ -274,14 +276,16 @@ impl Store {
     /// Describe image `d`, re-hashing its manifest and config (not the layers:
     /// use [`Store::verify_blob`] or [`Store::write_docker_archive`]).
     pub fn get_image(&self, d: &ImageDigest) -> Result<ImageInfo> {
-        let bytes = self.read_blob(&BlobDigest(d.0)).map_err(|e| match e {
-            Error::Missing { digest, path, .. } => Error::Missing {
-                what: "image",
-                digest,
-                path,
-            },
-            e => e,
-        })?;
+        let bytes = self
+            .read_blob(&BlobDigest::from_hash(d.hash()))
+            .map_err(|e| match e {
+                Error::Missing { digest, path, .. } => Error::Missing {
+                    what: "image",
+                    digest,
+                    path,
+                },
+                e => e,
+            })?;
         let m = Manifest::parse(&bytes).map_err(|why| Error::Malformed {
             what: "image manifest",
             digest: d.to_string(),
@@ -290,12 +294,12 @@ impl Store {
         let config = self.read_config(&m, d)?;
         Ok(ImageInfo {
             manifest: *d,
-            config: BlobDigest(m.config.digest),
+            config: BlobDigest::from_hash(m.config.digest),
             layers: m
                 .layers
                 .iter()
                 .map(|l| Layer {
-                    digest: BlobDigest(l.digest),
+                    digest: BlobDigest::from_hash(l.digest),
                     size: l.size,
                     media_type: l.media_type.clone(),
                 })
@@ -312,7 +316,7 @@ impl Store {
         Ok(names
             .iter()
             .filter_map(|n| Hash::from_hex(n).ok())
-            .map(ImageDigest)
+            .map(ImageDigest::from_hash)
             .collect())
     }
 
@@ -373,7 +377,7 @@ impl Store {
                 });
             }
             let (actual, n) = reader.inner.finish();
-            if actual != layer.digest.0 || n != len {
+            if actual != layer.digest.hash() || n != len {
                 return Err(Error::Corrupt {
                     digest: layer.digest.to_string(),
                     actual: actual.to_string(),
@@ -466,7 +470,7 @@ pub fn oci_index_bytes<E: From<Error>>(
             media_type: m
                 .media_type
                 .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string()),
-            digest: d.0,
+            digest: d.hash(),
             size: bytes.len() as u64,
             platform: None,
             annotations: None,
@@ -516,10 +520,10 @@ pub(crate) mod tests {
         let mut diff_ids = Vec::new();
         for l in [&l1, &l2] {
             let d = s.put_bytes(l).unwrap();
-            diff_ids.push(d.0.to_string());
+            diff_ids.push(d.hash().to_string());
             layers.push(Descriptor {
                 media_type: media_type::OCI_LAYER_TAR.into(),
-                digest: d.0,
+                digest: d.hash(),
                 size: l.len() as u64,
                 platform: None,
                 annotations: None,
@@ -535,7 +539,7 @@ pub(crate) mod tests {
         let cd = s.put_bytes(&config).unwrap();
         let cdesc = Descriptor {
             media_type: media_type::OCI_CONFIG.into(),
-            digest: cd.0,
+            digest: cd.hash(),
             size: config.len() as u64,
             platform: None,
             annotations: None,
@@ -558,7 +562,10 @@ pub(crate) mod tests {
         assert_eq!(info.layers.len(), 2);
         assert_eq!(
             info.diff_ids,
-            info.layers.iter().map(|l| l.digest.0).collect::<Vec<_>>()
+            info.layers
+                .iter()
+                .map(|l| l.digest.hash())
+                .collect::<Vec<_>>()
         );
         assert_eq!(info.os, "linux");
         assert_eq!(s.list_images().unwrap(), [d]);
@@ -568,7 +575,7 @@ pub(crate) mod tests {
             serde_json::from_slice(&std::fs::read(s.layout_dir().join("index.json")).unwrap())
                 .unwrap();
         assert_eq!(index.manifests.len(), 1);
-        assert_eq!(index.manifests[0].digest, d.0);
+        assert_eq!(index.manifests[0].digest, d.hash());
         assert_eq!(index.manifests[0].media_type, media_type::OCI_MANIFEST);
     }
 
@@ -576,7 +583,7 @@ pub(crate) mod tests {
     fn put_image_refuses_missing_or_bad_parts() {
         let (_t, s) = store();
         let layer = layer_tar(&[("a", b"a")]);
-        let ld = BlobDigest(Hash::of(&layer));
+        let ld = BlobDigest::from_hash(Hash::of(&layer));
         let config = format!(
             r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{ld}"]}}}}"#
         );
@@ -588,8 +595,8 @@ pub(crate) mod tests {
             platform: None,
             annotations: None,
         };
-        let cdesc = desc(media_type::OCI_CONFIG, cd.0, config.len());
-        let ldesc = desc(media_type::OCI_LAYER_TAR, ld.0, layer.len());
+        let cdesc = desc(media_type::OCI_CONFIG, cd.hash(), config.len());
+        let ldesc = desc(media_type::OCI_LAYER_TAR, ld.hash(), layer.len());
         let m = oci_manifest_bytes(&cdesc, std::slice::from_ref(&ldesc));
         // Layer not stored yet.
         let err = s.put_image(&m).unwrap_err();
@@ -598,7 +605,7 @@ pub(crate) mod tests {
         s.put_bytes(&layer).unwrap();
         let d = s.put_image(&m).unwrap();
         // Wrong size.
-        let wrong = desc(media_type::OCI_LAYER_TAR, ld.0, layer.len() + 1);
+        let wrong = desc(media_type::OCI_LAYER_TAR, ld.hash(), layer.len() + 1);
         let err = s
             .put_image(&oci_manifest_bytes(&cdesc, &[wrong]))
             .unwrap_err();
@@ -684,11 +691,11 @@ pub(crate) mod tests {
         let config_name = format!("{}.json", info.config.hex());
         assert_eq!(manifest[0]["Config"], config_name.as_str());
         assert_eq!(manifest[0]["RepoTags"], serde_json::json!([]));
-        assert_eq!(Hash::of(&files[&config_name]), info.config.0);
+        assert_eq!(Hash::of(&files[&config_name]), info.config.hash());
         for (i, l) in info.layers.iter().enumerate() {
             let name = format!("{}/layer.tar", l.digest.hex());
             assert_eq!(manifest[0]["Layers"][i], name.as_str());
-            assert_eq!(Hash::of(&files[&name]), l.digest.0);
+            assert_eq!(Hash::of(&files[&name]), l.digest.hash());
         }
     }
 }

@@ -206,7 +206,7 @@ fn check_one(
         });
     }
     let stat = stamp_of(&meta);
-    if known.is_some_and(|k| k.vouches(&d.0, &stat)) {
+    if known.is_some_and(|k| k.vouches(&d.hash(), &stat)) {
         return Ok((stat, None));
     }
     // Stat first, hash second: a change made while hashing either shows in
@@ -244,7 +244,7 @@ impl Store {
                 checked.rehashed += 1;
                 checked.rehashed_bytes += n;
             }
-            entries.push((d.0, stat));
+            entries.push((d.hash(), stat));
         }
         let same_set = known.as_ref().is_some_and(|k| {
             k.entries.len() == entries.len()
@@ -334,14 +334,14 @@ impl Store {
     /// Every blob tree `t` needs: its tree objects (each re-hashed as it is
     /// read here) and the blobs of its files, at any depth.
     pub fn tree_blobs(&self, t: &TreeDigest) -> Result<Vec<BlobDigest>> {
-        let mut out = vec![BlobDigest(t.0)];
+        let mut out = vec![BlobDigest::from_hash(t.hash())];
         let mut todo = vec![*t];
         while let Some(t) = todo.pop() {
             for e in self.get_tree(&t)?.entries {
                 match e.kind {
                     EntryKind::File { digest, .. } => out.push(digest),
                     EntryKind::Dir { tree } => {
-                        out.push(BlobDigest(tree.0));
+                        out.push(BlobDigest::from_hash(tree.hash()));
                         todo.push(tree);
                     }
                     EntryKind::Symlink { .. } => {}
@@ -522,10 +522,10 @@ mod tests {
         let t = s.snapshot_dir(dir.path(), crate::Ingest::Copy).unwrap();
         let blobs = s.tree_blobs(&t).unwrap();
         assert_eq!(blobs.len(), 4, "root tree, sub tree, two files");
-        assert!(blobs.contains(&BlobDigest(Hash::of(b"aaa"))));
+        assert!(blobs.contains(&BlobDigest::from_hash(Hash::of(b"aaa"))));
         let n = s.verify_blobs(&blobs).unwrap();
         assert!(n > 7);
-        corrupt(&s.blob_path(&BlobDigest(Hash::of(b"bbbb"))));
+        corrupt(&s.blob_path(&BlobDigest::from_hash(Hash::of(b"bbbb"))));
         assert!(matches!(s.verify_blobs(&blobs), Err(Error::Corrupt { .. })));
     }
 }

@@ -128,7 +128,7 @@ impl Store {
     ) -> Result<RecordDigest> {
         check_name("record name", name)?;
         check_name("version", version)?;
-        let d = RecordDigest(self.put_bytes(envelope)?.0);
+        let d = RecordDigest::from_hash(self.put_bytes(envelope)?.hash());
         let _lock = self.lock_records()?;
         let latest = self.latest_record(name, version)?;
         let known = self.version_inputs(name, version, latest, inputs_of)?;
@@ -274,7 +274,7 @@ impl Store {
                 digest: entry.clone(),
                 why: format!("{e} (in `{}`)", dir.display()),
             })?;
-            out.push(RecordDigest(hash));
+            out.push(RecordDigest::from_hash(hash));
         }
         if let Some(latest) = self.latest_record(name, version)? {
             if !out.contains(&latest) {
@@ -287,14 +287,15 @@ impl Store {
 
     /// Read record `d`, re-hashing it.
     pub fn get_record(&self, d: &RecordDigest) -> Result<Vec<u8>> {
-        self.read_blob(&BlobDigest(d.0)).map_err(|e| match e {
-            Error::Missing { digest, path, .. } => Error::Missing {
-                what: "record",
-                digest,
-                path,
-            },
-            e => e,
-        })
+        self.read_blob(&BlobDigest::from_hash(d.hash()))
+            .map_err(|e| match e {
+                Error::Missing { digest, path, .. } => Error::Missing {
+                    what: "record",
+                    digest,
+                    path,
+                },
+                e => e,
+            })
     }
 
     /// The digest of the latest record of `name@version`.
@@ -348,7 +349,7 @@ impl Store {
                 digest: name.clone(),
                 why: format!("{e} (in `{}`)", dir.display()),
             })?;
-            out.push(BlobDigest(hash));
+            out.push(BlobDigest::from_hash(hash));
         }
         Ok(out)
     }
@@ -415,7 +416,7 @@ pub(crate) mod tests {
         let d2 = s.put_record_of_inputs(b"a;2", "m", "1", a, &never).unwrap();
         assert_eq!(s.recorded_inputs("m", "1", &never).unwrap(), Some((d2, a)));
         // The record blob itself is not needed for the comparison.
-        fs::remove_file(s.blob_path(&BlobDigest(d2.0))).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest::from_hash(d2.hash()))).unwrap();
         let err = s
             .put_record_of_inputs(b"b;1", "m", "1", inputs(b"b").unwrap(), &never)
             .unwrap_err();
@@ -477,7 +478,7 @@ pub(crate) mod tests {
         let err = s
             .put_record(b"new data;2", "m", "1.0.0", &inputs)
             .unwrap_err();
-        let refused = RecordDigest(Hash::of(b"new data;2"));
+        let refused = RecordDigest::from_hash(Hash::of(b"new data;2"));
         match &err {
             Error::VersionInputsDiffer(e) => {
                 assert_eq!((e.name.as_str(), e.version.as_str()), ("m", "1.0.0"));
@@ -527,7 +528,7 @@ pub(crate) mod tests {
         // A store written before per-version histories: the blob and the
         // ref `v1/refs/records/<name>/<version>`, nothing else.
         let (_t, s) = store();
-        let old = RecordDigest(s.put_bytes(b"old data;1").unwrap().0);
+        let old = RecordDigest::from_hash(s.put_bytes(b"old data;1").unwrap().hash());
         let dir = s.layout_dir().join("refs/records/m");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("1"), format!("{old}\n")).unwrap();
@@ -549,7 +550,7 @@ pub(crate) mod tests {
         let (_t, s) = store();
         let first = s.put_record(b"old data;1", "m", "1", &inputs).unwrap();
         let latest = s.put_record(b"old data;2", "m", "1", &inputs).unwrap();
-        fs::remove_file(s.blob_path(&BlobDigest(latest.0))).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest::from_hash(latest.hash()))).unwrap();
         // The history knows the latest record's inputs without its blob.
         assert!(matches!(
             s.put_record(b"new data;3", "m", "1", &inputs),
@@ -565,7 +566,7 @@ pub(crate) mod tests {
             Err(Error::VersionInputsDiffer(ref e)) if e.existing == first
         ));
         // No record readable at all: refused, naming the missing record.
-        fs::remove_file(s.blob_path(&BlobDigest(first.0))).unwrap();
+        fs::remove_file(s.blob_path(&BlobDigest::from_hash(first.hash()))).unwrap();
         let err = s.put_record(b"old data;4", "m", "1", &inputs).unwrap_err();
         assert!(matches!(err, Error::Missing { .. }), "{err}");
         assert!(err.to_string().contains(&latest.to_string()), "{err}");
@@ -652,7 +653,7 @@ pub(crate) mod tests {
     fn tampered_record_is_refused() {
         let (_t, s) = store();
         let d = s.put_record(b"signed", "m", "1", &inputs).unwrap();
-        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest(d.0)));
+        crate::blob::tests::corrupt(&s.blob_path(&BlobDigest::from_hash(d.hash())));
         let err = s.get_record(&d).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }));
         assert!(err.to_string().contains(&d.to_string()));

@@ -445,7 +445,7 @@ fn compare_with_cache(
         };
         same &= matched;
     }
-    if same && !store.has_blob(&BlobDigest(cdir.tree.0)) {
+    if same && !store.has_blob(&BlobDigest::from_hash(cdir.tree.hash())) {
         same = false;
     }
     if !same {
@@ -539,7 +539,7 @@ pub fn hash_file(path: &Path) -> Result<(BlobDigest, u64)> {
     stat_opened(&f, path)?;
     let mut buf = vec![0u8; BUF];
     let (hash, n) = hash_with(&mut f, &mut buf).map_err(io_err("read", path))?;
-    Ok((BlobDigest(hash), n))
+    Ok((BlobDigest::from_hash(hash), n))
 }
 
 /// The tree digest [`Store::snapshot_dir`] would give directory `dir`,
@@ -564,7 +564,7 @@ pub fn hash_dir(dir: &Path) -> Result<TreeDigest> {
         let mut f = open_walked(&path)?;
         let stat = stat_opened(&f, &path)?;
         let (hash, n) = hash_with(&mut f, buffer(buf)).map_err(io_err("read", &path))?;
-        Ok((BlobDigest(hash), n, stat))
+        Ok((BlobDigest::from_hash(hash), n, stat))
     })?;
     fill_results(&mut dirs, &jobs, results);
     Ok(build_trees(&dirs, None, None).digests[0].0)
@@ -624,7 +624,7 @@ fn fill_results(dirs: &mut [WalkDir], jobs: &[FileJob], results: Vec<(BlobDigest
 /// (0 for a directory without subdirectories), so that they can be stored
 /// children first.
 fn build_trees(dirs: &[WalkDir], cache: Option<&Cache>, store: Option<&Store>) -> Trees {
-    let mut digests = vec![(TreeDigest(Hash([0; 32])), false); dirs.len()];
+    let mut digests = vec![(TreeDigest::from_hash(Hash([0; 32])), false); dirs.len()];
     let mut heights = vec![0usize; dirs.len()];
     let mut built = Vec::new();
     // Every subdirectory comes after its parent in the walk's list.
@@ -676,7 +676,7 @@ fn build_trees(dirs: &[WalkDir], cache: Option<&Cache>, store: Option<&Store>) -
         let tree = Tree { entries };
         let digest = tree.digest();
         digests[i] = (digest, false);
-        if store.is_some_and(|s| !s.has_blob(&BlobDigest(digest.0))) {
+        if store.is_some_and(|s| !s.has_blob(&BlobDigest::from_hash(digest.hash()))) {
             built.push((heights[i], tree));
         }
     }
@@ -789,7 +789,7 @@ impl Store {
         for level in todo.chunk_by(|a, b| a.0 == b.0) {
             parallel_map(level, ingest_workers(), |_, (_, t)| {
                 let (d, bytes) = self.check_tree(t)?;
-                self.write_blob_nosync(&bytes, &BlobDigest(d.0))
+                self.write_blob_nosync(&bytes, &BlobDigest::from_hash(d.hash()))
             })?;
             sync_dir(&self.layout_dir().join("blobs/sha256"))?;
         }
@@ -873,7 +873,7 @@ pub(crate) mod tests {
             } else {
                 let bytes = fs::read(e.path()).unwrap();
                 EntryKind::File {
-                    digest: BlobDigest(Hash::of(&bytes)),
+                    digest: BlobDigest::from_hash(Hash::of(&bytes)),
                     size: bytes.len() as u64,
                     executable: meta.mode() & 0o111 != 0,
                 }
@@ -943,7 +943,7 @@ pub(crate) mod tests {
         }
         for (path, (digest, size)) in by_name {
             let bytes = fs::read(src.join(&path)).unwrap();
-            assert_eq!(digest, BlobDigest(Hash::of(&bytes)), "{path}");
+            assert_eq!(digest, BlobDigest::from_hash(Hash::of(&bytes)), "{path}");
             assert_eq!(size, bytes.len() as u64, "{path}");
             assert_eq!(hash_file(&src.join(&path)).unwrap(), (digest, size));
         }
@@ -1000,7 +1000,7 @@ pub(crate) mod tests {
         let f = t.path().join("f");
         let bytes: Vec<u8> = (0..(BUF * 2 + 5)).map(|i| (i % 253) as u8).collect();
         fs::write(&f, &bytes).unwrap();
-        let want = (BlobDigest(Hash::of(&bytes)), bytes.len() as u64);
+        let want = (BlobDigest::from_hash(Hash::of(&bytes)), bytes.len() as u64);
         assert_eq!(hash_file(&f).unwrap(), want);
         std::os::unix::fs::symlink(&f, t.path().join("l")).unwrap();
         assert_eq!(hash_file(&t.path().join("l")).unwrap(), want);

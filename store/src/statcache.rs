@@ -248,7 +248,7 @@ impl Session {
         w.extend_from_slice(&(dirs.len() as u32).to_le_bytes());
         for (dir, (tree, _)) in dirs.iter().zip(digests) {
             put_bytes(&mut w, dir.rel.as_bytes());
-            w.extend_from_slice(&tree.0 .0);
+            w.extend_from_slice(&tree.hash().0);
             let kept: Vec<_> = dir
                 .entries
                 .iter()
@@ -282,7 +282,7 @@ impl Session {
                         put_bytes(&mut w, e.name.as_bytes());
                         put_stat(&mut w, s);
                         let digest = f.digest.expect("filtered above");
-                        w.extend_from_slice(&digest.0 .0);
+                        w.extend_from_slice(&digest.hash().0);
                     }
                     WalkKind::Dir(_) => {
                         w.push(KIND_DIR);
@@ -499,7 +499,7 @@ impl<'a> Cursor<'a> {
         let kind = match kind {
             KIND_FILE | KIND_EXEC_FILE => CachedKind::File {
                 stat: self.stat(kind == KIND_EXEC_FILE)?,
-                digest: BlobDigest(Hash(self.array()?)),
+                digest: BlobDigest::from_hash(Hash(self.array()?)),
             },
             KIND_DIR => CachedKind::Dir,
             KIND_SYMLINK => CachedKind::Symlink {
@@ -543,7 +543,7 @@ impl Cache {
         let mut index = HashMap::with_capacity(dirs.capacity());
         for i in 0..n_dirs {
             let rel = std::str::from_utf8(c.slice()?).ok()?.to_string();
-            let tree = TreeDigest(Hash(c.array()?));
+            let tree = TreeDigest::from_hash(Hash(c.array()?));
             let stat = match version {
                 1 => None,
                 _ => match c.u8()? {

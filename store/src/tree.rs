@@ -128,7 +128,7 @@ impl Tree {
 
     /// The digest this tree gets when stored.
     pub fn digest(&self) -> TreeDigest {
-        TreeDigest(Hash::of(&self.canonical_bytes()))
+        TreeDigest::from_hash(Hash::of(&self.canonical_bytes()))
     }
 }
 
@@ -151,7 +151,7 @@ impl Store {
     pub fn put_tree(&self, t: &Tree) -> Result<TreeDigest> {
         let (digest, bytes) = self.check_tree(t)?;
         let stored = self.put_bytes(&bytes)?;
-        debug_assert_eq!(stored.0, digest.0);
+        debug_assert_eq!(stored.hash(), digest.hash());
         Ok(digest)
     }
 
@@ -160,7 +160,7 @@ impl Store {
     /// bytes.
     pub(crate) fn check_tree(&self, t: &Tree) -> Result<(TreeDigest, Vec<u8>)> {
         let bytes = t.canonical_bytes();
-        let digest = TreeDigest(Hash::of(&bytes));
+        let digest = TreeDigest::from_hash(Hash::of(&bytes));
         t.validate().map_err(|why| Error::Malformed {
             what: "tree",
             digest: digest.to_string(),
@@ -169,7 +169,7 @@ impl Store {
         for e in &t.entries {
             let (what, d) = match &e.kind {
                 EntryKind::File { digest, .. } => ("blob", *digest),
-                EntryKind::Dir { tree } => ("tree", BlobDigest(tree.0)),
+                EntryKind::Dir { tree } => ("tree", BlobDigest::from_hash(tree.hash())),
                 EntryKind::Symlink { .. } => continue,
             };
             if !self.has_blob(&d) {
@@ -187,14 +187,16 @@ impl Store {
 
     /// Read a tree object, re-hashing it and refusing a non-canonical one.
     pub fn get_tree(&self, d: &TreeDigest) -> Result<Tree> {
-        let bytes = self.read_blob(&BlobDigest(d.0)).map_err(|e| match e {
-            Error::Missing { digest, path, .. } => Error::Missing {
-                what: "tree",
-                digest,
-                path,
-            },
-            e => e,
-        })?;
+        let bytes = self
+            .read_blob(&BlobDigest::from_hash(d.hash()))
+            .map_err(|e| match e {
+                Error::Missing { digest, path, .. } => Error::Missing {
+                    what: "tree",
+                    digest,
+                    path,
+                },
+                e => e,
+            })?;
         let malformed = |why: String| Error::Malformed {
             what: "tree",
             digest: d.to_string(),
@@ -316,7 +318,7 @@ impl Store {
             CopyError::Read(err) => io_err("read", self.blob_path(d))(err),
             CopyError::Write(err) => io_err("write", path)(err),
         })?;
-        if actual != d.0 {
+        if actual != d.hash() {
             let _ = fs::remove_file(path);
             self.invalidate_stat_caches_quietly();
             return Err(Error::Corrupt {
@@ -536,7 +538,7 @@ mod tests {
         assert_eq!(flat.len(), 2);
         assert!(matches!(flat["leak"], FileEntry::Symlink { .. }));
         assert!(matches!(flat["dirlink"], FileEntry::Symlink { .. }));
-        assert!(!s.has_blob(&BlobDigest(Hash::of(b"outside"))));
+        assert!(!s.has_blob(&BlobDigest::from_hash(Hash::of(b"outside"))));
         // The root itself must be a real directory.
         let err = s
             .snapshot_dir(&src.join("dirlink"), Ingest::Copy)
@@ -656,7 +658,7 @@ mod tests {
         s.materialize(&d, &out).unwrap();
 
         // A corrupt tree object.
-        corrupt(&s.blob_path(&BlobDigest(d.0)));
+        corrupt(&s.blob_path(&BlobDigest::from_hash(d.hash())));
         for err in [
             s.get_tree(&d).unwrap_err(),
             s.materialize(&d, &t.path().join("out2")).unwrap_err(),
@@ -679,7 +681,7 @@ mod tests {
     }
 
     fn raw_tree(s: &Store, json: &str) -> TreeDigest {
-        TreeDigest(s.put_bytes(json.as_bytes()).unwrap().0)
+        TreeDigest::from_hash(s.put_bytes(json.as_bytes()).unwrap().hash())
     }
 
     #[test]
@@ -768,7 +770,7 @@ mod tests {
             entries: vec![TreeEntry {
                 name: "gone".into(),
                 kind: EntryKind::File {
-                    digest: BlobDigest(Hash::of(b"nope")),
+                    digest: BlobDigest::from_hash(Hash::of(b"nope")),
                     size: 4,
                     executable: false,
                 },

@@ -165,7 +165,7 @@ fn put_tracked(
 fn blob_name_digest(name: &str) -> Option<BlobDigest> {
     name.strip_prefix("blobs/sha256/")
         .and_then(|hex| Hash::from_hex(hex).ok())
-        .map(BlobDigest)
+        .map(BlobDigest::from_hash)
 }
 
 /// Read a tar (plain or gzipped) in one sequential pass.
@@ -349,12 +349,12 @@ impl Source<'_> {
                 Some(Content::Bytes(b)) => {
                     let actual = Hash::of(b);
                     match expected {
-                        Some(e) if e.0 != actual => Err(mismatch(actual, e)),
+                        Some(e) if e.hash() != actual => Err(mismatch(actual, e)),
                         _ => Ok((self.store.put_bytes(b)?, b.len() as u64)),
                     }
                 }
                 Some(Content::Blob(d, n)) => match expected {
-                    Some(e) if e != *d => Err(mismatch(d.0, e)),
+                    Some(e) if e != *d => Err(mismatch(d.hash(), e)),
                     _ => Ok((*d, *n)),
                 },
             },
@@ -363,7 +363,7 @@ impl Source<'_> {
 
     /// Get the blob a descriptor names into the store, verified.
     fn fetch(&self, desc: &Descriptor) -> Result<BlobDigest> {
-        let expected = BlobDigest(desc.digest);
+        let expected = BlobDigest::from_hash(desc.digest);
         let name = format!("blobs/sha256/{}", expected.hex());
         if !self.exists(&name) {
             return Err(self.invalid(format!("blob `{expected}` is listed but not in the layout")));
@@ -458,7 +458,7 @@ impl Source<'_> {
             let media_type = self.check_layer(&name, &ld, diff_id)?;
             layers.push(Descriptor {
                 media_type: media_type.to_string(),
-                digest: ld.0,
+                digest: ld.hash(),
                 size,
                 platform: None,
                 annotations: None,
@@ -466,7 +466,7 @@ impl Source<'_> {
         }
         let config = Descriptor {
             media_type: media_type::OCI_CONFIG.to_string(),
-            digest: cd.0,
+            digest: cd.hash(),
             size: csize,
             platform: None,
             annotations: None,
@@ -495,7 +495,7 @@ impl Source<'_> {
                 why: format!("layer `{name}` is zstd-compressed, which docker archives are not expected to hold"),
             });
         } else {
-            (ld.0, media_type::OCI_LAYER_TAR)
+            (ld.hash(), media_type::OCI_LAYER_TAR)
         };
         if uncompressed != *diff_id {
             return Err(self.invalid(format!(
@@ -511,7 +511,7 @@ impl Source<'_> {
 fn docker_name_digest(name: &str) -> Option<BlobDigest> {
     blob_name_digest(name).or_else(|| {
         let stem = name.strip_suffix(".json")?;
-        Hash::from_hex(stem).ok().map(BlobDigest)
+        Hash::from_hex(stem).ok().map(BlobDigest::from_hash)
     })
 }
 
@@ -566,11 +566,11 @@ mod tests {
         let h = Hash::of(b"x");
         assert_eq!(
             docker_name_digest(&format!("{}.json", h.hex())),
-            Some(BlobDigest(h))
+            Some(BlobDigest::from_hash(h))
         );
         assert_eq!(
             docker_name_digest(&format!("blobs/sha256/{}", h.hex())),
-            Some(BlobDigest(h))
+            Some(BlobDigest::from_hash(h))
         );
         assert_eq!(docker_name_digest("abc/layer.tar"), None);
         assert_eq!(docker_name_digest("manifest.json"), None);

@@ -691,7 +691,7 @@ impl Remote {
         for l in &info.layers {
             self.push_blob(store, &l.digest).await?;
         }
-        let body = store.read_blob(&BlobDigest(d.0))?;
+        let body = store.read_blob(&BlobDigest::from_hash(d.hash()))?;
         let m = Manifest::parse(&body).map_err(|why| RegistryError::Malformed {
             remote: self.target.to_string(),
             what: "image manifest",
@@ -740,7 +740,7 @@ impl Remote {
             Err(e) => return Err(self.err("download image manifest", &d.to_string(), e)),
         };
         let actual = Hash::of(&body);
-        if actual != d.0 {
+        if actual != d.hash() {
             return Err(RegistryError::Corrupt {
                 remote: self.target.to_string(),
                 expected: d.to_string(),
@@ -753,9 +753,11 @@ impl Remote {
             name: d.to_string(),
             why,
         })?;
-        self.pull_blob(store, &BlobDigest(m.config.digest)).await?;
+        self.pull_blob(store, &BlobDigest::from_hash(m.config.digest))
+            .await?;
         for l in &m.layers {
-            self.pull_blob(store, &BlobDigest(l.digest)).await?;
+            self.pull_blob(store, &BlobDigest::from_hash(l.digest))
+                .await?;
         }
         store.put_image(&body)?;
         Ok(())

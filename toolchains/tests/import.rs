@@ -127,10 +127,10 @@ fn oci_layout_as_dir_tar_and_gzipped_tar_give_the_same_digest() {
     write_oci_layout(&layout, &img, &one_image_index(&img));
 
     let d = import_archive(&s, &layout).unwrap();
-    assert_eq!(d, ImageDigest(Hash::of(&img.manifest)));
+    assert_eq!(d, ImageDigest::from_hash(Hash::of(&img.manifest)));
     assert_eq!(import_archive(&s, &layout).unwrap(), d, "importing twice");
     let info = s.get_image(&d).unwrap();
-    assert_eq!(info.config, BlobDigest(Hash::of(&img.config)));
+    assert_eq!(info.config, BlobDigest::from_hash(Hash::of(&img.config)));
     let types: Vec<&str> = info.layers.iter().map(|l| l.media_type.as_str()).collect();
     assert_eq!(
         types,
@@ -181,7 +181,7 @@ fn tampered_oci_layout_blob_is_refused_naming_it() {
         assert!(msg.contains(&Hash::of(&tampered).to_string()), "{msg}");
         assert!(s.list_images().unwrap().is_empty());
         assert!(
-            !s.has_blob(&BlobDigest(Hash::of(&tampered))),
+            !s.has_blob(&BlobDigest::from_hash(Hash::of(&tampered))),
             "bad bytes are not stored"
         );
     }
@@ -270,7 +270,7 @@ fn nested_index_with_an_attestation_resolves_to_the_image() {
     write_blob(&layout, &nested);
     assert_eq!(
         import_archive(&s, &layout).unwrap(),
-        ImageDigest(Hash::of(&img.manifest))
+        ImageDigest::from_hash(Hash::of(&img.manifest))
     );
 }
 
@@ -338,7 +338,7 @@ fn docker_archive_import_keeps_the_config_and_is_deterministic() {
     let info = s.get_image(&d).unwrap();
     assert_eq!(
         info.config,
-        BlobDigest(Hash::of(&img.config)),
+        BlobDigest::from_hash(Hash::of(&img.config)),
         "image ID kept"
     );
     assert_eq!(s.read_blob(&info.config).unwrap(), img.config);
@@ -353,7 +353,7 @@ fn docker_archive_import_keeps_the_config_and_is_deterministic() {
     );
     assert_eq!(info.layers[0].digest, info.layers[2].digest);
     let manifest: serde_json::Value =
-        serde_json::from_slice(&s.read_blob(&BlobDigest(d.0)).unwrap()).unwrap();
+        serde_json::from_slice(&s.read_blob(&BlobDigest::from_hash(d.hash())).unwrap()).unwrap();
     assert_eq!(manifest["mediaType"], media_type::OCI_MANIFEST);
     assert_eq!(manifest["config"]["mediaType"], media_type::OCI_CONFIG);
 }

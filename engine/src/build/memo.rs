@@ -135,8 +135,8 @@ pub fn load<'a>(
     let mut blobs: Vec<BlobDigest> = Vec::new();
     for s in &memo.steps {
         blobs.push(s.log);
-        blobs.push(BlobDigest(s.output.0));
-        blobs.extend(s.trees.iter().map(|t| BlobDigest(t.0)));
+        blobs.push(BlobDigest::from_hash(s.output.hash()));
+        blobs.extend(s.trees.iter().map(|t| BlobDigest::from_hash(t.hash())));
         for e in s.files.values() {
             if let FileEntry::File { digest, .. } = e {
                 blobs.push(*digest);
@@ -225,7 +225,7 @@ outputs = ["out/"]
     fn pins(image: &[u8]) -> Pins {
         let mut p = Pins::default();
         p.toolchains
-            .insert("bb".into(), ImageDigest(Hash::of(image)));
+            .insert("bb".into(), ImageDigest::from_hash(Hash::of(image)));
         p
     }
 
@@ -238,7 +238,8 @@ outputs = ["out/"]
         assert_ne!(k, key(&r, &pins(b"b"), "native").unwrap());
         assert_ne!(k, key(&r, &pins(b"a"), "docker").unwrap());
         let mut more = pins(b"a");
-        more.data.insert("d".into(), TreeDigest(Hash::of(b"d")));
+        more.data
+            .insert("d".into(), TreeDigest::from_hash(Hash::of(b"d")));
         assert_ne!(k, key(&r, &more, "native").unwrap());
         let edited = recipe(
             "/w/model.toml",
@@ -261,7 +262,7 @@ outputs = ["out/"]
         std::fs::write(out.path().join("out/model.bin"), b"weights").unwrap();
         let output = store.snapshot_dir(out.path(), Ingest::Move).unwrap();
         let log = store.put_bytes(b"trained\n").unwrap();
-        let step_key = StepKey(Hash::of(b"step"));
+        let step_key = StepKey::from_hash(Hash::of(b"step"));
         let report = BuildReport {
             steps: vec![StepResult {
                 name: "train".into(),
@@ -305,12 +306,12 @@ outputs = ["out/"]
         // The empty directory's tree object goes: the memo no longer holds.
         let empty = store.subtrees(&output).unwrap();
         assert_eq!(empty.len(), 3);
-        let gone = BlobDigest(
+        let gone = BlobDigest::from_hash(
             empty
                 .iter()
                 .find(|t| store.get_tree(t).unwrap().entries.is_empty())
                 .unwrap()
-                .0,
+                .hash(),
         );
         let bytes = store.read_blob(&gone).unwrap();
         std::fs::remove_file(store.blob_path(&gone)).unwrap();
@@ -324,7 +325,7 @@ outputs = ["out/"]
         assert!(store.check_intact(&k, &m.blobs).is_err());
         store.put_bytes(b"trained\n").unwrap();
         assert!(store.check_intact(&k, &m.blobs).is_ok());
-        let model = store.blob_path(&BlobDigest(Hash::of(b"weights")));
+        let model = store.blob_path(&BlobDigest::from_hash(Hash::of(b"weights")));
         std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(&model, b"weightz").unwrap();
         let err = store.check_intact(&k, &m.blobs).unwrap_err();

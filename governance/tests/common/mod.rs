@@ -204,7 +204,7 @@ impl World {
                     build_type: BUILD_TYPE.into(),
                     external_parameters: ExternalParameters {
                         recipe: "model.toml".into(),
-                        recipe_digest: recipe.to_string(),
+                        recipe_digest: recipe,
                         lock_digest: None,
                         name: MODEL.into(),
                         version: version.into(),

@@ -869,7 +869,7 @@ mod tests {
     fn step() -> StepSpec {
         StepSpec {
             step: "s".into(),
-            image: ImageDigest(repro_store::Hash::of(b"x")),
+            image: ImageDigest::from_hash(repro_store::Hash::of(b"x")),
             argv: vec!["true".into()],
             env: Default::default(),
             inputs: vec![],

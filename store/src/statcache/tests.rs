@@ -379,7 +379,7 @@ fn gc_invalidates_the_caches_and_a_stale_one_stays_ignored() {
     let mut trees = BTreeSet::new();
     let mut todo = vec![d1];
     while let Some(t) = todo.pop() {
-        trees.insert(BlobDigest(t.0));
+        trees.insert(BlobDigest::from_hash(t.hash()));
         for e in s.get_tree(&t).unwrap().entries {
             if let EntryKind::Dir { tree } = e.kind {
                 todo.push(tree);
@@ -490,13 +490,13 @@ fn blobs_removed_by_hand_are_put_back() {
     let EntryKind::Dir { tree: sub } = sub.kind else {
         panic!()
     };
-    fs::remove_file(s.blob_path(&BlobDigest(sub.0))).unwrap();
+    fs::remove_file(s.blob_path(&BlobDigest::from_hash(sub.hash()))).unwrap();
     let (d, st) = snap(&s, &src, 4 * LATER);
     assert_eq!(d, d1);
     assert_eq!((st.hashed, st.trees_written), (0, 1));
     assert!(s.tree_is_complete(&d1).unwrap());
     // Both gone: the file is read again.
-    fs::remove_file(s.blob_path(&BlobDigest(sub.0))).unwrap();
+    fs::remove_file(s.blob_path(&BlobDigest::from_hash(sub.hash()))).unwrap();
     fs::remove_file(s.blob_path(&blob_of("sub/empty.txt"))).unwrap();
     let (d, st) = snap(&s, &src, 5 * LATER);
     assert_eq!(d, d1);
