@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use repro_dag::{Graph, KeyMaterialRef, Scheduler};
 use repro_recipes::{InputRef, Pins, Recipe};
 use repro_sandbox::{
-    BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination, Variation,
+    Backend, BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination, Variation,
 };
 use repro_store::{
     ActionResult, BlobDigest, FileEntry, ImageDigest, Ingest, StepKey, Store, TreeDigest,
@@ -269,7 +269,7 @@ pub struct Engine {
     store: Arc<Store>,
     reporter: Arc<dyn Reporter>,
     backend: BackendKind,
-    sandbox: OnceCell<Arc<Sandbox>>,
+    sandbox: OnceCell<Arc<dyn Backend>>,
     images: Mutex<HashMap<ImageDigest, Arc<OnceCell<()>>>>,
     cancel: CancellationToken,
     /// A remote action cache (`build --remote`), asked after a local miss.
@@ -297,6 +297,20 @@ impl Engine {
             remote: None,
             images_from: None,
         }
+    }
+
+    /// An engine running steps on `backend`, already connected (a test's
+    /// fake, or a sandbox set up by the caller).
+    pub fn with_backend(
+        store: Arc<Store>,
+        backend: Arc<dyn Backend>,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let engine = Engine::new(store, backend.kind(), reporter, cancel);
+        // A fresh cell: it cannot be full already.
+        let _ = engine.sandbox.set(backend);
+        engine
     }
 
     /// Also take cache hits from (and publish results to) `remote`.
@@ -382,14 +396,14 @@ impl Engine {
     }
 
     /// The sandbox, connected on first use (a fully cached build never needs it).
-    pub async fn sandbox(&self) -> Result<Arc<Sandbox>> {
+    pub async fn sandbox(&self) -> Result<Arc<dyn Backend>> {
         let s = self
             .sandbox
             .get_or_try_init(|| async {
                 let exe = std::env::current_exe()
                     .context("cannot find the running `repro` executable for the sandbox init")?;
                 let s = Sandbox::connect(self.backend, &self.store, &exe).await?;
-                anyhow::Ok(Arc::new(s))
+                anyhow::Ok(Arc::new(s) as Arc<dyn Backend>)
             })
             .await?;
         Ok(s.clone())
