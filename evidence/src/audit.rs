@@ -138,14 +138,7 @@ pub fn append(store: &Store, key: &SigningKey, actor: &Identity, event: Event) -
     keys::publish(store, &key.verifying_key())?;
     let hash = Hash::of(&line[..line.len() - 1]).hex();
     let head = head_path(store);
-    let tmp = d.join(format!(".head.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create `{}`", tmp.display()))?;
-    f.write_all(format!("{} {hash}\n", entry.seq).as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, &head)
-        .with_context(|| format!("cannot rename `{}` to `{}`", tmp.display(), head.display()))?;
+    store.write_atomic(&head, format!("{} {hash}\n", entry.seq).as_bytes())?;
     Ok(entry)
 }
 

@@ -459,66 +459,53 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
             .map_err(Error::from)
     })?;
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".bundle-")
-        .tempfile_in(&dir)
-        .map_err(io_err("create a temporary file in", &dir))?;
-    let file = tmp
-        .as_file()
-        .try_clone()
-        .map_err(io_err("open", tmp.path()))?;
-    let writer = HashingWriter {
-        inner: io::BufWriter::with_capacity(BUF, file),
-        hasher: Sha256::new(),
-    };
-    let mut tar = tar::Builder::new(writer);
-    let werr = |e: io::Error| Error::Io {
-        action: "write",
-        path: out.to_path_buf(),
-        err: e,
-    };
-    append(&mut tar, MANIFEST_NAME, &manifest_bytes).map_err(werr)?;
-    append(&mut tar, "oci-layout", OCI_LAYOUT).map_err(werr)?;
-    append(&mut tar, "index.json", &index).map_err(werr)?;
-    let mut bytes = 0u64;
-    for o in &manifest.objects {
-        let path = store.blob_path(&o.digest);
-        let f = store.open_blob(&o.digest)?;
-        let mut h = header(o.size);
-        let mut r = HashingReader::new(BufReader::with_capacity(BUF, f).take(o.size));
-        tar.append_data(&mut h, format!("{BLOB_PREFIX}{}", o.digest.hex()), &mut r)
-            .map_err(|e| {
-                if r.failed {
-                    io_err("read", &path)(e)
-                } else {
-                    werr(e)
+    // Written through the one durable atomic write: a temp file beside
+    // `out`, fsynced, renamed, and the folder fsynced.
+    let (file_digest, bytes) = repro_store::write_atomic_with(out, |w: &mut dyn Write| {
+        let writer = HashingWriter {
+            inner: w,
+            hasher: Sha256::new(),
+        };
+        let mut tar = tar::Builder::new(writer);
+        let werr = |e: io::Error| Error::Io {
+            action: "write",
+            path: out.to_path_buf(),
+            err: e,
+        };
+        append(&mut tar, MANIFEST_NAME, &manifest_bytes).map_err(werr)?;
+        append(&mut tar, "oci-layout", OCI_LAYOUT).map_err(werr)?;
+        append(&mut tar, "index.json", &index).map_err(werr)?;
+        let mut bytes = 0u64;
+        for o in &manifest.objects {
+            let path = store.blob_path(&o.digest);
+            let f = store.open_blob(&o.digest)?;
+            let mut h = header(o.size);
+            let mut r = HashingReader::new(BufReader::with_capacity(BUF, f).take(o.size));
+            tar.append_data(&mut h, format!("{BLOB_PREFIX}{}", o.digest.hex()), &mut r)
+                .map_err(|e| {
+                    if r.failed {
+                        io_err("read", &path)(e)
+                    } else {
+                        werr(e)
+                    }
+                })?;
+            let (actual, n) = r.finish();
+            if actual != o.digest.hash() || n != o.size {
+                return Err(repro_store::Error::Corrupt {
+                    digest: o.digest.to_string(),
+                    actual: actual.to_string(),
+                    path,
                 }
-            })?;
-        let (actual, n) = r.finish();
-        if actual != o.digest.hash() || n != o.size {
-            return Err(repro_store::Error::Corrupt {
-                digest: o.digest.to_string(),
-                actual: actual.to_string(),
-                path,
+                .into());
             }
-            .into());
+            bytes += n;
         }
-        bytes += n;
-    }
-    let sums = format!("{}  {MANIFEST_NAME}\n", manifest_digest.hex());
-    append(&mut tar, MANIFEST_DIGEST_NAME, sums.as_bytes()).map_err(werr)?;
-    let mut writer = tar.into_inner().map_err(werr)?;
-    writer.flush().map_err(werr)?;
-    let file_digest = Hash(writer.hasher.finalize().into());
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("fsync", tmp.path()))?;
-    tmp.persist(out)
-        .map_err(|e| io_err("rename a temporary file to", out)(e.error))?;
+        let sums = format!("{}  {MANIFEST_NAME}\n", manifest_digest.hex());
+        append(&mut tar, MANIFEST_DIGEST_NAME, sums.as_bytes()).map_err(werr)?;
+        let mut writer = tar.into_inner().map_err(werr)?;
+        writer.flush().map_err(werr)?;
+        Ok::<_, Error>((Hash(writer.hasher.finalize().into()), bytes))
+    })?;
     Ok(Exported {
         model,
         record,

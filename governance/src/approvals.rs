@@ -30,7 +30,7 @@ use repro_store::{Hash, RecordDigest, Store};
 use serde::{Deserialize, Serialize};
 
 use super::identities;
-use crate::base::{list_dir, read_optional, write_atomic, Error, Result};
+use crate::base::{list_dir, read_optional, Error, Result};
 use repro_evidence::attest::Identity;
 use repro_evidence::keys::{self, Envelope};
 use repro_evidence::record::{ResourceDescriptor, STATEMENT_TYPE};
@@ -144,7 +144,7 @@ pub fn approve(
     let envelope = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
     let bytes = serde_json::to_vec_pretty(&envelope).map_err(anyhow::Error::from)?;
     let hash = Hash::of(&bytes);
-    write_atomic(&dir(store, record).join(hash.hex()), &bytes)?;
+    store.write_atomic(&dir(store, record).join(hash.hex()), &bytes)?;
     Ok((format!("sha256:{}", hash.hex()), approval))
 }
 

@@ -104,32 +104,6 @@ impl std::str::FromStr for Stage {
     }
 }
 
-/// Write `bytes` to `dest` atomically (temp file in the same folder, fsync, rename).
-pub(crate) fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "create",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let io = |action| {
-        move |source| Error::Io {
-            action,
-            path: dest.to_path_buf(),
-            source,
-        }
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io("write"))?;
-    tmp.write_all(bytes).map_err(io("write"))?;
-    tmp.as_file().sync_all().map_err(io("write"))?;
-    tmp.persist(dest).map_err(|e| io("write")(e.error))?;
-    Ok(())
-}
-
 /// Read a file; `None` when it does not exist.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {

@@ -710,22 +710,12 @@ pub fn write(store: &Store, card: &Card, dir: &Path) -> Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let md_path = dir.join(MARKDOWN_FILE);
     let html_path = dir.join(HTML_FILE);
-    std::fs::write(&md_path, &markdown)
-        .with_context(|| format!("cannot write `{}`", md_path.display()))?;
-    std::fs::write(&html_path, &page)
-        .with_context(|| format!("cannot write `{}`", html_path.display()))?;
+    repro_store::write_atomic(&md_path, markdown.as_bytes())?;
+    repro_store::write_atomic(&html_path, page.as_bytes())?;
     let blob = store.put_bytes(markdown.as_bytes())?;
     let record: RecordDigest = card.record.parse()?;
-    let refs = store.ns_dir(repro_store::Ns::Cards);
-    std::fs::create_dir_all(&refs)
-        .with_context(|| format!("cannot create `{}`", refs.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&refs)
-        .with_context(|| format!("cannot create a file in `{}`", refs.display()))?;
-    std::io::Write::write_all(&mut tmp, format!("{blob}\n").as_bytes())?;
-    tmp.as_file().sync_all()?;
-    let dest = refs.join(record.hex());
-    tmp.persist(&dest)
-        .with_context(|| format!("cannot write `{}`", dest.display()))?;
+    let dest = store.ns_path(repro_store::Ns::Cards, &[&record.hex()])?;
+    store.write_atomic(&dest, format!("{blob}\n").as_bytes())?;
     Ok(Written {
         markdown: md_path,
         html: html_path,

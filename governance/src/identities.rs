@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use repro_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::base::{list_dir, read_optional, write_atomic, Error, Result};
+use crate::base::{list_dir, read_optional, Error, Result};
 use repro_evidence::attest::Identity;
 use repro_evidence::keys;
 
@@ -184,7 +184,7 @@ pub fn revoke(store: &Store, keyid: &str, reason: &str, by: &str) -> Result<Regi
 
 fn write(store: &Store, reg: &Registered) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(reg).map_err(anyhow::Error::from)?;
-    write_atomic(&path_of(store, &reg.keyid), &bytes)
+    Ok(store.write_atomic(&path_of(store, &reg.keyid), &bytes)?)
 }
 
 /// Why `keyid` cannot act as `role` at `at` (RFC 3339; `None`: now), or

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approvals::{self, Judged};
 use super::identities;
-use crate::base::{list_dir, read_optional, write_atomic, Error, Result, Stage};
+use crate::base::{list_dir, read_optional, Error, Result, Stage};
 use repro_evidence::attest::Identity;
 use repro_evidence::record::Statement;
 
@@ -98,7 +98,7 @@ pub fn stage_of(store: &Store, m: &VersionRef) -> Result<(Stage, Option<RecordDi
 /// Put `m` (record `record`) in `stage`, out of every other stage.
 pub fn set_stage(store: &Store, m: &VersionRef, stage: Stage, record: &RecordDigest) -> Result<()> {
     if stage != Stage::Candidate {
-        write_atomic(
+        store.write_atomic(
             &stage_path(store, stage, m),
             format!("{record}\n").as_bytes(),
         )?;

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use repro_store::{Hash, ImageDigest, TreeDigest};
@@ -257,19 +256,10 @@ impl Lock {
             path: path.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".model.lock.")
-            .tempfile_in(dir)
-            .map_err(err)?;
-        tmp.write_all(self.to_toml_string().as_bytes())
-            .map_err(err)?;
-        tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(path).map_err(|e| err(e.error))?;
-        Ok(())
+        repro_store::write_atomic(path, self.to_toml_string().as_bytes()).map_err(|e| match e {
+            repro_store::Error::Io { err: source, .. } => err(source),
+            other => err(std::io::Error::other(other)),
+        })
     }
 }
 

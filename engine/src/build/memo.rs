@@ -38,7 +38,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,18 +181,8 @@ pub fn save(store: &Store, recipe: &Recipe, key: &Hash, report: &BuildReport) ->
     }
     let bytes = serde_json::to_vec(&MemoFile { key: *key, steps })?;
     let dest = path(store, recipe);
-    let dir = dest.parent().context("a memo path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    // Not fsynced: a memo lost or torn in a crash is a miss, nothing worse.
     // Renamed into place, so a reader sees a whole memo or the previous one.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".memo-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(&dest)
-        .with_context(|| format!("cannot write `{}`", dest.display()))?;
+    store.write_atomic(&dest, &bytes)?;
     Ok(())
 }
 
@@ -326,7 +315,8 @@ outputs = ["out/"]
         store.put_bytes(b"trained\n").unwrap();
         assert!(store.check_intact(&k, &m.blobs).is_ok());
         let model = store.blob_path(&BlobDigest::from_hash(Hash::of(b"weights")));
-        std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&model, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
         std::fs::write(&model, b"weightz").unwrap();
         let err = store.check_intact(&k, &m.blobs).unwrap_err();
         assert!(matches!(err, repro_store::Error::Corrupt { .. }), "{err}");
