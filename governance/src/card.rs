@@ -76,6 +76,11 @@ pub struct Reproduction {
     pub platform: String,
     /// Whether the signature checks out with a key in the store.
     pub signature_ok: bool,
+    /// `counts`, or why the reproduction does not count.
+    pub status: String,
+    /// Whether it counts as an independent reproduction (as `repro
+    /// promote` would count it: [`crate::registry::reproductions`]).
+    pub counts: bool,
     /// The attestation's digest.
     pub attestation: String,
 }
@@ -165,10 +170,20 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
         }
     }
 
+    // Each judged by the one rule promotion counts reproductions by.
+    let judged: std::collections::BTreeMap<String, Option<String>> =
+        crate::registry::reproductions(store, &record, &opened.signed_by)?
+            .into_iter()
+            .map(|r| (r.attestation, r.why_not))
+            .collect();
     let mut reproductions: Vec<Reproduction> = repro_evidence::attest::list(store, &record)?
         .into_iter()
         .map(|c| {
             let p = &c.statement.predicate;
+            let why_not = judged
+                .get(&c.digest.to_string())
+                .cloned()
+                .unwrap_or_else(|| Some("it was not judged".to_string()));
             Reproduction {
                 result: p.verification_result.clone(),
                 verifier: p.repro.identity.to_string(),
@@ -182,6 +197,11 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
                     p.repro.platform.backend
                 ),
                 signature_ok: c.signature.is_ok(),
+                status: match &why_not {
+                    None => "counts".to_string(),
+                    Some(w) => format!("DOES NOT COUNT: {w}"),
+                },
+                counts: why_not.is_none(),
                 attestation: c.digest.to_string(),
             }
         })
@@ -532,7 +552,7 @@ fn blocks(card: &Card) -> Vec<Block> {
                 "verifier",
                 "time",
                 "platform",
-                "signature",
+                "status",
                 "attestation",
             ]
             .map(String::from)
@@ -546,7 +566,7 @@ fn blocks(card: &Card) -> Vec<Block> {
                         r.verifier.clone(),
                         r.time.clone(),
                         r.platform.clone(),
-                        if r.signature_ok { "ok" } else { "NOT VERIFIED" }.to_string(),
+                        r.status.clone(),
                         r.attestation.clone(),
                     ]
                 })

@@ -118,6 +118,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy> {
                 path.display()
             ))
         })?;
+        if let Some(from) = &gate.from {
+            from.parse::<super::Stage>().map_err(|_| {
+                Error::Invalid(format!(
+                    "invalid policy `{}`: `from = \"{from}\"` in `[stages.{stage}]` is not a stage, so the gate could never pass\nhint: the stages are candidate, validated, production and retired",
+                    path.display()
+                ))
+            })?;
+        }
         for t in &gate.thresholds {
             if t.min.is_none() && t.max.is_none() {
                 return Err(Error::Invalid(format!(
@@ -270,6 +278,28 @@ thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", 
         assert!(e.to_string().contains("neither `min` nor `max`"), "{e}");
         let e = parse(Path::new("p.toml"), "[stages.production]\napproval = []\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `approval`"), "{e}");
+    }
+
+    #[test]
+    fn a_gate_from_a_stage_that_does_not_exist_is_refused() {
+        let ok = parse(
+            Path::new("p.toml"),
+            "[stages.production]\nfrom = \"validated\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.stages["production"].from.as_deref(), Some("validated"));
+        let e = parse(
+            Path::new("p.toml"),
+            "[stages.production]\nfrom = \"validate\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`p.toml`")
+                && e.contains("from = \"validate\"")
+                && e.contains("[stages.production]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -92,3 +92,64 @@ approvals = ["validator", "model-risk", "business-owner", "qa"]
     let md = card::render_markdown(&c);
     assert_eq!(md.matches("DOES NOT COUNT").count(), 3, "{md}");
 }
+
+/// The card says of each reproduction whether promotion counts it, by the
+/// same rule: a PASSED rebuild by the builder, by an unregistered key, a
+/// FAILED one and one by a revoked verifier are shown, and do not count.
+#[test]
+fn card_and_promotion_agree_on_every_reproduction() {
+    let w = World::new();
+    w.build("1", &Build::auc(0.95));
+    let vera = Person::new("Vera", 2); // registered: counts
+    w.register(&vera, &["verifier"]);
+    w.attest(&vera, "1", true);
+    w.attest(&w.alice, "1", true); // the builder herself
+    let stranger = Person::new("Stranger", 3); // not a registered identity
+    w.attest(&stranger, "1", true);
+    let fay = Person::new("Fay", 4); // registered, but her rebuild failed
+    w.register(&fay, &["verifier"]);
+    w.attest(&fay, "1", false);
+    let rex = Person::new("Rex", 5); // revoked after verifying
+    w.register(&rex, &["verifier"]);
+    w.attest(&rex, "1", true);
+    w.revoke(&rex, "left");
+
+    let c = card::gather(&w.store, "gov@1").unwrap();
+    assert_eq!(c.reproductions.len(), 5, "{:#?}", c.reproductions);
+    let judged =
+        repro_governance::registry::reproductions(&w.store, &w.record("1"), &w.alice.keyid())
+            .unwrap();
+    for r in &c.reproductions {
+        let j = judged
+            .iter()
+            .find(|j| j.attestation == r.attestation)
+            .expect("promotion judged the same attestations");
+        assert_eq!(r.counts, j.counts, "{r:#?} vs {j:#?}");
+        match &j.why_not {
+            None => assert_eq!(r.status, "counts"),
+            Some(w) => assert_eq!(r.status, format!("DOES NOT COUNT: {w}")),
+        }
+    }
+    assert_eq!(c.reproductions.iter().filter(|r| r.counts).count(), 1);
+    let checks = w.evaluate(
+        "1",
+        "[stages.validated]\nreproductions = 1\n",
+        Stage::Validated,
+    );
+    assert!(
+        check(&checks, "1 independent reproduction").met,
+        "{checks:#?}"
+    );
+    let checks = w.evaluate(
+        "1",
+        "[stages.validated]\nreproductions = 2\n",
+        Stage::Validated,
+    );
+    assert!(
+        !check(&checks, "2 independent reproductions").met,
+        "{checks:#?}"
+    );
+    // The rendered card shows why each one does not count.
+    let md = card::render_markdown(&c);
+    assert_eq!(md.matches("DOES NOT COUNT").count(), 4, "{md}");
+}
