@@ -215,7 +215,7 @@ pub struct Built {
 ///
 /// When reading the cache, a build of a recipe that is byte for byte what a
 /// previous successful build built, with the same inputs, takes that
-/// build's results from its memo (see [`memo`]) instead of planning and
+/// build's results from its memo (see the `memo` module) instead of planning and
 /// looking up every step; whether everything those results name is still
 /// in the store is checked on a second thread while the record is made,
 /// and the record is stored only once the check has passed (else the build

@@ -443,7 +443,7 @@ impl Engine {
     /// each blob, see [`Store::ac_lookup`]), far cheaper than handing each
     /// step to a task and back. A batch of many lookups (a wide level of
     /// the graph) is shared among up to `jobs` threads (see
-    /// [`Engine::lookup_all`]). A hit finishes its step at once, which may
+    /// `Engine::lookup_all`). A hit finishes its step at once, which may
     /// make more steps ready for the next batch. Only steps that miss (or
     /// must ask a remote cache) become tasks, at most `jobs` at a time, in
     /// topological order.

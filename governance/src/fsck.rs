@@ -2,7 +2,7 @@
 //!
 //! 1. Read every ref and collect the roots, with who names each: the
 //!    records of every version (`v1/refs/records/`, see
-//!    [`records_of_version`]) and what each record names
+//!    `records_of_version`) and what each record names
 //!    (the walk of `repro gc`, [`crate::gc::add_record_roots`]: recipe and
 //!    lock, images, data and code trees, each step's output tree and log,
 //!    the signing keys, the model card) plus its subjects (the output

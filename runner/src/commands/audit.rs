@@ -1,5 +1,5 @@
-//! `repro audit verify|export`, and [`log`]: how the other commands write
-//! their audit entries.
+//! `repro audit verify|export`. How the other commands write their audit
+//! entries is [`repro_evidence::audit::log`].
 
 use std::io::Write;
 use std::path::PathBuf;
