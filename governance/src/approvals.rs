@@ -69,6 +69,9 @@ pub struct Approval {
     pub time: String,
     /// Who (from the identity registry).
     pub approver: Identity,
+    /// Until when it counts (RFC 3339), if it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// An approval read back and judged.
@@ -103,7 +106,29 @@ pub fn approve(
     role: &str,
     reason: &str,
 ) -> Result<(String, Approval)> {
+    approve_until(store, key, model, record, builder, role, reason, None)
+}
+
+/// As [`approve`], counting only until `expires` (RFC 3339) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn approve_until(
+    store: &Store,
+    key: &SigningKey,
+    model: &VersionRef,
+    record: &RecordDigest,
+    builder: &str,
+    role: &str,
+    reason: &str,
+    expires: Option<&str>,
+) -> Result<(String, Approval)> {
     let keyid = keys::key_id(&key.verifying_key()).to_string();
+    if let Some(e) = expires {
+        if repro_evidence::clock::parse(e).is_none() {
+            return Err(Error::Invalid(format!(
+                "`{e}` is not an RFC 3339 time\nhint: for example `2027-06-30T00:00:00Z`"
+            )));
+        }
+    }
     if role.trim().is_empty() {
         return Err(Error::Invalid("the role cannot be empty".into()));
     }
@@ -115,6 +140,11 @@ pub fn approve(
     if keyid == builder {
         return Err(Error::Refused(format!(
             "refused: self-approval: key `{keyid}` signed the record of {model}; the builder cannot approve their own model\nhint: someone else, registered with the role `{role}`, must approve it"
+        )));
+    }
+    if let Some(person) = same_person(store, &keyid, builder)? {
+        return Err(Error::Refused(format!(
+            "refused: self-approval: {person} built the record of {model} with another key; separation of duties is per person\nhint: someone else, registered with the role `{role}`, must approve it"
         )));
     }
     if let Some(why) = identities::cannot_act(store, &keyid, role, None)? {
@@ -130,6 +160,7 @@ pub fn approve(
         reason: reason.to_string(),
         time: repro_evidence::clock::now(),
         approver: reg.identity(),
+        expires: expires.map(str::to_string),
     };
     let statement = ApprovalStatement {
         type_: STATEMENT_TYPE.to_string(),
@@ -210,11 +241,29 @@ pub fn judge(
         ))
     } else if signer == builder {
         Some(format!("self-approval: key `{signer}` built the record"))
+    } else if let Some(expired) = p.expires.as_deref().filter(|e| {
+        repro_evidence::clock::parse(e).is_none_or(|t| t <= time::OffsetDateTime::now_utc())
+    }) {
+        Some(format!("it expired at {expired}"))
+    } else if let Some(person) = same_person(store, &signer, builder)? {
+        Some(format!(
+            "self-approval: key `{signer}` belongs to {person}, who built the record with another key"
+        ))
     } else {
         identities::cannot_act(store, &signer, &p.role, Some(&p.time))?
     };
     j.counts = j.why_not.is_none();
     Ok(j)
+}
+
+/// The person (`name <email>`) when keys `a` and `b` are registered to the
+/// same e-mail address: separation of duties is per person, not per key.
+pub fn same_person(store: &Store, a: &str, b: &str) -> Result<Option<String>> {
+    let (Some(x), Some(y)) = (identities::get(store, a)?, identities::get(store, b)?) else {
+        return Ok(None);
+    };
+    Ok((x.email.trim().eq_ignore_ascii_case(y.email.trim()))
+        .then(|| format!("{} <{}>", x.name, x.email)))
 }
 
 /// Every approval stored about `record` (built by key `builder`), judged,

@@ -144,7 +144,10 @@ pub fn check(store: &Store) -> Result<Report> {
             Ns::PinnedObjects => {}
             Ns::ActionCache => f.action_cache(),
             Ns::Images => f.images(),
-            Ns::Identities => f.identities(),
+            Ns::Identities => {
+                f.identities();
+                f.governance_chain();
+            }
             Ns::Audit => f.governance_keys(Ns::Audit, gc::audit_roots),
             Ns::Registry => f.governance_keys(Ns::Registry, gc::registry_roots),
             // Read and checked by the commands that use them.
@@ -1100,6 +1103,52 @@ impl Fsck<'_> {
         }
     }
 
+    /// Identities, roles, stages and the policy in force must be what the
+    /// signed audit log says ([`crate::chain`]). Once governance has a root
+    /// every difference is a problem; in a store that predates it they are
+    /// notes (nothing governs them: every governance command refuses them).
+    fn governance_chain(&mut self) {
+        let state = match crate::chain::replay(self.store) {
+            Ok(s) => s,
+            Err(e) => {
+                self.problem(Problem {
+                    kind: Kind::Mismatch,
+                    object: "audit log",
+                    digest: None,
+                    referenced_by: None,
+                    path: Some(repro_evidence::audit::log_path(self.store)),
+                    message: format!("{e:#}"),
+                    hint: Some("run `repro audit verify`".into()),
+                });
+                return;
+            }
+        };
+        let diffs = match crate::chain::differences(self.store, &state) {
+            Ok(d) => d,
+            Err(e) => {
+                self.notes.push(format!("cannot compare governance files with the audit log: {e:#}"));
+                return;
+            }
+        };
+        for d in diffs {
+            if state.root.is_none() {
+                self.notes.push(format!("{d} (the store has no governance root)"));
+                continue;
+            }
+            self.problem(Problem {
+                kind: Kind::Mismatch,
+                object: "governance file",
+                digest: None,
+                referenced_by: None,
+                path: None,
+                message: d,
+                hint: Some(
+                    "the signed audit log is the record: restore the file from a backup, or have the administrators redo the change".into(),
+                ),
+            });
+        }
+    }
+
     /// Entries of `v1/` that no namespace of the layout accounts for.
     fn strays(&mut self) {
         match self.store.stray_entries() {
@@ -1423,6 +1472,16 @@ mod tests {
     }
 
     /// Change the payload of an envelope, keeping its signatures.
+    /// The notes about objects, without those about governance files in a
+    /// store that has no governance root (these fixtures register
+    /// identities directly).
+    fn storage_notes(r: &Report) -> Vec<&String> {
+        r.notes
+            .iter()
+            .filter(|n| !n.contains("no governance root"))
+            .collect()
+    }
+
     fn forge(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -1779,11 +1838,11 @@ mod tests {
         fs::remove_file(f.store.blob_path(&bob_id)).unwrap();
         let r = f.check();
         assert!(r.ok, "{:#?}", r.problems);
-        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        let notes = storage_notes(&r);
+        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
-            r.notes[0].contains(&format!("`{bob_id}` of identity Bob")),
-            "{:?}",
-            r.notes
+            notes[0].contains(&format!("`{bob_id}` of identity Bob")),
+            "{notes:?}"
         );
 
         let dir = f.path(&format!("refs/approvals/{}", f.record.hex()));
@@ -1819,7 +1878,7 @@ mod tests {
             "{:#?}",
             r.problems
         );
-        assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
+        assert_eq!(storage_notes(&r).len(), 2, "{:?}", r.notes);
         assert!(
             r.notes.iter().any(|n| n.contains(&elsewhere.to_string())),
             "{:?}",
@@ -1865,7 +1924,8 @@ mod tests {
         );
         let r = f.check();
         assert!(r.ok, "{:#?}", r.problems);
-        assert_eq!(r.notes.len(), 1, "one note per record: {:?}", r.notes);
+        let notes = storage_notes(&r);
+        assert_eq!(notes.len(), 1, "one note per record: {notes:?}");
         // One note, by whichever ref about it was checked first.
         let text = render(&r, false);
         assert!(

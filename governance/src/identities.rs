@@ -118,14 +118,7 @@ pub fn add(
     by: &str,
 ) -> Result<Registered> {
     let keyid = keys::key_id(key).to_string();
-    if name.trim().is_empty() || email.trim().is_empty() {
-        return Err(Error::Invalid(
-            "an identity needs a name and an e-mail\nhint: pass `--name` and `--email`".into(),
-        ));
-    }
-    if roles.iter().any(|r| r.trim().is_empty()) {
-        return Err(Error::Invalid("a role cannot be empty".into()));
-    }
+    let reg = registration(key, name, email, roles, &repro_evidence::clock::now(), by)?;
     if let Some(existing) = get(store, &keyid)? {
         let hint = if existing.revoked.is_some() {
             "it was revoked; a revoked key stays revoked: register a new key"
@@ -137,22 +130,47 @@ pub fn add(
             existing.name, existing.email
         )));
     }
+    keys::publish(store, key)?;
+    write(store, &reg)?;
+    Ok(reg)
+}
+
+/// The identity file that registers `key` as `name <email>` with `roles`
+/// at `added`, on behalf of `by` (a key id); checked, not written.
+pub fn registration(
+    key: &VerifyingKey,
+    name: &str,
+    email: &str,
+    roles: &[String],
+    added: &str,
+    by: &str,
+) -> Result<Registered> {
+    if name.trim().is_empty() || email.trim().is_empty() {
+        return Err(Error::Invalid(
+            "an identity needs a name and an e-mail\nhint: pass `--name` and `--email`".into(),
+        ));
+    }
+    if roles.iter().any(|r| r.trim().is_empty()) {
+        return Err(Error::Invalid("a role cannot be empty".into()));
+    }
     let mut roles: Vec<String> = roles.iter().map(|r| r.trim().to_string()).collect();
     roles.sort();
     roles.dedup();
-    keys::publish(store, key)?;
-    let reg = Registered {
-        keyid: keyid.clone(),
+    Ok(Registered {
+        keyid: keys::key_id(key).to_string(),
         public_key: hex::encode(key.as_bytes()),
         name: name.to_string(),
         email: email.to_string(),
         roles,
-        added: repro_evidence::clock::now(),
+        added: added.to_string(),
         added_by: by.to_string(),
         revoked: None,
-    };
-    write(store, &reg)?;
-    Ok(reg)
+    })
+}
+
+/// Write `reg` as its identity file (as an administrator's change says).
+pub fn write_file(store: &Store, reg: &Registered) -> Result<()> {
+    write(store, reg)
 }
 
 /// Revoke `keyid` for `reason`, on behalf of `by`.

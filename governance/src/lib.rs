@@ -16,8 +16,10 @@
 
 mod base;
 
+pub mod admin;
 pub mod approvals;
 pub mod card;
+pub mod chain;
 pub mod fsck;
 pub mod gc;
 pub mod identities;

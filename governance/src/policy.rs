@@ -44,6 +44,32 @@ pub struct Policy {
     /// The gate of each target stage (`validated`, `production`, `retired`).
     #[serde(default)]
     pub stages: BTreeMap<String, Gate>,
+    /// What a rollback needs (`[rollback]`); without it no rollback is allowed.
+    #[serde(default)]
+    pub rollback: Option<RollbackRule>,
+    /// What follows an emergency promotion (`[emergency]`).
+    #[serde(default)]
+    pub emergency: Option<EmergencyRule>,
+}
+
+/// `[rollback]`: a rollback needs a counting approval of the target's
+/// record in each of these roles, and the target's approvals are checked
+/// again against the production gate in force.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRule {
+    /// Roles that must each approve the rollback target's record.
+    pub approvals: Vec<String>,
+}
+
+/// `[emergency]`: an emergency promotion must be reviewed afterwards.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyRule {
+    /// Within how many hours of the emergency promotion.
+    pub review_within_hours: u64,
+    /// The role whose approval of the record, made after the promotion, is the review.
+    pub review_role: String,
 }
 
 /// What a version needs to enter a stage.
@@ -56,6 +82,10 @@ pub struct Gate {
     /// Roles that must each approve.
     #[serde(default)]
     pub approvals: Vec<String>,
+    /// Whether one person (one e-mail, whatever their keys) may fill two
+    /// of the roles in `approvals`; by default each role needs another person.
+    #[serde(default)]
+    pub allow_same_person: bool,
     /// Independent reproductions needed.
     #[serde(default)]
     pub reproductions: u32,

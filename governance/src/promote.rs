@@ -63,6 +63,13 @@ pub fn evaluate(
             },
         });
     }
+    if gate.approvals.len() >= 2 && !gate.allow_same_person {
+        // Only once every role has a counting approval: a role with none
+        // is already its own unmet requirement.
+        if let Some(c) = distinct_people(store, &approvals, &gate.approvals)? {
+            checks.push(c);
+        }
+    }
     if gate.reproductions > 0 {
         let repros = registry::reproductions(store, &opened.digest, &opened.builder)?;
         let n = repros
@@ -137,6 +144,65 @@ pub fn evaluate(
         });
     }
     Ok(checks)
+}
+
+/// Whether the roles of a gate can be filled by as many different people
+/// (by e-mail) from the counting approvals: one person may not fill two
+/// required roles of the same gate.
+fn distinct_people(
+    store: &Store,
+    approvals: &[approvals::Judged],
+    roles: &[String],
+) -> Result<Option<Check>> {
+    // role -> people (e-mails) with a counting approval in it
+    let mut people: Vec<Vec<String>> = Vec::new();
+    for role in roles {
+        let mut p = Vec::new();
+        for a in approvals.iter().filter(|j| j.counts) {
+            let Some(ap) = a.approval.as_ref().filter(|ap| &ap.role == role) else {
+                continue;
+            };
+            let email = crate::identities::get(store, &ap.approver.keyid)?
+                .map(|r| r.email.trim().to_lowercase())
+                .unwrap_or_else(|| ap.approver.keyid.clone());
+            if !p.contains(&email) {
+                p.push(email);
+            }
+        }
+        people.push(p);
+    }
+    fn assign(i: usize, people: &[Vec<String>], used: &mut Vec<String>) -> bool {
+        if i == people.len() {
+            return true;
+        }
+        for p in &people[i] {
+            if !used.contains(p) {
+                used.push(p.clone());
+                if assign(i + 1, people, used) {
+                    return true;
+                }
+                used.pop();
+            }
+        }
+        false
+    }
+    if people.iter().any(Vec::is_empty) {
+        return Ok(None);
+    }
+    let met = assign(0, &people, &mut Vec::new());
+    Ok(Some(Check {
+        requirement: format!(
+            "the {} roles approved by {} different people",
+            roles.len(),
+            roles.len()
+        ),
+        met,
+        detail: if met {
+            "per person (by e-mail), whatever their keys".to_string()
+        } else {
+            "one person holds approvals in several of these roles and no one else approved them (`allow_same_person` is off)".to_string()
+        },
+    }))
 }
 
 /// The number at `path` in the JSON file `file` of step `step`'s outputs,
@@ -224,6 +290,24 @@ pub fn promote(
     policy: &Loaded,
     emergency: Option<Emergency<'_>>,
 ) -> Result<Decision> {
+    decide(store, Some(actor), m, to, policy, emergency)
+}
+
+/// What promoting `m` to `to` under `policy` would decide, changing
+/// nothing (`repro promote --policy FILE` previews a policy this way).
+pub fn preview(store: &Store, m: &VersionRef, to: Stage, policy: &Loaded) -> Result<Decision> {
+    decide(store, None, m, to, policy, None)
+}
+
+/// Decide, and when there is an actor and every requirement is met, move.
+fn decide(
+    store: &Store,
+    actor: Option<&Actor<'_>>,
+    m: &VersionRef,
+    to: Stage,
+    policy: &Loaded,
+    emergency: Option<Emergency<'_>>,
+) -> Result<Decision> {
     if to == Stage::Candidate {
         return Err(Error::Invalid(
             "a version cannot be promoted to `candidate`\nhint: promote it to `retired`, or roll back to another version".into(),
@@ -286,11 +370,15 @@ pub fn promote(
             decision.checked = evaluate(store, m, &opened, stage, &gate)?;
         }
     }
-    if decision.unmet().next().is_some() {
+    let Some(actor) = actor.filter(|_| decision.unmet().next().is_none()) else {
         return Ok(decision);
-    }
+    };
+    let mut displaced_to = None;
     if to == Stage::Production {
-        decision.displaced = displace(store, actor, &m.name, Some(&m.version))?;
+        if let Some((v, stage)) = displace(store, actor, &m.name, Some(&m.version))? {
+            decision.displaced = Some(v);
+            displaced_to = Some(stage);
+        }
     }
     registry::set_stage(store, m, to, &record)?;
     let action = if emergency.is_some() {
@@ -330,6 +418,7 @@ pub fn promote(
                 "checked": decision.checked,
                 "reason": reason,
                 "displaced": decision.displaced,
+                "displaced_to": displaced_to.map(|s| s.as_str()),
             }),
         ),
     )?;
@@ -337,20 +426,33 @@ pub fn promote(
     Ok(decision)
 }
 
-/// Move the production version of `name` (other than `keep`) to `validated`;
-/// returns its version.
+/// Move the production version of `name` (other than `keep`) out of
+/// production: to `validated`, or, when it got there by an emergency
+/// promotion, back to the stage it came from; returns its version and
+/// where it went.
 fn displace(
     store: &Store,
     actor: &Actor<'_>,
     name: &str,
     keep: Option<&str>,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, Stage)>> {
     let Some(version) = registry::production_of(store, name)? else {
         return Ok(None);
     };
     if Some(version.as_str()) == keep {
         return Ok(None);
     }
+    // A version that reached production by an emergency promotion never
+    // passed the production gate: it goes back to where it came from, not
+    // to `validated`.
+    let back_to = registry::history(store, name)?
+        .iter()
+        .rev()
+        .find(|h| h.version == version && h.to == Stage::Production.as_str())
+        .filter(|h| h.action == "emergency-promote")
+        .map(|h| h.from.parse::<Stage>())
+        .transpose()?
+        .unwrap_or(Stage::Validated);
     let old = VersionRef {
         name: name.to_string(),
         version: version.clone(),
@@ -360,7 +462,7 @@ fn displace(
         Some(d) => d,
         None => registry::current_record(store, &old)?,
     };
-    registry::set_stage(store, &old, Stage::Validated, &record)?;
+    registry::set_stage(store, &old, back_to, &record)?;
     registry::append_history(
         store,
         name,
@@ -370,14 +472,14 @@ fn displace(
             version: version.clone(),
             record: record.to_string(),
             from: Stage::Production.to_string(),
-            to: Stage::Validated.to_string(),
+            to: back_to.to_string(),
             policy: None,
             checked: Vec::new(),
             actor: actor.identity.clone(),
             reason: None,
         },
     )?;
-    Ok(Some(version))
+    Ok(Some((version, back_to)))
 }
 
 /// What `rollback` did.
@@ -396,13 +498,19 @@ pub struct Rollback {
 }
 
 /// Make `name@version` production again: it must have passed the production
-/// gate before (a `promote` to `production` in the history).
+/// gate before (a `promote` to `production` in the history), the policy in
+/// force must name the roles a rollback needs (`[rollback] approvals`),
+/// each of which must have approved the target's record, and the target's
+/// approvals must still meet the production gate in force (an approver
+/// revoked since, or who lost the role, no longer counts): everything that
+/// no longer holds is listed.
 pub fn rollback(
     store: &Store,
     actor: &Actor<'_>,
     name: &str,
     version: &str,
     reason: Option<&str>,
+    policy: &Loaded,
 ) -> Result<Rollback> {
     let m = VersionRef::parse(&format!("{name}@{version}"))?;
     let _lock = crate::base::lock_model(store, name)?;
@@ -427,7 +535,60 @@ pub fn rollback(
     })?;
     // The record must still be in the store: rollback does not rebuild.
     store.get_record(&record)?;
-    let displaced = displace(store, actor, name, Some(version))?;
+    let opened = registry::open(store, &record)?;
+    let Some(rule) = &policy.policy.rollback else {
+        return Err(Error::Refused(format!(
+            "refused: the policy in force ({}) allows no rollback\nhint: an administrator adds `[rollback] approvals = [\"<role>\"]` to the policy (`repro policy set`)",
+            policy.digest
+        )));
+    };
+    let judged = approvals::list(store, &record, &opened.builder)?;
+    let mut no_longer = Vec::new();
+    for role in &rule.approvals {
+        let ok = judged
+            .iter()
+            .any(|j| j.counts && j.approval.as_ref().is_some_and(|a| &a.role == role));
+        if !ok {
+            no_longer.push(format!(
+                "rollback approval by role `{role}`: no counting approval of record {record}"
+            ));
+        }
+    }
+    let gate = policy
+        .policy
+        .stages
+        .get(Stage::Production.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let approvals_only = Gate {
+        approvals: gate.approvals.clone(),
+        allow_same_person: gate.allow_same_person,
+        ..Gate::default()
+    };
+    for c in evaluate(store, &m, &opened, Stage::Production, &approvals_only)? {
+        if !c.met {
+            no_longer.push(format!("{}: {} (no longer holds)", c.requirement, c.detail));
+        }
+    }
+    if !no_longer.is_empty() {
+        // Why each approval of the target that no longer counts does not.
+        for j in &judged {
+            if let (Some(a), Some(why)) = (&j.approval, &j.why_not) {
+                no_longer.push(format!(
+                    "the approval by {} in role `{}` ({}) no longer counts: {why}",
+                    a.approver, a.role, a.time
+                ));
+            }
+        }
+        return Err(Error::Refused(format!(
+            "refused: {m} cannot be rolled back to:\n  - {}",
+            no_longer.join("\n  - ")
+        )));
+    }
+    let (displaced, displaced_to) = match displace(store, actor, name, Some(version))? {
+        Some((v, s)) => (Some(v), Some(s)),
+        None => (None, None),
+    };
     registry::set_stage(store, &m, Stage::Production, &record)?;
     registry::append_history(
         store,
@@ -456,6 +617,7 @@ pub fn rollback(
                 "record": record.to_string(),
                 "from": stage.as_str(),
                 "displaced": displaced,
+                "displaced_to": displaced_to.map(|s| s.as_str()),
                 "gate_passed": passed.time,
                 "policy": passed.policy,
                 "reason": reason,

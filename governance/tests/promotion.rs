@@ -8,11 +8,14 @@ use repro_evidence::audit;
 use repro_governance::promote::{self, Emergency};
 use repro_governance::{registry, Stage};
 
-/// Production needs a model-risk approval, from `validated`.
+/// Production needs a model-risk approval, from `validated`; so does a
+/// rollback.
 const POLICY: &str = r#"
 [stages.validated]
 [stages.production]
 from = "validated"
+approvals = ["model-risk"]
+[rollback]
 approvals = ["model-risk"]
 "#;
 
@@ -182,7 +185,15 @@ fn rollback_to_a_version_that_passed_the_production_gate_makes_it_production_aga
     let (w, rita, _) = world();
     to_production(&w, &rita, "1");
     to_production(&w, &rita, "2");
-    let r = promote::rollback(&w.store, &w.actor(), "gov", "1", Some("bad 2")).unwrap();
+    let r = promote::rollback(
+        &w.store,
+        &w.actor(),
+        "gov",
+        "1",
+        Some("bad 2"),
+        &w.policy(POLICY),
+    )
+    .unwrap();
     assert_eq!(r.model, "gov@1");
     assert_eq!(r.record, w.record("1").to_string());
     assert_eq!(r.displaced.as_deref(), Some("2"));
@@ -204,7 +215,7 @@ fn rollback_to_a_version_that_passed_the_production_gate_makes_it_production_aga
     );
     assert_eq!(audit_kinds(&w).last().unwrap(), "rollback");
     // And back again.
-    let r = promote::rollback(&w.store, &w.actor(), "gov", "2", None).unwrap();
+    let r = promote::rollback(&w.store, &w.actor(), "gov", "2", None, &w.policy(POLICY)).unwrap();
     assert_eq!(r.displaced.as_deref(), Some("1"));
     assert_eq!(w.stage("2"), Stage::Production);
 }
@@ -217,7 +228,8 @@ fn rollback_is_refused_for_a_version_that_never_passed_the_production_gate() {
     w.build("2", &Build::auc(0.95));
     assert!(w.promote("2", Stage::Validated, &w.policy(POLICY)).promoted);
     let (refs, history) = (stage_refs(&w), w.history());
-    let e = promote::rollback(&w.store, &w.actor(), "gov", "2", None).unwrap_err();
+    let e =
+        promote::rollback(&w.store, &w.actor(), "gov", "2", None, &w.policy(POLICY)).unwrap_err();
     assert!(e.is_user(), "{e}");
     assert!(
         e.to_string()
@@ -245,8 +257,11 @@ fn rollback_is_refused_for_a_version_that_was_only_emergency_promoted() {
     .unwrap();
     assert!(d.promoted);
     to_production(&w, &rita, "2");
-    assert_eq!(w.stage("1"), Stage::Validated);
-    let e = promote::rollback(&w.store, &w.actor(), "gov", "1", None).unwrap_err();
+    // It never passed a gate: it goes back to where it came from, not to
+    // `validated`.
+    assert_eq!(w.stage("1"), Stage::Candidate);
+    let e =
+        promote::rollback(&w.store, &w.actor(), "gov", "1", None, &w.policy(POLICY)).unwrap_err();
     assert!(
         e.to_string().contains("never passed the production gate"),
         "{e}"
@@ -259,7 +274,8 @@ fn rollback_to_the_current_production_version_is_refused() {
     let (w, rita, _) = world();
     to_production(&w, &rita, "1");
     let history = w.history();
-    let e = promote::rollback(&w.store, &w.actor(), "gov", "1", None).unwrap_err();
+    let e =
+        promote::rollback(&w.store, &w.actor(), "gov", "1", None, &w.policy(POLICY)).unwrap_err();
     assert!(e.to_string().contains("gov@1 is already production"), "{e}");
     assert_eq!(w.history(), history);
 }
@@ -281,7 +297,7 @@ fn rollback_restores_the_record_the_version_was_promoted_with_not_a_later_rebuil
     assert_ne!(rebuilt, promoted);
     assert_eq!(w.record("1"), rebuilt);
     to_production(&w, &rita, "2");
-    let r = promote::rollback(&w.store, &w.actor(), "gov", "1", None).unwrap();
+    let r = promote::rollback(&w.store, &w.actor(), "gov", "1", None, &w.policy(POLICY)).unwrap();
     assert_eq!(r.record, promoted.to_string());
     let (_, staged) = registry::stage_of(&w.store, &w.model("1")).unwrap();
     assert_eq!(staged, Some(promoted));
@@ -307,4 +323,79 @@ fn an_approval_counts_for_the_record_it_names_not_for_a_later_rebuild_of_the_ver
     assert!(!d.promoted);
     assert_eq!(unmet(&d.checked), ["approval by role `model-risk`"]);
     assert_eq!(d.record, w.record("1").to_string());
+}
+
+#[test]
+fn rollback_rechecks_the_targets_approvals_and_lists_what_no_longer_holds() {
+    let (w, rita, _) = world();
+    to_production(&w, &rita, "1");
+    let victor = Person::new("Victor", 5);
+    w.register(&victor, &["model-risk"]);
+    w.build("2", &Build::auc(0.95));
+    let p = w.policy(POLICY);
+    assert!(w.promote("2", Stage::Validated, &p).promoted);
+    w.approve(&victor, "2", "model-risk");
+    assert!(w.promote("2", Stage::Production, &p).promoted);
+    // Rita, whose approval put gov@1 in production, is revoked.
+    w.revoke(&rita, "approved without looking");
+    let (refs, history) = (stage_refs(&w), w.history());
+    let e = promote::rollback(&w.store, &w.actor(), "gov", "1", None, &p).unwrap_err();
+    assert!(e.is_user(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cannot be rolled back to"), "{text}");
+    assert!(text.contains("approval by role `model-risk`"), "{text}");
+    assert!(text.contains("revoked"), "{text}");
+    assert!(text.contains("no longer holds"), "{text}");
+    assert_eq!(stage_refs(&w), refs);
+    assert_eq!(w.history(), history);
+    // A fresh approval by someone who still counts makes it possible again.
+    w.approve(&victor, "1", "model-risk");
+    let r = promote::rollback(&w.store, &w.actor(), "gov", "1", None, &p).unwrap();
+    assert_eq!(r.model, "gov@1");
+}
+
+#[test]
+fn rollback_needs_a_policy_that_allows_it() {
+    let (w, rita, _) = world();
+    to_production(&w, &rita, "1");
+    to_production(&w, &rita, "2");
+    let no_rollback =
+        w.policy("[stages.validated]\n[stages.production]\napprovals = [\"model-risk\"]\n");
+    let e = promote::rollback(&w.store, &w.actor(), "gov", "1", None, &no_rollback).unwrap_err();
+    assert!(e.to_string().contains("allows no rollback"), "{e}");
+    assert_eq!(w.stage("2"), Stage::Production);
+}
+
+#[test]
+fn an_emergency_then_rollback_does_not_make_the_emergency_version_validated() {
+    let (w, rita, erin) = world();
+    to_production(&w, &rita, "1");
+    w.build("2", &Build::auc(0.5));
+    w.approve(&erin, "2", "emergency");
+    let d = promote::promote(
+        &w.store,
+        &w.actor(),
+        &w.model("2"),
+        Stage::Production,
+        &w.policy(POLICY),
+        Some(Emergency { reason: "outage" }),
+    )
+    .unwrap();
+    assert!(d.promoted);
+    assert_eq!(w.stage("1"), Stage::Validated);
+    promote::rollback(
+        &w.store,
+        &w.actor(),
+        "gov",
+        "1",
+        Some("emergency over"),
+        &w.policy(POLICY),
+    )
+    .unwrap();
+    assert_eq!(w.stage("1"), Stage::Production);
+    assert_eq!(
+        w.stage("2"),
+        Stage::Candidate,
+        "an emergency version passed no gate: it must not become validated"
+    );
 }

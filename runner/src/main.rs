@@ -39,6 +39,12 @@ enum Command {
     /// The model registry: stages (candidate, validated, production, retired) and owners
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
+    /// The governance root: administrators, quorum, pending changes
+    #[command(subcommand)]
+    Governance(commands::admin::GovernanceCommand),
+    /// The promotion policy in force (kept in the store, changed by administrators)
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
     /// Registered identities: keys bound to a name, an e-mail and roles
     #[command(subcommand)]
     Identity(commands::identity::IdentityCommand),
@@ -105,6 +111,8 @@ impl Command {
         use commands::*;
         match self {
             Command::Registry(_) => registry::STORE,
+            Command::Governance(_) => admin::STORE,
+            Command::Policy(_) => policy::STORE,
             Command::Identity(_) => identity::STORE,
             Command::Approve(_) => approve::STORE,
             Command::Promote(_) | Command::Rollback(_) => promote::STORE,
@@ -135,6 +143,8 @@ impl Command {
         use commands::*;
         match self {
             Command::Registry(c) => registry::run(ctx, c),
+            Command::Governance(c) => admin::run(ctx, c),
+            Command::Policy(c) => policy::run(ctx, c),
             Command::Identity(c) => identity::run(ctx, c),
             Command::Approve(a) => approve::run(ctx, a),
             Command::Promote(a) => promote::run(ctx, a),

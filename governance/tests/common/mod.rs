@@ -332,6 +332,7 @@ impl World {
     /// An approval predicate: `p` approves `gov@<version>` in `role` at `time`.
     pub fn approval(&self, p: &Person, version: &str, role: &str, time: &str) -> Approval {
         Approval {
+            expires: None,
             model: format!("{MODEL}@{version}"),
             role: role.into(),
             reason: "looks good".into(),

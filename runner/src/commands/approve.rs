@@ -26,6 +26,9 @@ pub struct ApproveArgs {
     /// Why you approve
     #[arg(long)]
     pub reason: String,
+    /// Until when the approval counts (RFC 3339, e.g. `2027-06-30T00:00:00Z`); by default it does not expire
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
     /// Your signing key [default: as for `build`]
     #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -37,10 +40,11 @@ pub fn run(ctx: &Ctx, args: ApproveArgs) -> Result<u8> {
     let quiet = ctx.quiet;
     let key_path = &key_path(args.key.clone())?;
     let m = VersionRef::parse(&args.model)?;
-    let (key, _) = actor_key(store, key_path)?;
+    let (key, identity) = actor_key(store, key_path)?;
+    repro_governance::chain::checked(store).map_err(lift)?;
     let record = registry::current_record(store, &m).map_err(lift)?;
     let opened = registry::open(store, &record).map_err(lift)?;
-    let (digest, approval) = approvals::approve(
+    let (digest, approval) = match approvals::approve_until(
         store,
         &key,
         &m,
@@ -48,8 +52,23 @@ pub fn run(ctx: &Ctx, args: ApproveArgs) -> Result<u8> {
         &opened.builder,
         &args.role,
         &args.reason,
-    )
-    .map_err(lift)?;
+        args.expires.as_deref(),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            if e.is_user() {
+                super::governance::log_denied(
+                    store,
+                    &key,
+                    &identity,
+                    "approve",
+                    &m.to_string(),
+                    &format!("role {}: {e}", args.role),
+                );
+            }
+            return Err(lift(e));
+        }
+    };
     audit::append(
         store,
         &key,

@@ -1,16 +1,15 @@
-//! `repro identity add|revoke|list`.
+//! `repro identity add|revoke|roles|list`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use repro_evidence::audit::{self, Event};
 use repro_evidence::exit::{self, UserError};
 use repro_evidence::{env_vars, keys};
-use repro_governance::identities;
+use repro_governance::{admin, identities};
 
-use super::governance::{actor_key, lift};
-use super::{key_path, Ctx, StoreUse};
+use super::governance::{administer, lift};
+use super::{Ctx, StoreUse};
 
 /// `repro identity` changes governance state in the store.
 pub const STORE: StoreUse = StoreUse::Shared;
@@ -18,7 +17,7 @@ pub const STORE: StoreUse = StoreUse::Shared;
 /// `repro approve`
 #[derive(Subcommand)]
 pub enum IdentityCommand {
-    /// Register a public key as a named person with roles
+    /// Register a public key as a named person with roles (administrators only)
     Add {
         /// The public key file (`.pub`, 64 hex digits)
         pubkey: PathBuf,
@@ -35,7 +34,7 @@ pub enum IdentityCommand {
         #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
         key: Option<PathBuf>,
     },
-    /// Revoke a registered key: nothing it signed counts any more
+    /// Revoke a registered key: nothing it signed counts any more (administrators only)
     Revoke {
         /// The key id (`sha256:<hex>`)
         keyid: String,
@@ -43,6 +42,17 @@ pub enum IdentityCommand {
         #[arg(long)]
         reason: String,
         /// Your signing key (signs the audit entry) [default: as for `build`]
+        #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Give a registered key exactly these roles (administrators only)
+    Roles {
+        /// The key id (`sha256:<hex>`)
+        keyid: String,
+        /// A role (repeatable); none takes every role away
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Your signing key (an administrator's) [default: as for `build`]
         #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
         key: Option<PathBuf>,
     },
@@ -54,7 +64,8 @@ pub enum IdentityCommand {
     },
 }
 
-/// `repro identity`; `key_path` resolves `--key` as the runner does.
+/// `repro identity`. Adding, revoking and changing roles are changes only
+/// administrators make (see `repro governance`).
 pub fn run(ctx: &Ctx, cmd: IdentityCommand) -> Result<u8> {
     let store = &*ctx.store()?;
     let quiet = ctx.quiet;
@@ -66,51 +77,24 @@ pub fn run(ctx: &Ctx, cmd: IdentityCommand) -> Result<u8> {
             roles,
             key,
         } => {
-            let (key, actor) = actor_key(store, &key_path(key)?)?;
             let text = std::fs::read_to_string(&pubkey)
                 .map_err(|e| UserError(format!("cannot read `{}`: {e}", pubkey.display())))?;
             let public = keys::parse_public(&text)
                 .map_err(|e| UserError(format!("`{}`: {e}", pubkey.display())))?;
-            let reg = identities::add(store, &public, &name, &email, &roles, &actor.keyid)
-                .map_err(lift)?;
-            audit::append(
-                store,
-                &key,
-                &actor,
-                Event::new(
-                    "identity-add",
-                    reg.keyid.clone(),
-                    serde_json::json!({"name": reg.name, "email": reg.email, "roles": reg.roles}),
-                ),
-            )?;
-            if !quiet {
-                eprintln!(
-                    "registered {} <{}> with roles: {}",
-                    reg.name,
-                    reg.email,
-                    reg.roles.join(", ")
-                );
-            }
-            println!("{}", reg.keyid);
-            Ok(exit::OK)
+            let subject = keys::key_id(&public).to_string();
+            administer(store, quiet, key, "identity-add", &subject, |actor| {
+                admin::add_identity(actor, &public, &name, &email, &roles)
+            })
         }
         IdentityCommand::Revoke { keyid, reason, key } => {
-            let (key, actor) = actor_key(store, &key_path(key)?)?;
-            let reg = identities::revoke(store, &keyid, &reason, &actor.keyid).map_err(lift)?;
-            audit::append(
-                store,
-                &key,
-                &actor,
-                Event::new(
-                    "identity-revoke",
-                    reg.keyid.clone(),
-                    serde_json::json!({"name": reg.name, "email": reg.email, "reason": reason}),
-                ),
-            )?;
-            if !quiet {
-                eprintln!("revoked {} <{}> ({})", reg.name, reg.email, reg.keyid);
-            }
-            Ok(exit::OK)
+            administer(store, quiet, key, "identity-revoke", &keyid, |actor| {
+                admin::revoke_identity(store, actor, &keyid, &reason)
+            })
+        }
+        IdentityCommand::Roles { keyid, roles, key } => {
+            administer(store, quiet, key, "identity-roles", &keyid, |_| {
+                admin::set_roles(store, &keyid, &roles)
+            })
         }
         IdentityCommand::List { json } => {
             let all = identities::list(store).map_err(lift)?;

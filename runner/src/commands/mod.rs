@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reporter::Verbosity;
 
+pub mod admin;
 pub mod approve;
 pub mod attest;
 pub mod audit;
@@ -33,6 +34,7 @@ pub mod import;
 pub mod key;
 pub mod lineage;
 pub mod lock;
+pub mod policy;
 pub mod promote;
 pub mod push;
 pub mod registry;

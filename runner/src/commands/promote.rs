@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use repro_evidence::exit::{self};
+use repro_evidence::exit::{self, UserError};
 use repro_evidence::{env_vars, VersionRef};
 use repro_governance::promote::{self, Actor, Emergency};
-use repro_governance::{policy, Stage};
+use repro_governance::{chain, policy, Stage};
 
-use super::governance::{actor_key, lift};
+use super::governance::{actor_key, lift, log_denied};
 use super::{key_path, Ctx, StoreUse};
 
 /// `repro promote` and `repro rollback` change stages in the store.
@@ -23,9 +23,12 @@ pub struct PromoteArgs {
     /// The target stage: `validated`, `production` or `retired`
     #[arg(long, value_name = "STAGE")]
     pub to: String,
-    /// The policy file [default: `v1/policy.toml` in the store]
-    #[arg(long, value_name = "FILE")]
+    /// Preview the decision under this policy file instead of the one in force; changes nothing
+    #[arg(long, value_name = "FILE", conflicts_with = "emergency")]
     pub policy: Option<PathBuf>,
+    /// Preview the decision under the policy in force; changes nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Bypass the gate; needs an approval in the role `emergency` for this record, and `--reason`
     #[arg(long, requires = "reason")]
     pub emergency: bool,
@@ -63,6 +66,13 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<u8> {
     let m = VersionRef::parse(&args.model)?;
     let to: Stage = args.to.parse().map_err(lift)?;
     let (key, identity) = actor_key(store, key_path)?;
+    let state = chain::checked(store).map_err(lift)?;
+    let preview = args.policy.is_some() || args.dry_run;
+    if args.policy.is_none() && state.policy.is_none() {
+        let why = "no policy is in force\nhint: an administrator puts one in force with `repro policy set <file>`; `--policy <file>` only previews";
+        log_denied(store, &key, &identity, "promote", &m.to_string(), why);
+        return Err(UserError(format!("refused: {why}")).into());
+    }
     let loaded = policy::load(store, args.policy.as_deref()).map_err(lift)?;
     let emergency = if args.emergency {
         Some(Emergency {
@@ -75,12 +85,72 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<u8> {
         key: &key,
         identity,
     };
-    let d = promote::promote(store, &actor, &m, to, &loaded, emergency).map_err(lift)?;
+    let d = if preview {
+        promote::preview(store, &m, to, &loaded).map_err(lift)?
+    } else {
+        match promote::promote(store, &actor, &m, to, &loaded, emergency) {
+            Ok(d) => d,
+            Err(e) => {
+                if e.is_user() {
+                    log_denied(
+                        store,
+                        &key,
+                        &actor.identity,
+                        "promote",
+                        &m.to_string(),
+                        &e.to_string(),
+                    );
+                }
+                return Err(lift(e));
+            }
+        }
+    };
+    if preview {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        let unmet: Vec<_> = d.unmet().collect();
+        eprintln!(
+            "preview under policy {}: {m} {} be promoted to {to}; nothing changed",
+            d.policy,
+            if unmet.is_empty() {
+                "would"
+            } else {
+                "would not"
+            }
+        );
+        for c in &d.checked {
+            eprintln!(
+                "  {} {}: {}",
+                if c.met { "ok" } else { "UNMET" },
+                c.requirement,
+                c.detail
+            );
+        }
+        return Ok(if unmet.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILED
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     }
     if !d.promoted {
         let unmet: Vec<_> = d.unmet().collect();
+        let why = unmet
+            .iter()
+            .map(|c| format!("{}: {}", c.requirement, c.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        log_denied(
+            store,
+            &key,
+            &actor.identity,
+            "promote",
+            &m.to_string(),
+            &format!("to {to}: unmet: {why}"),
+        );
         eprintln!(
             "error: {m} cannot be promoted to {to}: {} requirement{} unmet (policy {})",
             unmet.len(),
@@ -115,12 +185,41 @@ pub fn rollback(ctx: &Ctx, args: RollbackArgs) -> Result<u8> {
     let quiet = ctx.quiet;
     let key_path = &key_path(args.key.clone())?;
     let (key, identity) = actor_key(store, key_path)?;
+    let state = chain::checked(store).map_err(lift)?;
+    let subject = format!("{}@{}", args.name, args.to);
+    if state.policy.is_none() {
+        let why = "no policy is in force, so no rollback is allowed\nhint: an administrator puts one in force with `repro policy set <file>`";
+        log_denied(store, &key, &identity, "rollback", &subject, why);
+        return Err(UserError(format!("refused: {why}")).into());
+    }
+    let loaded = policy::load(store, None).map_err(lift)?;
     let actor = Actor {
         key: &key,
         identity,
     };
-    let r = promote::rollback(store, &actor, &args.name, &args.to, args.reason.as_deref())
-        .map_err(lift)?;
+    let r = match promote::rollback(
+        store,
+        &actor,
+        &args.name,
+        &args.to,
+        args.reason.as_deref(),
+        &loaded,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_user() {
+                log_denied(
+                    store,
+                    &key,
+                    &actor.identity,
+                    "rollback",
+                    &subject,
+                    &e.to_string(),
+                );
+            }
+            return Err(lift(e));
+        }
+    };
     if !quiet {
         if let Some(v) = &r.displaced {
             eprintln!("{}@{v} moved from production to validated", args.name);
