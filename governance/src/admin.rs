@@ -47,8 +47,11 @@ pub struct AdminEntry {
     pub key: PathBuf,
 }
 
-/// Read `admins.toml`: the administrators' keys, names and e-mails.
-pub fn read_admins(path: &Path) -> Result<(u32, Vec<(VerifyingKey, String, String)>)> {
+/// An administrator named at the start: key, name, e-mail.
+pub type NewAdmin = (VerifyingKey, String, String);
+
+/// Read `admins.toml`: the quorum and the administrators' keys, names and e-mails.
+pub fn read_admins(path: &Path) -> Result<(u32, Vec<NewAdmin>)> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
@@ -79,12 +82,7 @@ pub fn read_admins(path: &Path) -> Result<(u32, Vec<(VerifyingKey, String, Strin
 
 /// Initialise governance: register the administrators (role [`ADMIN_ROLE`])
 /// and the quorum, once. The actor must be one of them.
-pub fn init(
-    store: &Store,
-    actor: &Actor<'_>,
-    quorum: u32,
-    admins: &[(VerifyingKey, String, String)],
-) -> Result<Root> {
+pub fn init(store: &Store, actor: &Actor<'_>, quorum: u32, admins: &[NewAdmin]) -> Result<Root> {
     let state = chain::replay(store)?;
     if state.root.is_some() {
         return Err(Error::Refused(
@@ -151,7 +149,7 @@ pub fn init(
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The change is in force.
-    Applied(Change),
+    Applied(Box<Change>),
     /// The change waits for another administrator: its id.
     Proposed(String),
 }
@@ -215,7 +213,7 @@ pub fn submit(store: &Store, actor: &Actor<'_>, change: Change) -> Result<Outcom
             .map_err(anyhow::Error::from)?,
         ),
     )?;
-    Ok(Outcome::Applied(change))
+    Ok(Outcome::Applied(Box::new(change)))
 }
 
 /// Confirm the pending proposal `id` (another administrator's) as `actor`.

@@ -1126,13 +1126,16 @@ impl Fsck<'_> {
         let diffs = match crate::chain::differences(self.store, &state) {
             Ok(d) => d,
             Err(e) => {
-                self.notes.push(format!("cannot compare governance files with the audit log: {e:#}"));
+                self.notes.push(format!(
+                    "cannot compare governance files with the audit log: {e:#}"
+                ));
                 return;
             }
         };
         for d in diffs {
             if state.root.is_none() {
-                self.notes.push(format!("{d} (the store has no governance root)"));
+                self.notes
+                    .push(format!("{d} (the store has no governance root)"));
                 continue;
             }
             self.problem(Problem {

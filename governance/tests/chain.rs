@@ -97,10 +97,10 @@ fn with_a_quorum_of_two_one_administrator_proposes_and_another_person_confirms()
     let ada2 = Person::new("Ada", 12); // same name, so the same e-mail
     assert_eq!(ada2.email(), ada.email());
     // Bea confirms: in force.
-    assert!(matches!(
-        admin::confirm(&w.store, &actor(&bea), &id).unwrap(),
-        Outcome::Applied(Change::IdentityAdd { .. })
-    ));
+    match admin::confirm(&w.store, &actor(&bea), &id).unwrap() {
+        Outcome::Applied(c) => assert!(matches!(*c, Change::IdentityAdd { .. }), "{c:?}"),
+        other => panic!("not applied: {other:?}"),
+    }
     assert!(identities::get(&w.store, &val.keyid()).unwrap().is_some());
     let state = chain::checked(&w.store).unwrap();
     assert!(state.identities.contains_key(&val.keyid()));
