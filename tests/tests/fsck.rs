@@ -119,6 +119,10 @@ fn validator(r: &Repro, name: &str) -> PathBuf {
     assert!(out.status.success(), "{}", stderr(&out));
     let pubkey = format!("{}.pub", key.display());
     let email = format!("{name}@example.com");
+    if !r.admin_key().exists() {
+        r.govern(None);
+    }
+    let admin = r.admin_key();
     let out = r.run(&[
         "identity",
         "add",
@@ -129,6 +133,8 @@ fn validator(r: &Repro, name: &str) -> PathBuf {
         &email,
         "--role",
         "validator",
+        "--key",
+        admin.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     key

@@ -121,8 +121,7 @@ fn verify_over_a_tampered_stored_output_is_tampering_not_a_pass() {
     let attested = attestations(&r);
     assert_eq!(attested, 1);
     // A gate on the metrics, met by the recorded bytes.
-    r.write(
-        "policy.toml",
+    r.govern(Some(
         r#"
 [stages.validated]
 thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.5 }]
@@ -131,17 +130,8 @@ thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", 
 from = "validated"
 thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", min = 0.5 }]
 "#,
-    );
-    let promote = |to: &str| {
-        r.run(&[
-            "promote",
-            "scored@1.0.0",
-            "--to",
-            to,
-            "--policy",
-            "policy.toml",
-        ])
-    };
+    ));
+    let promote = |to: &str| r.run(&["promote", "scored@1.0.0", "--to", to]);
     let out = promote("validated");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 

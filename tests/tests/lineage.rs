@@ -278,6 +278,7 @@ fn approve_as_bob(a: &Repro) -> PathBuf {
         "bob@example.com",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let admin = a.govern(None);
     let out = a.run(&[
         "identity",
         "add",
@@ -288,6 +289,8 @@ fn approve_as_bob(a: &Repro) -> PathBuf {
         "bob@example.com",
         "--role",
         "validator",
+        "--key",
+        admin.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = a.run(&[
@@ -448,6 +451,7 @@ fn the_example_card_shows_its_auc_and_slices_and_lineage_reaches_the_dataset() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let pubkey = format!("{key}.pub");
+    let admin = r.govern(None);
     let out = r.run(&[
         "identity",
         "add",
@@ -458,6 +462,8 @@ fn the_example_card_shows_its_auc_and_slices_and_lineage_reaches_the_dataset() {
         "rita@example.com",
         "--role",
         "model-risk",
+        "--key",
+        admin.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&[
@@ -512,7 +518,16 @@ fn the_card_does_not_count_an_approval_that_promotion_would_not() {
         .unwrap()
         .trim()
         .to_string();
-    let out = a.run(&["identity", "revoke", &keyid, "--reason", "left the bank"]);
+    let admin = a.admin_key();
+    let out = a.run(&[
+        "identity",
+        "revoke",
+        &keyid,
+        "--reason",
+        "left the bank",
+        "--key",
+        admin.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = a.run(&["card", "scorer@1", "-o", "after"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -73,6 +73,55 @@ impl Repro {
         self.cmd().args(args).output().expect("run repro")
     }
 
+    /// The key of the store's administrator (see [`Repro::govern`]).
+    pub fn admin_key(&self) -> PathBuf {
+        self.tmp.path().join("admin.key")
+    }
+
+    /// Start governance with one administrator, Ada Admin (quorum 1), and
+    /// put `policy` in force when given. Returns the administrator's key.
+    pub fn govern(&self, policy: Option<&str>) -> PathBuf {
+        let key = self.admin_key();
+        let k = key.to_str().unwrap();
+        let out = self.run(&[
+            "key",
+            "generate",
+            "--key",
+            k,
+            "--name",
+            "Ada Admin",
+            "--email",
+            "ada@example.com",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admins = self.write(
+            "admins.toml",
+            &format!(
+                "quorum = 1\n[[admin]]\nname = \"Ada Admin\"\nemail = \"ada@example.com\"\nkey = \"{k}.pub\"\n"
+            ),
+        );
+        let out = self.run(&["governance", "init", admins.to_str().unwrap(), "--key", k]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(text) = policy {
+            let file = self.write("policy-in-force.toml", text);
+            let out = self.run(&["policy", "set", file.to_str().unwrap(), "--key", k]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        key
+    }
+
     /// Write a file under the work folder.
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
         let p = self.work().join(rel);
