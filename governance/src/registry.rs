@@ -358,6 +358,86 @@ pub struct Shown {
     pub model_card: bool,
     /// This version's history.
     pub history: Vec<HistoryEntry>,
+    /// The post-hoc review of each emergency promotion of this version.
+    pub emergency_reviews: Vec<EmergencyReview>,
+}
+
+/// Whether an emergency promotion was reviewed afterwards, as the policy
+/// in force's `[emergency]` asks.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmergencyReview {
+    /// When the emergency promotion happened.
+    pub promoted_at: String,
+    /// Why it was an emergency.
+    pub reason: Option<String>,
+    /// When the review is due, when the policy sets a window.
+    pub due_by: Option<String>,
+    /// Who reviewed it (a counting approval in the review role, made after the promotion).
+    pub reviewed_by: Option<String>,
+    /// Whether it is past due and not reviewed.
+    pub overdue: bool,
+    /// One line: `reviewed by ...`, `due by ...`, `OVERDUE since ...`.
+    pub status: String,
+}
+
+/// The review status of every emergency promotion in `history` (of one
+/// version, whose approvals are `approvals`), under the policy in force.
+pub fn emergency_reviews(
+    store: &Store,
+    history: &[HistoryEntry],
+    approvals: &[Judged],
+) -> Vec<EmergencyReview> {
+    let rule = crate::policy::load(store, None)
+        .ok()
+        .and_then(|p| p.policy.emergency);
+    let now = time::OffsetDateTime::now_utc();
+    history
+        .iter()
+        .filter(|h| h.action == "emergency-promote")
+        .map(|h| {
+            let Some(rule) = &rule else {
+                return EmergencyReview {
+                    promoted_at: h.time.clone(),
+                    reason: h.reason.clone(),
+                    due_by: None,
+                    reviewed_by: None,
+                    overdue: false,
+                    status: "no review asked (the policy in force has no `[emergency]`)".into(),
+                };
+            };
+            let at = repro_evidence::clock::parse(&h.time);
+            let due = at.map(|t| t + time::Duration::hours(rule.review_within_hours as i64));
+            let reviewed_by = approvals
+                .iter()
+                .filter(|j| j.counts)
+                .filter_map(|j| j.approval.as_ref())
+                .filter(|a| a.role == rule.review_role)
+                .find(|a| match (repro_evidence::clock::parse(&a.time), at) {
+                    (Some(t), Some(p)) => t > p,
+                    _ => false,
+                })
+                .map(|a| format!("{} at {}", a.approver, a.time));
+            let due_by = due.map(repro_evidence::clock::format);
+            let overdue = reviewed_by.is_none() && due.is_some_and(|d| now > d);
+            let status = match (&reviewed_by, &due_by) {
+                (Some(r), _) => format!("reviewed by {r}"),
+                (None, Some(d)) if overdue => format!(
+                    "OVERDUE since {d}: no `{}` review after the promotion",
+                    rule.review_role
+                ),
+                (None, Some(d)) => format!("review by role `{}` due by {d}", rule.review_role),
+                (None, None) => "the promotion time does not parse".into(),
+            };
+            EmergencyReview {
+                promoted_at: h.time.clone(),
+                reason: h.reason.clone(),
+                due_by,
+                reviewed_by,
+                overdue,
+                status,
+            }
+        })
+        .collect()
 }
 
 /// One record of a version, as `repro registry show` lists it.
@@ -420,6 +500,11 @@ pub fn show(store: &Store, m: &VersionRef) -> Result<Shown> {
     let (stage, staged) = stage_of(store, m)?;
     let record = staged.unwrap_or(current);
     let opened = open(store, &record)?;
+    let history: Vec<HistoryEntry> = history(store, &m.name)?
+        .into_iter()
+        .filter(|h| h.version == m.version)
+        .collect();
+    let approvals = approvals::list(store, &record, &opened.builder)?;
     Ok(Shown {
         model: m.to_string(),
         stage,
@@ -427,13 +512,11 @@ pub fn show(store: &Store, m: &VersionRef) -> Result<Shown> {
         record: record.to_string(),
         current_record: (current != record).then(|| current.to_string()),
         records: records(store, m, &current, staged.as_ref())?,
-        approvals: approvals::list(store, &record, &opened.builder)?,
+        emergency_reviews: emergency_reviews(store, &history, &approvals),
+        approvals,
         reproductions: reproductions(store, &record, &opened.builder)?,
         model_card: has_card(store, &record),
-        history: history(store, &m.name)?
-            .into_iter()
-            .filter(|h| h.version == m.version)
-            .collect(),
+        history,
         builder: opened.builder,
     })
 }

@@ -399,3 +399,51 @@ fn an_emergency_then_rollback_does_not_make_the_emergency_version_validated() {
         "an emergency version passed no gate: it must not become validated"
     );
 }
+
+#[test]
+fn an_emergency_promotion_shows_its_review_as_due_overdue_or_done() {
+    let (w, rita, erin) = world();
+    let with_review = |hours: u64| {
+        format!(
+            "{POLICY}\n[emergency]\nreview_within_hours = {hours}\nreview_role = \"model-risk\"\n"
+        )
+    };
+    w.build("1", &Build::auc(0.5));
+    w.approve(&erin, "1", "emergency");
+    let policy = w.policy(&with_review(0));
+    let d = promote::promote(
+        &w.store,
+        &w.actor(),
+        &w.model("1"),
+        Stage::Production,
+        &policy,
+        Some(Emergency {
+            reason: "fraud spike",
+        }),
+    )
+    .unwrap();
+    assert!(d.promoted);
+    let in_force = w.store.layout_dir().join("policy.toml");
+    let show = |text: &str| {
+        std::fs::write(&in_force, text).unwrap();
+        registry::show(&w.store, &w.model("1")).unwrap()
+    };
+    // Due within 0 hours: overdue at once.
+    let s = show(&with_review(0));
+    assert_eq!(s.emergency_reviews.len(), 1, "{:?}", s.emergency_reviews);
+    let r = &s.emergency_reviews[0];
+    assert!(r.overdue, "{r:?}");
+    assert!(r.status.starts_with("OVERDUE"), "{r:?}");
+    assert_eq!(r.reason.as_deref(), Some("fraud spike"));
+    // Within 48 hours: due, not overdue.
+    let r = &show(&with_review(48)).emergency_reviews[0];
+    assert!(!r.overdue && r.status.contains("due by"), "{r:?}");
+    // The model-risk approval after the promotion is the review.
+    w.approve(&rita, "1", "model-risk");
+    let r = &show(&with_review(0)).emergency_reviews[0];
+    assert!(!r.overdue, "{r:?}");
+    assert!(
+        r.status.starts_with("reviewed by") && r.status.contains("Rita"),
+        "{r:?}"
+    );
+}

@@ -129,7 +129,7 @@ pub fn run(ctx: &Ctx, cmd: RegistryCommand) -> Result<u8> {
             }
             for h in &s.history {
                 println!(
-                    "    {}  {} {} -> {} by {}{}",
+                    "    {}  {} {} -> {} by {}{}{}",
                     h.time,
                     h.action,
                     h.from,
@@ -138,8 +138,18 @@ pub fn run(ctx: &Ctx, cmd: RegistryCommand) -> Result<u8> {
                     h.policy
                         .as_ref()
                         .map(|p| format!(" (policy {p})"))
+                        .unwrap_or_default(),
+                    h.reason
+                        .as_ref()
+                        .map(|r| format!(" reason: {r}"))
                         .unwrap_or_default()
                 );
+            }
+            if !s.emergency_reviews.is_empty() {
+                println!("  emergency reviews:");
+                for r in &s.emergency_reviews {
+                    println!("    promoted {}: {}", r.promoted_at, r.status);
+                }
             }
             Ok(exit::OK)
         }
