@@ -373,6 +373,12 @@ impl State {
 /// Replay the audit log. The log's chain and signatures must be intact
 /// (else the error is tampering, naming the first problem).
 pub fn replay(store: &Store) -> Result<State> {
+    replay_until(store, None)
+}
+
+/// Replay the audit log up to and including `at` (every entry when `None`):
+/// governance state as it was then.
+pub fn replay_until(store: &Store, at: Option<time::OffsetDateTime>) -> Result<State> {
     let verified = audit::verify(store)?;
     if !verified.intact {
         let first = verified
@@ -389,6 +395,12 @@ pub fn replay(store: &Store) -> Result<State> {
     }
     let mut state = State::default();
     for (_, e) in audit::entries(store)? {
+        if let Some(at) = at {
+            match repro_evidence::clock::parse(&e.time) {
+                Some(t) if t > at => break,
+                _ => {}
+            }
+        }
         state.apply(&e);
     }
     Ok(state)

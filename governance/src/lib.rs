@@ -18,6 +18,7 @@ mod base;
 
 pub mod admin;
 pub mod approvals;
+pub mod asof;
 pub mod card;
 pub mod chain;
 pub mod fsck;

@@ -494,6 +494,30 @@ pub fn lineage(store: &Store, what: &str) -> Result<Lineage> {
     .into())
 }
 
+/// The versions in `stage` now, as the signed audit log says (never the
+/// stage files), whose staged record used `tree`: `repro lineage --uses
+/// <digest> --stage production`. Files that disagree with the log are
+/// returned as warnings; the answer is the log's.
+pub fn uses_in_stage(
+    store: &Store,
+    tree: &TreeDigest,
+    stage: crate::Stage,
+) -> Result<(Uses, Vec<String>)> {
+    let mut u = uses(store, tree)?;
+    let state = crate::chain::replay(store)?;
+    let warnings = crate::chain::differences(store, &state)?;
+    u.versions.retain(|v| {
+        let Some((n, ver)) = v.model.split_once('@') else {
+            return false;
+        };
+        state
+            .stages
+            .get(&(n.to_string(), ver.to_string()))
+            .is_some_and(|(s, r)| *s == stage && r.to_string() == v.record)
+    });
+    Ok((u, warnings))
+}
+
 /// Every version whose record used the data snapshot or code tree `tree`.
 pub fn uses(store: &Store, tree: &TreeDigest) -> Result<Uses> {
     let want = tree.to_string();

@@ -263,3 +263,116 @@ fn governance_starts_once_and_only_by_one_of_its_administrators() {
     assert!(e.to_string().contains("already initialised"), "{e}");
     assert_eq!(kinds(&w), ["governance-init"]);
 }
+
+#[test]
+fn as_of_a_past_time_the_registry_answers_from_the_log_not_from_the_files() {
+    let (w, ada, _) = governed(1);
+    let path = w.work.join("p.toml");
+    let text = b"[stages.validated]\n[stages.production]\nfrom = \"validated\"\n";
+    std::fs::write(&path, text).unwrap();
+    let change = admin::set_policy(&w.store, &path, text).unwrap();
+    admin::submit(&w.store, &actor(&ada), change).unwrap();
+    let policy = repro_governance::policy::load(&w.store, None).unwrap();
+    w.build("1", &Build::auc(0.9));
+    w.build("2", &Build::auc(0.9));
+    assert!(w.promote("1", Stage::Validated, &policy).promoted);
+    assert!(w.promote("1", Stage::Production, &policy).promoted);
+    let rita = Person::new("Rita", 3);
+    audit::append(
+        &w.store,
+        &rita.key,
+        &rita.identity(),
+        audit::Event::new(
+            "approve",
+            "gov@2",
+            serde_json::json!({"record": w.record("2").to_string(), "role": "model-risk", "reason": "ok"}),
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let then = repro_evidence::clock::now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(w.promote("2", Stage::Validated, &policy).promoted);
+    assert!(w.promote("2", Stage::Production, &policy).promoted);
+
+    // The files are edited afterwards: gov@1 put back in production by hand.
+    let root = w.store.layout_dir().join("refs/stages");
+    std::fs::rename(root.join("validated/gov/1"), root.join("production/gov/1")).unwrap();
+
+    let a = repro_governance::asof::as_of(&w.store, "gov", &then).unwrap();
+    let p = a.production.expect("gov@1 was in production then");
+    assert_eq!(p.version, "1");
+    assert_eq!(p.record, w.record("1").to_string());
+    assert_eq!(a.policy.as_ref().map(|p| p.1), Some(1));
+    assert_eq!(a.approvals.len(), 1, "{:?}", a.approvals);
+    assert_eq!(a.approvals[0].version, "2");
+    assert!(
+        a.approvals[0].approver.contains("Rita"),
+        "{:?}",
+        a.approvals
+    );
+    assert_eq!(
+        a.decisions
+            .iter()
+            .map(|d| d.version.as_str())
+            .collect::<Vec<_>>(),
+        ["1", "1"]
+    );
+    // Now: gov@2, whatever the edited files say.
+    let now =
+        repro_governance::asof::as_of(&w.store, "gov", &repro_evidence::clock::now()).unwrap();
+    assert_eq!(now.production.map(|p| p.version).as_deref(), Some("2"));
+    assert!(now
+        .stages
+        .iter()
+        .any(|s| s.version == "1" && s.stage == Stage::Validated));
+    assert!(repro_governance::asof::as_of(&w.store, "gov", "yesterday").is_err());
+}
+
+#[test]
+fn the_production_models_trained_on_a_snapshot_come_from_the_log() {
+    let (w, ada, _) = governed(1);
+    let path = w.work.join("p.toml");
+    let text = b"[stages.validated]\n[stages.production]\n";
+    std::fs::write(&path, text).unwrap();
+    let change = admin::set_policy(&w.store, &path, text).unwrap();
+    admin::submit(&w.store, &actor(&ada), change).unwrap();
+    let policy = repro_governance::policy::load(&w.store, None).unwrap();
+    let dir = w.work.join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("train.csv"), b"a,b\n1,2\n").unwrap();
+    let data = w
+        .store
+        .snapshot_dir(&dir, repro_store::Ingest::Copy)
+        .unwrap();
+    let with_data = Build {
+        data: Some(data),
+        ..Build::auc(0.9)
+    };
+    w.build("1", &with_data);
+    w.build("2", &with_data);
+    w.build("3", &Build::auc(0.9));
+    assert!(w.promote("1", Stage::Production, &policy).promoted);
+    assert!(w.promote("2", Stage::Validated, &policy).promoted);
+    assert!(w.promote("3", Stage::Validated, &policy).promoted);
+    let models = |u: &repro_governance::lineage::Uses| {
+        u.versions
+            .iter()
+            .map(|v| v.model.clone())
+            .collect::<Vec<_>>()
+    };
+    let (u, warnings) =
+        repro_governance::lineage::uses_in_stage(&w.store, &data, Stage::Production).unwrap();
+    assert_eq!(models(&u), ["gov@1"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let all = repro_governance::lineage::uses(&w.store, &data).unwrap();
+    assert_eq!(all.versions.len(), 2);
+    // gov@2 moved to production by hand: the answer is still the log's.
+    let root = w.store.layout_dir().join("refs/stages");
+    std::fs::create_dir_all(root.join("production/gov")).unwrap();
+    std::fs::rename(root.join("validated/gov/2"), root.join("production/gov/2")).unwrap();
+    let (u, warnings) =
+        repro_governance::lineage::uses_in_stage(&w.store, &data, Stage::Production).unwrap();
+    assert_eq!(models(&u), ["gov@1"]);
+    assert!(!warnings.is_empty());
+}

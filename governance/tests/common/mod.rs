@@ -79,6 +79,8 @@ pub struct Build {
     pub owner: Option<String>,
     /// The record's invocation id (two builds of the same inputs differ only by it).
     pub invocation: String,
+    /// A data snapshot the record names as `data.train`, if any.
+    pub data: Option<repro_store::TreeDigest>,
 }
 
 impl Build {
@@ -93,6 +95,7 @@ impl Build {
             validate: true,
             owner: Some("Olivia Owner <olivia@example.com>".into()),
             invocation: "1".into(),
+            data: None,
         }
     }
 }
@@ -213,7 +216,11 @@ impl World {
                         sandbox_policy_version: 1,
                         platform: platform(),
                     },
-                    resolved_dependencies: vec![ResourceDescriptor::sha256("recipe", recipe)],
+                    resolved_dependencies: std::iter::once(ResourceDescriptor::sha256(
+                        "recipe", recipe,
+                    ))
+                    .chain(b.data.map(|d| ResourceDescriptor::sha256("data.train", d)))
+                    .collect(),
                 },
                 run_details: RunDetails {
                     builder: Builder {

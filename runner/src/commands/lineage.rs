@@ -19,6 +19,9 @@ pub struct LineageArgs {
     /// List every version whose record used this data snapshot or code tree (`sha256:...`)
     #[arg(long, value_name = "TREE DIGEST")]
     uses: Option<String>,
+    /// With `--uses`: only the versions in this stage now (by the signed audit log), e.g. `production`
+    #[arg(long, requires = "uses", value_name = "STAGE")]
+    stage: Option<String>,
     /// Print the result as JSON
     #[arg(long, conflicts_with = "format")]
     json: bool,
@@ -32,7 +35,22 @@ pub fn run(ctx: &super::Ctx, args: LineageArgs) -> Result<u8> {
     let store = &*ctx.store()?;
     if let Some(tree) = &args.uses {
         let d: repro_store::TreeDigest = tree.parse().map_err(|e| UserError(format!("{e}")))?;
-        let u = lineage::uses(store, &d)?;
+        let u = match &args.stage {
+            None => lineage::uses(store, &d)?,
+            Some(stage) => {
+                let stage: repro_governance::Stage =
+                    stage.parse().map_err(super::governance::lift)?;
+                // From the chain, not the stage files: a moved file changes nothing here.
+                let (u, diffs) = lineage::uses_in_stage(store, &d, stage)?;
+                if !diffs.is_empty() {
+                    eprintln!(
+                        "warning: governance files disagree with the audit log (answering from the log):\n  {}",
+                        diffs.join("\n  ")
+                    );
+                }
+                u
+            }
+        };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&u)?);
         } else {

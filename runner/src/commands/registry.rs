@@ -23,8 +23,11 @@ pub enum RegistryCommand {
     },
     /// Show a version: stage, owner, record, every record of the version, approvals (and whether each counts), reproductions, history
     Show {
-        /// `name@version`
+        /// `name@version`; with `--at`, the model's `name`
         model: String,
+        /// What was in which stage at this time (RFC 3339), who had approved it and under which policy, from the signed audit log
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -56,7 +59,62 @@ pub fn run(ctx: &Ctx, cmd: RegistryCommand) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        RegistryCommand::Show { model, json } => {
+        RegistryCommand::Show {
+            model,
+            at: Some(at),
+            json,
+        } => {
+            let name = model.split('@').next().unwrap_or(&model);
+            let a = repro_governance::asof::as_of(store, name, &at).map_err(lift)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+                return Ok(exit::OK);
+            }
+            println!("{name} at {at} (from the signed audit log)");
+            match &a.production {
+                Some(p) => println!("  production: {name}@{} (record {})", p.version, p.record),
+                None => println!("  production: none"),
+            }
+            for s in &a.stages {
+                println!("  {}: {name}@{} (record {})", s.stage, s.version, s.record);
+            }
+            match &a.policy {
+                Some((d, v)) => println!("  policy in force: version {v}, {d}"),
+                None => println!("  policy in force: none"),
+            }
+            println!("  approvals logged by then:");
+            for ap in &a.approvals {
+                println!(
+                    "    {}  {name}@{} role {} by {} (record {}): {}",
+                    ap.time, ap.version, ap.role, ap.approver, ap.record, ap.reason
+                );
+            }
+            println!("  decisions logged by then:");
+            for d in &a.decisions {
+                println!(
+                    "    {}  {} {name}@{} -> {} by {}{}{}",
+                    d.time,
+                    d.action,
+                    d.version,
+                    d.to,
+                    d.actor,
+                    d.policy
+                        .as_ref()
+                        .map(|p| format!(" (policy {p})"))
+                        .unwrap_or_default(),
+                    d.reason
+                        .as_ref()
+                        .map(|r| format!(" reason: {r}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        RegistryCommand::Show {
+            model,
+            at: None,
+            json,
+        } => {
             let m = VersionRef::parse(&model)?;
             let s = registry::show(store, &m).map_err(lift)?;
             if json {
