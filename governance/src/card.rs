@@ -4,19 +4,34 @@
 //! - the recorded recipe's `[model]` table (name, version, owner, purpose,
 //!   intended use, limitations);
 //! - the data snapshots of the record (digest, description, source system);
+//! - the data-validation report: every output file named `validation.json`
+//!   (overall result, each check, the other values it states);
+//! - the training configuration as recorded: the recipe's `[params]` (and
+//!   which steps they are passed to), its `[build]` settings, each step's
+//!   command and environment with the parameters substituted, and what the
+//!   steps' JSON reports say of the algorithm (`estimator` or `algorithm`),
+//!   the `hyperparameters` and the `split` ([`Training`]); what none of them
+//!   holds is shown as "not recorded";
 //! - every output file named `metrics.json` (overall metrics, per-slice
-//!   tables, gaps between slices, other values);
+//!   tables, gaps between slices, other values, and the confidence
+//!   intervals it holds: [`Interval`]);
 //! - the reproducibility evidence: the record's digest and signer, and each
 //!   verification attestation (verifier identity, result, platform, time);
+//! - the registry: the version's stage ([`crate::registry::stage_of`]) and
+//!   its promotion history ([`crate::registry::history`]) with the checks
+//!   each promotion's gate made;
 //! - the approvals under `v1/refs/approvals/<record hex>/`, each judged by
 //!   the rule `repro promote` counts them by
-//!   ([`crate::approvals::judge`]);
+//!   ([`crate::approvals::judge`]), and a sign-off block listing the ones
+//!   that count;
 //! - the lineage graph (data -> steps -> output files).
 //!
-//! The card holds no time of its own making: the same evidence gives the
-//! same Markdown and HTML, byte for byte. The Markdown is also kept in the
-//! store as a blob, named by `v1/refs/cards/<record hex>` (which holds the
-//! blob digest), so policy checks can see that a card exists.
+//! The card holds no time of its own making: its date is the latest time
+//! in the evidence it shows and its revision counts that evidence
+//! ([`DocumentInfo`]), so the same evidence gives the same Markdown and
+//! HTML, byte for byte. The Markdown is also kept in the store as a blob,
+//! named by `v1/refs/cards/<record hex>` (which holds the blob digest), so
+//! policy checks can see that a card exists.
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +76,152 @@ pub struct MetricsFile {
     pub digest: String,
     /// Its content.
     pub value: serde_json::Value,
+    /// The confidence intervals it holds ([`intervals`]).
+    pub intervals: Vec<Interval>,
+}
+
+/// A confidence interval as a metrics file states it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Interval {
+    /// Where in the file: the dotted path of the interval.
+    pub key: String,
+    /// The lower bound, as written (`n/a` for `null`).
+    pub lower: String,
+    /// The upper bound, as written.
+    pub upper: String,
+    /// The other scalar values beside the bounds (level, method, ...), as
+    /// `key=value` joined by `, `; empty when there are none.
+    pub about: String,
+}
+
+/// A value and where in the evidence it was read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Recorded {
+    /// The name of the value (a dotted path in a JSON report, or a
+    /// parameter or setting name).
+    pub key: String,
+    /// The value, as written.
+    pub value: String,
+    /// Where it is recorded: `recipe [params] (passed to ...)`, `recipe
+    /// [build]`, or `<step>/<file>`.
+    pub source: String,
+}
+
+/// One `[params]` entry of the recorded recipe.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// Its value, as substituted into commands.
+    pub value: String,
+    /// The steps whose `argv` or `env` use it (`${params.NAME}`).
+    pub used_by: Vec<String>,
+}
+
+/// One step's command as the recorded recipe gives it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StepCommand {
+    /// The step.
+    pub step: String,
+    /// Its toolchain.
+    pub toolchain: String,
+    /// `argv` with the parameters substituted.
+    pub argv: Vec<String>,
+    /// `env` with the parameters substituted, by name.
+    pub env: Vec<(String, String)>,
+}
+
+/// How the model was trained, as far as the evidence says.
+///
+/// The algorithm, hyperparameters and split are read from the steps' JSON
+/// output files (every `*.json` output other than `metrics.json` and
+/// `validation.json`, up to [`MAX_REPORT_BYTES`]): a string `estimator` or
+/// `algorithm` at the top level, a `hyperparameters` object, a `split`
+/// object. Seeds are the parameters whose name contains `seed` and the
+/// report values named `seed`, `*_seed` or `random_state`. The split also
+/// takes the parameters named like a held-out share (`split`, `holdout`,
+/// `test_*`, `*_test`, `validation_fraction`, ...). Nothing is inferred
+/// beyond that: an empty list is shown as "not recorded".
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct Training {
+    /// The algorithm (estimator), when a report names it.
+    pub algorithm: Option<Recorded>,
+    /// The hyperparameters the reports state.
+    pub hyperparameters: Vec<Recorded>,
+    /// How the data was split.
+    pub split: Vec<Recorded>,
+    /// The seeds.
+    pub seed: Vec<Recorded>,
+    /// Every recipe parameter.
+    pub params: Vec<Param>,
+    /// The recipe's `[build]` settings; the source says whether the recipe
+    /// wrote them or they are repro's defaults.
+    pub build: Vec<Recorded>,
+    /// Each step's command.
+    pub steps: Vec<StepCommand>,
+}
+
+/// Output JSON reports larger than this are not read for [`Training`].
+pub const MAX_REPORT_BYTES: u64 = 1 << 20;
+
+/// One check of a data-validation report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ValidationCheck {
+    /// The check's name.
+    pub name: String,
+    /// `passed`, `FAILED`, or `not stated`.
+    pub result: String,
+    /// What it found.
+    pub detail: String,
+}
+
+/// A data-validation report (an output file named `validation.json`).
+///
+/// Read as `validate.py` of the example writes it: `passed` (a boolean),
+/// `checks` (a list of `{name, passed, detail}`) and other values, whose
+/// scalar leaves are listed except those under an object of more than
+/// [`MAX_SUMMARY_ENTRIES`] entries (named in [`Validation::omitted`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Validation {
+    /// The step that wrote it.
+    pub step: String,
+    /// Its path in the step's outputs.
+    pub path: String,
+    /// Its blob digest.
+    pub digest: String,
+    /// The overall result: `passed`, `FAILED`, or `not stated`.
+    pub result: String,
+    /// Each check.
+    pub checks: Vec<ValidationCheck>,
+    /// The other scalar values, `(dotted key, value)`.
+    pub values: Vec<(String, String)>,
+    /// Objects left out of [`Validation::values`], with their entry count.
+    pub omitted: Vec<String>,
+    /// Why the file could not be read as a report (not JSON), if so.
+    pub problem: Option<String>,
+}
+
+/// Objects of a validation report with more entries than this are
+/// summarised by their size.
+pub const MAX_SUMMARY_ENTRIES: usize = 12;
+
+/// The document header: when and which revision, derived from the evidence.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct DocumentInfo {
+    /// The latest time in the evidence shown (RFC 3339): the record's
+    /// `finishedOn`, the attestations, the approvals, and the version's
+    /// history entries. `None` when none of them parses as a time.
+    pub date: Option<String>,
+    /// What that latest time is the time of.
+    pub date_of: String,
+    /// How many pieces of evidence the card shows: 1 (the record) + the
+    /// attestations + the approval files + the version's history entries.
+    /// New evidence raises it; the same evidence keeps it.
+    pub revision: usize,
+    /// `sha256:` of the card's content (everything but this header) as
+    /// JSON: two cards with the same revision and a different fingerprint
+    /// differ in what they show (e.g. an approver revoked since).
+    pub fingerprint: String,
 }
 
 /// A verification attestation, as the card shows it.
@@ -92,6 +253,11 @@ pub struct Approval {
     pub role: String,
     /// Who, as `Name <email> (keyid)`.
     pub approver: String,
+    /// The approver's name as the approval states it (the e-mail or the
+    /// key id when it states none).
+    pub name: String,
+    /// The approver's key id.
+    pub keyid: String,
     /// When.
     pub time: String,
     /// Why.
@@ -123,6 +289,18 @@ pub struct Card {
     pub approval_problems: Vec<String>,
     /// The lineage graph of the version.
     pub lineage: VersionGraph,
+    /// The data-validation reports.
+    pub validation: Vec<Validation>,
+    /// The training configuration as recorded.
+    pub training: Training,
+    /// The version's stage in the registry (`candidate` when it has none).
+    pub stage: String,
+    /// The record the stage ref holds (`None` for a candidate).
+    pub stage_record: Option<String>,
+    /// The registry history of this version, oldest first.
+    pub history: Vec<crate::registry::HistoryEntry>,
+    /// Date, revision and fingerprint.
+    pub document: DocumentInfo,
 }
 
 /// Gather the evidence of `what` (`name@version` or a record digest).
@@ -148,10 +326,21 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
     let lineage = lineage::graph(store, &record)?;
 
     let mut metrics = Vec::new();
+    let mut validation = Vec::new();
+    let mut reports = Vec::new();
     for step in &lineage.steps {
         for f in &step.files {
             let base = f.path.rsplit('/').next().unwrap_or(&f.path);
+            if base == "validation.json" {
+                validation.push(read_validation(store, &step.name, &f.path, &f.digest)?);
+                continue;
+            }
             if base != "metrics.json" {
+                if base.ends_with(".json") {
+                    if let Some(v) = read_report(store, &step.name, &f.path, &f.digest)? {
+                        reports.push((format!("{}/{}", step.name, f.path), v));
+                    }
+                }
                 continue;
             }
             let d: BlobDigest = f.digest.parse()?;
@@ -165,6 +354,7 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
                 step: step.name.clone(),
                 path: f.path.clone(),
                 digest: f.digest.clone(),
+                intervals: intervals(&value),
                 value,
             });
         }
@@ -209,7 +399,19 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
     reproductions.sort_by(|a, b| (&a.time, &a.attestation).cmp(&(&b.time, &b.attestation)));
 
     let (approvals, approval_problems) = approvals(store, &record, &opened.signed_by)?;
-    Ok(Card {
+    let training = training(&recipe, &text, &reports);
+
+    let version = repro_evidence::VersionRef {
+        name: model.name.clone(),
+        version: model.version.clone(),
+    };
+    let (stage, stage_record) = crate::registry::stage_of(store, &version)?;
+    let history: Vec<crate::registry::HistoryEntry> = crate::registry::history(store, &model.name)?
+        .into_iter()
+        .filter(|h| h.version == model.version)
+        .collect();
+
+    let mut card = Card {
         model,
         record: record.to_string(),
         built_by: opened.signed_by,
@@ -219,7 +421,359 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
         approvals,
         approval_problems,
         lineage,
+        validation,
+        training,
+        stage: stage.as_str().to_string(),
+        stage_record: stage_record.map(|r| r.to_string()),
+        history,
+        document: DocumentInfo::default(),
+    };
+    card.document = document_info(&card, &st.predicate.run_details.metadata.finished_on)?;
+    Ok(card)
+}
+
+/// The document header of `card` (whose `document` is ignored): the
+/// latest evidence time, the evidence count and the content fingerprint.
+fn document_info(card: &Card, finished_on: &str) -> Result<DocumentInfo> {
+    let mut times: Vec<(&str, String)> =
+        vec![(finished_on, "the build (record finishedOn)".into())];
+    for r in &card.reproductions {
+        times.push((&r.time, format!("the verification by {}", r.verifier)));
+    }
+    for a in &card.approvals {
+        times.push((
+            &a.time,
+            format!("the `{}` approval by {}", a.role, a.approver),
+        ));
+    }
+    for h in &card.history {
+        times.push((&h.time, format!("the registry `{}` to {}", h.action, h.to)));
+    }
+    let latest = times
+        .into_iter()
+        .filter_map(|(t, what)| repro_evidence::clock::parse(t).map(|p| (p, what)))
+        // The first of equal times: max_by_key keeps the last, so reverse.
+        .rev()
+        .max_by_key(|(p, _)| *p);
+    let mut content = card.clone();
+    content.document = DocumentInfo::default();
+    let json = serde_json::to_vec(&content).context("serializing the card")?;
+    Ok(DocumentInfo {
+        date: latest
+            .as_ref()
+            .map(|(p, _)| repro_evidence::clock::format(*p)),
+        date_of: latest.map(|(_, what)| what).unwrap_or_default(),
+        revision: 1
+            + card.reproductions.len()
+            + card.approvals.len()
+            + card.approval_problems.len()
+            + card.history.len(),
+        fingerprint: repro_store::Hash::of(&json).to_string(),
     })
+}
+
+/// Read output `step/path` (blob `digest`) as a JSON object for
+/// [`Training`]: `None` when it is larger than [`MAX_REPORT_BYTES`] or not
+/// a JSON object. A damaged blob is an error, as for the metrics.
+fn read_report(
+    store: &Store,
+    step: &str,
+    path: &str,
+    digest: &str,
+) -> Result<Option<serde_json::Value>> {
+    let d: BlobDigest = digest.parse()?;
+    if let Ok(meta) = std::fs::metadata(store.blob_path(&d)) {
+        if meta.len() > MAX_REPORT_BYTES {
+            return Ok(None);
+        }
+    }
+    let bytes = store
+        .read_blob(&d)
+        .with_context(|| format!("reading `{step}/{path}`"))?;
+    Ok(serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(|v| v.is_object()))
+}
+
+/// Read the validation report `step/path` (blob `digest`).
+fn read_validation(store: &Store, step: &str, path: &str, digest: &str) -> Result<Validation> {
+    let d: BlobDigest = digest.parse()?;
+    let bytes = store
+        .read_blob(&d)
+        .with_context(|| format!("reading `{step}/{path}`"))?;
+    let mut out = Validation {
+        step: step.to_string(),
+        path: path.to_string(),
+        digest: digest.to_string(),
+        result: "not stated".into(),
+        checks: Vec::new(),
+        values: Vec::new(),
+        omitted: Vec::new(),
+        problem: None,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            out.problem = Some(format!("not JSON: {e}"));
+            return Ok(out);
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        out.problem = Some("not a JSON object".into());
+        return Ok(out);
+    };
+    let verdict = |v: Option<&serde_json::Value>| match v.and_then(|v| v.as_bool()) {
+        Some(true) => "passed".to_string(),
+        Some(false) => "FAILED".to_string(),
+        None => "not stated".to_string(),
+    };
+    out.result = verdict(obj.get("passed"));
+    if let Some(serde_json::Value::Array(checks)) = obj.get("checks") {
+        for (i, c) in checks.iter().enumerate() {
+            out.checks.push(ValidationCheck {
+                name: c
+                    .get("name")
+                    .map(cell)
+                    .unwrap_or_else(|| format!("check {}", i + 1)),
+                result: verdict(c.get("passed")),
+                detail: c.get("detail").map(cell).unwrap_or_default(),
+            });
+        }
+    }
+    for (k, x) in obj {
+        if k == "passed" || k == "checks" {
+            continue;
+        }
+        summary_leaves(k, x, &mut out.values, &mut out.omitted);
+    }
+    Ok(out)
+}
+
+/// Like [`leaves`], but an object of more than [`MAX_SUMMARY_ENTRIES`]
+/// entries is named in `omitted` instead of listed.
+fn summary_leaves(
+    prefix: &str,
+    v: &serde_json::Value,
+    out: &mut Vec<(String, String)>,
+    omitted: &mut Vec<String>,
+) {
+    match v {
+        serde_json::Value::Object(m) if m.len() > MAX_SUMMARY_ENTRIES => {
+            omitted.push(format!("{prefix} ({} entries)", m.len()));
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                summary_leaves(&format!("{prefix}.{k}"), x, out, omitted);
+            }
+        }
+        serde_json::Value::Array(a) => omitted.push(format!("{prefix} (a list of {})", a.len())),
+        other => out.push((prefix.to_string(), cell(other))),
+    }
+}
+
+/// Whether parameter `name` says how the data is split.
+fn is_split_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("split")
+        || n.contains("holdout")
+        || n.starts_with("test_")
+        || n.ends_with("_test")
+        || n.starts_with("validation_")
+        || n.starts_with("val_")
+        || n.starts_with("train_")
+}
+
+/// Whether a report value named `key` (its last dotted part) is a seed.
+fn is_seed_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    last == "seed" || last.ends_with("_seed") || last == "random_state"
+}
+
+/// The training configuration from the recorded recipe (`recipe`, whose
+/// text is `text`) and the steps' JSON reports (`(step/path, content)`).
+fn training(
+    recipe: &repro_recipes::Recipe,
+    text: &str,
+    reports: &[(String, serde_json::Value)],
+) -> Training {
+    let mut t = Training::default();
+    for (name, value) in &recipe.params {
+        let reference = format!("${{params.{name}}}");
+        let used_by: Vec<String> = recipe
+            .steps
+            .iter()
+            .filter(|s| {
+                s.argv.iter().any(|a| a.contains(&reference))
+                    || s.env.values().any(|v| v.contains(&reference))
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        let source = if used_by.is_empty() {
+            "recipe [params] (passed to no step)".to_string()
+        } else {
+            format!("recipe [params], passed to {}", used_by.join(", "))
+        };
+        let value = value.to_string();
+        if name.to_ascii_lowercase().contains("seed") {
+            t.seed.push(Recorded {
+                key: name.clone(),
+                value: value.clone(),
+                source: source.clone(),
+            });
+        } else if is_split_param(name) {
+            t.split.push(Recorded {
+                key: name.clone(),
+                value: value.clone(),
+                source,
+            });
+        }
+        t.params.push(Param {
+            name: name.clone(),
+            value,
+            used_by,
+        });
+    }
+    // Which `[build]` keys the recipe wrote (the others are defaults).
+    let written: std::collections::BTreeSet<String> = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("build").and_then(|b| b.as_table()).cloned())
+        .map(|b| b.keys().cloned().collect())
+        .unwrap_or_default();
+    let b = &recipe.build;
+    for (key, value) in [
+        ("source_date_epoch", b.source_date_epoch.to_string()),
+        ("python_hash_seed", b.python_hash_seed.to_string()),
+        ("threads", b.threads.to_string()),
+    ] {
+        t.build.push(Recorded {
+            key: key.into(),
+            value,
+            source: if written.contains(key) {
+                "recipe [build]".into()
+            } else {
+                "repro's default (not written in the recipe)".into()
+            },
+        });
+    }
+    for s in &recipe.steps {
+        let (argv, env) = s
+            .expand(recipe)
+            .unwrap_or_else(|_| (s.argv.clone(), s.env.clone()));
+        t.steps.push(StepCommand {
+            step: s.name.clone(),
+            toolchain: s.toolchain.clone(),
+            argv,
+            env: env.into_iter().collect(),
+        });
+    }
+    for (source, v) in reports {
+        let rec = |key: String, value: String| Recorded {
+            key,
+            value,
+            source: source.clone(),
+        };
+        if t.algorithm.is_none() {
+            for key in ["estimator", "algorithm"] {
+                if let Some(serde_json::Value::String(a)) = v.get(key) {
+                    t.algorithm = Some(rec(key.into(), a.clone()));
+                    break;
+                }
+            }
+        }
+        if let Some(h) = v.get("hyperparameters") {
+            let mut ls = Vec::new();
+            leaves("", h, &mut ls);
+            for (k, x) in ls {
+                if is_seed_key(&k) {
+                    t.seed.push(rec(format!("hyperparameters.{k}"), x.clone()));
+                }
+                t.hyperparameters.push(rec(k, x));
+            }
+        }
+        if let Some(sp) = v.get("split") {
+            let mut ls = Vec::new();
+            leaves("split", sp, &mut ls);
+            for (k, x) in ls {
+                if is_seed_key(&k) {
+                    t.seed.push(rec(k.clone(), x.clone()));
+                }
+                t.split.push(rec(k, x));
+            }
+        }
+    }
+    t
+}
+
+/// The confidence intervals in a metrics file: every object holding
+/// `lower` and `upper` (or `low` and `high`, or `ci_lower` and `ci_upper`)
+/// as numbers or `null`, and every list of two numbers under a key named
+/// `ci`, `*_ci`, `ci_*` or containing `interval` or `confidence`. Nothing is
+/// computed: a file without them has none.
+pub fn intervals(v: &serde_json::Value) -> Vec<Interval> {
+    fn bound(v: Option<&serde_json::Value>) -> Option<String> {
+        match v {
+            Some(x @ (serde_json::Value::Number(_) | serde_json::Value::Null)) => Some(cell(x)),
+            _ => None,
+        }
+    }
+    fn ci_name(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        k == "ci"
+            || k.ends_with("_ci")
+            || k.starts_with("ci_")
+            || k.contains("interval")
+            || k.contains("confidence")
+    }
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<Interval>) {
+        let serde_json::Value::Object(m) = v else {
+            return;
+        };
+        for (lo, hi) in [
+            ("lower", "upper"),
+            ("low", "high"),
+            ("ci_lower", "ci_upper"),
+        ] {
+            if let (Some(l), Some(u)) = (bound(m.get(lo)), bound(m.get(hi))) {
+                let about: Vec<String> = m
+                    .iter()
+                    .filter(|(k, x)| *k != lo && *k != hi && !x.is_object() && !x.is_array())
+                    .map(|(k, x)| format!("{k}={}", cell(x)))
+                    .collect();
+                out.push(Interval {
+                    key: prefix.to_string(),
+                    lower: l,
+                    upper: u,
+                    about: about.join(", "),
+                });
+                return;
+            }
+        }
+        for (k, x) in m {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if let serde_json::Value::Array(a) = x {
+                let last = k.as_str();
+                if ci_name(last) && a.len() == 2 {
+                    if let (Some(l), Some(u)) = (bound(a.first()), bound(a.get(1))) {
+                        out.push(Interval {
+                            key,
+                            lower: l,
+                            upper: u,
+                            about: String::new(),
+                        });
+                        continue;
+                    }
+                }
+            }
+            walk(&key, x, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
 }
 
 /// The approvals of `record` (built by key `builder`), each judged by the
@@ -252,6 +806,13 @@ pub fn approvals(
         out.push(Approval {
             role: p.role,
             approver: p.approver.to_string(),
+            name: p
+                .approver
+                .name
+                .clone()
+                .or_else(|| p.approver.email.clone())
+                .unwrap_or_else(|| p.approver.keyid.clone()),
+            keyid: p.approver.keyid.clone(),
             time: p.time,
             reason: p.reason,
             status,
