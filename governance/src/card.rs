@@ -706,9 +706,10 @@ fn training(
 
 /// The confidence intervals in a metrics file: every object holding
 /// `lower` and `upper` (or `low` and `high`, or `ci_lower` and `ci_upper`)
-/// as numbers or `null`, and every list of two numbers under a key named
-/// `ci`, `*_ci`, `ci_*` or containing `interval` or `confidence`. Nothing is
-/// computed: a file without them has none.
+/// as numbers or `null`, and every list of two numbers (or `null`s) named
+/// `ci`, `*_ci`, `ci_*` or containing `interval` or `confidence`, or lying
+/// anywhere under such a key. Nothing is computed: a file without them has
+/// none.
 pub fn intervals(v: &serde_json::Value) -> Vec<Interval> {
     fn bound(v: Option<&serde_json::Value>) -> Option<String> {
         match v {
@@ -724,7 +725,9 @@ pub fn intervals(v: &serde_json::Value) -> Vec<Interval> {
             || k.contains("interval")
             || k.contains("confidence")
     }
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<Interval>) {
+    // `in_ci`: under a key named as intervals (`"confidence_intervals":
+    // {"auc": [lo, hi]}`), where any list of two bounds is one.
+    fn walk(prefix: &str, v: &serde_json::Value, in_ci: bool, out: &mut Vec<Interval>) {
         let serde_json::Value::Object(m) = v else {
             return;
         };
@@ -755,8 +758,7 @@ pub fn intervals(v: &serde_json::Value) -> Vec<Interval> {
                 format!("{prefix}.{k}")
             };
             if let serde_json::Value::Array(a) = x {
-                let last = k.as_str();
-                if ci_name(last) && a.len() == 2 {
+                if (in_ci || ci_name(k)) && a.len() == 2 {
                     if let (Some(l), Some(u)) = (bound(a.first()), bound(a.get(1))) {
                         out.push(Interval {
                             key,
@@ -768,11 +770,11 @@ pub fn intervals(v: &serde_json::Value) -> Vec<Interval> {
                     }
                 }
             }
-            walk(&key, x, out);
+            walk(&key, x, in_ci || ci_name(k), out);
         }
     }
     let mut out = Vec::new();
-    walk("", v, &mut out);
+    walk("", v, false, &mut out);
     out
 }
 
@@ -1042,18 +1044,369 @@ enum Block {
     Table(Table),
     /// Preformatted text.
     Pre(String),
+    /// The sign-off block: the approvals that count.
+    SignOff(Vec<Approval>),
+    /// Shown in the Markdown only.
+    MarkdownOnly(Box<Block>),
+}
+
+fn recorded_table(first: &str, rows: &[Recorded]) -> Table {
+    Table {
+        header: vec![first.to_string(), "value".into(), "recorded in".into()],
+        rows: rows
+            .iter()
+            .map(|r| vec![r.key.clone(), r.value.clone(), r.source.clone()])
+            .collect(),
+    }
+}
+
+/// A command line as one string, each argument quoted for a POSIX shell
+/// when it needs it.
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn document_blocks(card: &Card, b: &mut Vec<Block>) {
+    let m = &card.model;
+    let d = &card.document;
+    let date = match &d.date {
+        Some(t) => format!(
+            "{} (the latest evidence: {}, {})",
+            t.get(..10).unwrap_or(t),
+            d.date_of,
+            t
+        ),
+        None => "not recorded (no evidence carries a readable time)".into(),
+    };
+    b.push(Block::Facts(vec![
+        ("Model".into(), m.name.clone()),
+        ("Version".into(), m.version.clone()),
+        ("Owner".into(), or_none(&m.owner).to_string()),
+        ("Record".into(), card.record.clone()),
+        ("Stage".into(), card.stage.clone()),
+        (
+            "Revision".into(),
+            format!(
+                "{} (pieces of evidence: the record, {} attestation(s), {} approval file(s), {} registry event(s))",
+                d.revision,
+                card.reproductions.len(),
+                card.approvals.len() + card.approval_problems.len(),
+                card.history.len()
+            ),
+        ),
+        ("Date".into(), date),
+        ("Content fingerprint".into(), d.fingerprint.clone()),
+    ]));
+}
+
+fn training_blocks(card: &Card, b: &mut Vec<Block>) {
+    let t = &card.training;
+    b.push(Block::Heading(2, "Training".into()));
+    b.push(Block::Heading(3, "Algorithm and hyperparameters".into()));
+    b.push(Block::Facts(vec![(
+        "Algorithm".into(),
+        match &t.algorithm {
+            Some(a) => format!("{} (`{}` in {})", a.value, a.key, a.source),
+            None => {
+                "not recorded (no step's JSON report names an `estimator` or `algorithm`)".into()
+            }
+        },
+    )]));
+    if t.hyperparameters.is_empty() {
+        b.push(Block::Para(
+            "Hyperparameters: not recorded (no step's JSON report holds a `hyperparameters` object; the recipe parameters below are what the steps were given)".into(),
+        ));
+    } else {
+        b.push(Block::Table(recorded_table(
+            "hyperparameter",
+            &t.hyperparameters,
+        )));
+    }
+    b.push(Block::Heading(3, "Split and seed".into()));
+    if t.split.is_empty() {
+        b.push(Block::Para("Split: not recorded".into()));
+    } else {
+        b.push(Block::Table(recorded_table("split", &t.split)));
+    }
+    if t.seed.is_empty() {
+        b.push(Block::Para("Seed: not recorded".into()));
+    } else {
+        b.push(Block::Table(recorded_table("seed", &t.seed)));
+    }
+    b.push(Block::Heading(3, "Recipe parameters".into()));
+    if t.params.is_empty() {
+        b.push(Block::Para(
+            "not recorded: the recipe declares no `[params]`".into(),
+        ));
+    } else {
+        b.push(Block::Table(Table {
+            header: ["parameter", "value", "passed to steps"]
+                .map(String::from)
+                .to_vec(),
+            rows: t
+                .params
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.value.clone(),
+                        if p.used_by.is_empty() {
+                            "(none)".into()
+                        } else {
+                            p.used_by.join(", ")
+                        },
+                    ]
+                })
+                .collect(),
+        }));
+    }
+    b.push(Block::Heading(3, "Build settings".into()));
+    b.push(Block::Table(recorded_table("setting", &t.build)));
+    b.push(Block::Heading(3, "Step commands".into()));
+    b.push(Block::Para(
+        "As the recorded recipe gives them, parameters substituted.".into(),
+    ));
+    b.push(Block::Table(Table {
+        header: ["step", "toolchain", "command", "environment"]
+            .map(String::from)
+            .to_vec(),
+        rows: t
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.step.clone(),
+                    s.toolchain.clone(),
+                    shell_line(&s.argv),
+                    s.env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+            .collect(),
+    }));
+}
+
+fn validation_blocks(card: &Card, b: &mut Vec<Block>) {
+    b.push(Block::Heading(2, "Data validation".into()));
+    if card.validation.is_empty() {
+        b.push(Block::Para(
+            "not recorded: no step wrote a `validation.json`".into(),
+        ));
+    }
+    for v in &card.validation {
+        b.push(Block::Heading(3, format!("{}/{}", v.step, v.path)));
+        b.push(Block::Facts(vec![
+            ("Result".into(), v.result.clone()),
+            ("File digest".into(), v.digest.clone()),
+        ]));
+        if let Some(p) = &v.problem {
+            b.push(Block::Para(format!("cannot summarise the report: {p}")));
+            continue;
+        }
+        if !v.checks.is_empty() {
+            let failed = v.checks.iter().filter(|c| c.result == "FAILED").count();
+            b.push(Block::Para(format!(
+                "{} check(s), {} failed",
+                v.checks.len(),
+                failed
+            )));
+            b.push(Block::Table(Table {
+                header: ["check", "result", "detail"].map(String::from).to_vec(),
+                rows: v
+                    .checks
+                    .iter()
+                    .map(|c| vec![c.name.clone(), c.result.clone(), c.detail.clone()])
+                    .collect(),
+            }));
+        }
+        if !v.values.is_empty() {
+            b.push(Block::Table(key_value_table("key", v.values.clone())));
+        }
+        if !v.omitted.is_empty() {
+            b.push(Block::Para(format!(
+                "not shown here (see the file): {}",
+                v.omitted.join(", ")
+            )));
+        }
+    }
+}
+
+fn registry_blocks(card: &Card, b: &mut Vec<Block>) {
+    b.push(Block::Heading(
+        2,
+        "Registry stage and promotion history".into(),
+    ));
+    let held = match &card.stage_record {
+        None => "none (a candidate has no stage ref)".to_string(),
+        Some(r) if *r == card.record => format!("{r} (this record)"),
+        Some(r) => format!("{r} (another record of this version, not this one)"),
+    };
+    b.push(Block::Facts(vec![
+        ("Current stage".into(), card.stage.clone()),
+        ("Record in the stage".into(), held),
+    ]));
+    if card.history.is_empty() {
+        b.push(Block::Para(
+            "no promotion history: this version was never promoted".into(),
+        ));
+        return;
+    }
+    b.push(Block::Table(Table {
+        header: [
+            "time",
+            "action",
+            "from → to",
+            "actor",
+            "policy",
+            "checks",
+            "reason",
+            "record",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: card
+            .history
+            .iter()
+            .map(|h| {
+                let met = h.checked.iter().filter(|c| c.met).count();
+                vec![
+                    h.time.clone(),
+                    h.action.clone(),
+                    format!("{} → {}", h.from, h.to),
+                    h.actor.to_string(),
+                    h.policy.clone().unwrap_or_else(|| "(none)".into()),
+                    if h.checked.is_empty() {
+                        "none recorded".into()
+                    } else {
+                        format!("{met} of {} met", h.checked.len())
+                    },
+                    h.reason.clone().unwrap_or_default(),
+                    h.record.clone(),
+                ]
+            })
+            .collect(),
+    }));
+    for h in card.history.iter().filter(|h| !h.checked.is_empty()) {
+        b.push(Block::Heading(
+            3,
+            format!(
+                "Gate checks: {} {} → {} at {}",
+                h.action, h.from, h.to, h.time
+            ),
+        ));
+        b.push(Block::Table(Table {
+            header: ["requirement", "result", "found"]
+                .map(String::from)
+                .to_vec(),
+            rows: h
+                .checked
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.requirement.clone(),
+                        if c.met { "met" } else { "UNMET" }.into(),
+                        c.detail.clone(),
+                    ]
+                })
+                .collect(),
+        }));
+    }
+}
+
+fn lineage_blocks(card: &Card, b: &mut Vec<Block>) {
+    let g = &card.lineage;
+    b.push(Block::Heading(2, "Lineage".into()));
+    let mut inputs = Vec::new();
+    for d in &g.data {
+        inputs.push(vec![
+            format!("data.{}", d.name),
+            d.digest.clone(),
+            or_none(&d.source).to_string(),
+        ]);
+    }
+    for c in &g.code {
+        inputs.push(vec![
+            format!("code.{}", c.name),
+            c.digest.clone(),
+            match &c.git_commit {
+                Some(commit) => format!("git commit {commit}"),
+                None => "(no git commit recorded)".into(),
+            },
+        ]);
+    }
+    for i in &g.images {
+        inputs.push(vec![
+            format!("toolchains.{}", i.name),
+            i.digest.clone(),
+            i.uri.clone().unwrap_or_default(),
+        ]);
+    }
+    if !inputs.is_empty() {
+        b.push(Block::Table(Table {
+            header: ["input", "digest", "origin"].map(String::from).to_vec(),
+            rows: inputs,
+        }));
+    }
+    b.push(Block::Table(Table {
+        header: ["step", "reads", "toolchain", "writes"]
+            .map(String::from)
+            .to_vec(),
+        rows: g
+            .steps
+            .iter()
+            .map(|s| {
+                let mut reads: Vec<String> = s
+                    .inputs
+                    .iter()
+                    .map(|i| format!("{} ← {}", i.mount, i.from))
+                    .collect();
+                reads.extend(s.needs.iter().map(|n| format!("after steps.{n}")));
+                vec![
+                    s.name.clone(),
+                    reads.join("; "),
+                    s.toolchain.clone(),
+                    s.files
+                        .iter()
+                        .map(|f| f.path.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect(),
+    }));
+    let l = lineage::Lineage {
+        file: None,
+        produced_by: Vec::new(),
+        graphs: vec![card.lineage.clone()],
+    };
+    b.push(Block::MarkdownOnly(Box::new(Block::Pre(
+        lineage::render_text(&l),
+    ))));
 }
 
 fn blocks(card: &Card) -> Vec<Block> {
     let m = &card.model;
-    let mut b = vec![
-        Block::Heading(1, format!("Model card: {}@{}", m.name, m.version)),
-        Block::Facts(vec![
-            ("Model".into(), m.name.clone()),
-            ("Version".into(), m.version.clone()),
-            ("Owner".into(), or_none(&m.owner).to_string()),
-            ("Record".into(), card.record.clone()),
-        ]),
+    let mut b = vec![Block::Heading(
+        1,
+        format!("Model card: {}@{}", m.name, m.version),
+    )];
+    document_blocks(card, &mut b);
+    b.extend([
         Block::Heading(2, "Purpose".into()),
         Block::Para(or_none(&m.purpose).to_string()),
         Block::Heading(2, "Intended use".into()),
@@ -1061,7 +1414,7 @@ fn blocks(card: &Card) -> Vec<Block> {
         Block::Heading(2, "Limitations".into()),
         Block::Para(or_none(&m.limitations).to_string()),
         Block::Heading(2, "Training data".into()),
-    ];
+    ]);
     if card.lineage.data.is_empty() {
         b.push(Block::Para("no data snapshots recorded".into()));
     } else {
@@ -1084,6 +1437,8 @@ fn blocks(card: &Card) -> Vec<Block> {
                 .collect(),
         }));
     }
+    validation_blocks(card, &mut b);
+    training_blocks(card, &mut b);
     b.push(Block::Heading(2, "Evaluation".into()));
     if card.metrics.is_empty() {
         b.push(Block::Para(
@@ -1096,6 +1451,31 @@ fn blocks(card: &Card) -> Vec<Block> {
         for s in metrics_sections(&f.value) {
             b.push(Block::Heading(4, s.title));
             b.push(Block::Table(s.table));
+        }
+        b.push(Block::Heading(4, "Confidence intervals".into()));
+        if f.intervals.is_empty() {
+            b.push(Block::Para(format!(
+                "not recorded: `{}` holds no confidence intervals",
+                f.path
+            )));
+        } else {
+            b.push(Block::Table(Table {
+                header: ["metric", "lower", "upper", "as stated"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: f
+                    .intervals
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.key.clone(),
+                            i.lower.clone(),
+                            i.upper.clone(),
+                            i.about.clone(),
+                        ]
+                    })
+                    .collect(),
+            }));
         }
     }
     b.push(Block::Heading(2, "Reproducibility".into()));
@@ -1134,6 +1514,7 @@ fn blocks(card: &Card) -> Vec<Block> {
                 .collect(),
         }));
     }
+    registry_blocks(card, &mut b);
     b.push(Block::Heading(2, "Approvals".into()));
     if card.approvals.is_empty() {
         b.push(Block::Para("no approvals".into()));
@@ -1160,113 +1541,237 @@ fn blocks(card: &Card) -> Vec<Block> {
     for p in &card.approval_problems {
         b.push(Block::Para(format!("unreadable approval {p}")));
     }
-    b.push(Block::Heading(2, "Lineage".into()));
-    let l = lineage::Lineage {
-        file: None,
-        produced_by: Vec::new(),
-        graphs: vec![card.lineage.clone()],
-    };
-    b.push(Block::Pre(lineage::render_text(&l)));
+    b.push(Block::Heading(2, "Sign-off".into()));
+    b.push(Block::SignOff(
+        card.approvals.iter().filter(|a| a.valid).cloned().collect(),
+    ));
+    lineage_blocks(card, &mut b);
     b
+}
+
+/// What the sign-off block says before its entries.
+const SIGN_OFF_NONE: &str = "no counting approvals: nobody has signed off this version";
+const SIGN_OFF_INTRO: &str =
+    "The approvals that count (as `repro promote` counts them), one per signatory:";
+
+fn render_markdown_block(out: &mut String, block: Block) {
+    match block {
+        Block::Heading(level, text) => {
+            out.push_str(&format!("{} {}\n\n", "#".repeat(level as usize), md(&text)))
+        }
+        Block::Para(text) => out.push_str(&format!("{}\n\n", md(&text))),
+        Block::Facts(pairs) => {
+            for (k, v) in pairs {
+                out.push_str(&format!("- **{}**: {}\n", md(&k), md(&v)));
+            }
+            out.push('\n');
+        }
+        Block::Table(t) => {
+            let row = |cells: &[String]| {
+                let cells: Vec<String> = cells.iter().map(|c| md(c)).collect();
+                format!("| {} |\n", cells.join(" | "))
+            };
+            out.push_str(&row(&t.header));
+            out.push_str(&format!("|{}\n", " --- |".repeat(t.header.len())));
+            for r in &t.rows {
+                out.push_str(&row(r));
+            }
+            out.push('\n');
+        }
+        Block::Pre(text) => {
+            // A fence longer than any run of backticks in the text.
+            let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+            let fence = "`".repeat(longest.max(2) + 1);
+            out.push_str(&format!("{fence}text\n{text}"));
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("{fence}\n\n"));
+        }
+        Block::SignOff(approvals) => {
+            if approvals.is_empty() {
+                out.push_str(&format!("{}\n\n", md(SIGN_OFF_NONE)));
+                return;
+            }
+            out.push_str(&format!("{}\n\n", md(SIGN_OFF_INTRO)));
+            for a in approvals {
+                out.push_str(&format!(
+                    "- **{}**: {} (key {}), approved {}\n\n  Signature: ______________________________  Date: ______________\n\n",
+                    md(&a.role),
+                    md(&a.name),
+                    md(&a.keyid),
+                    md(&a.time)
+                ));
+            }
+        }
+        Block::MarkdownOnly(inner) => render_markdown_block(out, *inner),
+    }
 }
 
 /// The card as Markdown.
 pub fn render_markdown(card: &Card) -> String {
     let mut out = String::new();
     for block in blocks(card) {
-        match block {
-            Block::Heading(level, text) => {
-                out.push_str(&format!("{} {}\n\n", "#".repeat(level as usize), md(&text)))
-            }
-            Block::Para(text) => out.push_str(&format!("{}\n\n", md(&text))),
-            Block::Facts(pairs) => {
-                for (k, v) in pairs {
-                    out.push_str(&format!("- **{}**: {}\n", md(&k), md(&v)));
-                }
-                out.push('\n');
-            }
-            Block::Table(t) => {
-                let row = |cells: &[String]| {
-                    let cells: Vec<String> = cells.iter().map(|c| md(c)).collect();
-                    format!("| {} |\n", cells.join(" | "))
-                };
-                out.push_str(&row(&t.header));
-                out.push_str(&format!("|{}\n", " --- |".repeat(t.header.len())));
-                for r in &t.rows {
-                    out.push_str(&row(r));
-                }
-                out.push('\n');
-            }
-            Block::Pre(text) => {
-                // A fence longer than any run of backticks in the text.
-                let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-                let fence = "`".repeat(longest.max(2) + 1);
-                out.push_str(&format!("{fence}text\n{text}"));
-                if !text.ends_with('\n') {
-                    out.push('\n');
-                }
-                out.push_str(&format!("{fence}\n\n"));
-            }
-        }
+        render_markdown_block(&mut out, block);
     }
     out
 }
 
-const CSS: &str =
-    "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:0.5em 0 1.5em}\
-th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:left;vertical-align:top}\
+/// The page's style: a readable screen column, tables that wrap within it
+/// (fixed layout, long values broken anywhere, digests shortened with the
+/// full value in `title`), and an A4 print layout (margins, page numbers,
+/// rows and signature blocks never split, full digests printed).
+const CSS: &str = "\
+*{box-sizing:border-box}\
+html{-webkit-text-size-adjust:100%}\
+body{font-family:sans-serif;line-height:1.4;max-width:60em;margin:2em auto;padding:0 1em;color:#222}\
+h1{font-size:1.7em;border-bottom:2px solid #333;padding-bottom:0.2em}\
+h2{font-size:1.35em;margin-top:1.8em;border-bottom:1px solid #bbb}\
+h3{font-size:1.12em}h4{font-size:1em}\
+ul.facts{list-style:none;padding:0;margin:0.5em 0 1em}\
+ul.facts li{margin:0.15em 0;overflow-wrap:anywhere}\
+header.doc{border:1px solid #999;padding:0.4em 1em;margin-bottom:1.5em;background:#fafafa}\
+p{overflow-wrap:anywhere}\
+table{border-collapse:collapse;margin:0.5em 0 1.5em;width:100%;max-width:100%;table-layout:fixed}\
+th,td{border:1px solid #bbb;padding:0.25em 0.5em;text-align:left;vertical-align:top;\
+overflow-wrap:anywhere;word-break:break-word}\
 th{background:#eee}td{font-variant-numeric:tabular-nums}\
-pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}\
-code,pre{font-family:monospace}";
+table.wide{font-size:0.8em}\
+.digest{font-family:monospace;white-space:nowrap}\
+pre{background:#f6f6f6;padding:0.8em;white-space:pre-wrap;overflow-wrap:anywhere}\
+code,pre{font-family:monospace}\
+.signature{border:1px solid #999;padding:0.5em 1em;margin:0.8em 0}\
+.signature .line{border-bottom:1px solid #000;height:2.4em;margin:0.3em 0 0;color:#555;font-size:0.85em;\
+display:flex;align-items:flex-end}\
+@page{size:A4;margin:18mm 15mm 20mm 15mm;@bottom-right{content:counter(page) \" / \" counter(pages)}}\
+@media print{\
+body{max-width:none;margin:0;padding:0;font-size:9.5pt;color:#000}\
+header.doc{background:none}\
+h1,h2,h3,h4{break-after:avoid;page-break-after:avoid}\
+table{font-size:8.5pt}\
+thead{display:table-header-group}\
+tr,.signature,ul.facts li{break-inside:avoid;page-break-inside:avoid}\
+th{background:#eee;-webkit-print-color-adjust:exact;print-color-adjust:exact}\
+.digest{white-space:normal;word-break:break-all}\
+.digest .short{display:none}\
+.digest::after{content:attr(title)}\
+}";
 
-/// The card as one self-contained HTML page (inline style, no scripts, no
-/// external assets).
+/// Whether `s` is `sha256:` and 64 lowercase hex digits.
+fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    })
+}
+
+/// A table cell's text as HTML: escaped, every `sha256:` digest in it
+/// shortened to 12 hex digits with the full value in `title` (printed in
+/// full).
+fn html_cell(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("sha256:") {
+        let candidate = rest.get(i..i + 71).unwrap_or("");
+        if is_digest(candidate) {
+            out.push_str(&html(&rest[..i]));
+            out.push_str(&format!(
+                "<span class=\"digest\" title=\"{c}\"><span class=\"short\">{}…</span></span>",
+                &candidate[..19],
+                c = html(candidate)
+            ));
+            rest = &rest[i + 71..];
+        } else {
+            out.push_str(&html(&rest[..i + 7]));
+            rest = &rest[i + 7..];
+        }
+    }
+    out.push_str(&html(rest));
+    out
+}
+
+fn render_html_block(out: &mut String, block: Block) {
+    match block {
+        Block::Heading(level, text) => {
+            out.push_str(&format!("<h{level}>{}</h{level}>\n", html(&text)))
+        }
+        Block::Para(text) => out.push_str(&format!("<p>{}</p>\n", html(&text))),
+        Block::Facts(pairs) => {
+            out.push_str("<ul class=\"facts\">\n");
+            for (k, v) in pairs {
+                out.push_str(&format!(
+                    "<li><strong>{}</strong>: {}</li>\n",
+                    html(&k),
+                    html(&v)
+                ));
+            }
+            out.push_str("</ul>\n");
+        }
+        Block::Table(t) => {
+            if t.header.len() > 6 {
+                out.push_str("<table class=\"wide\">\n<thead><tr>");
+            } else {
+                out.push_str("<table>\n<thead><tr>");
+            }
+            for h in &t.header {
+                out.push_str(&format!("<th>{}</th>", html(h)));
+            }
+            out.push_str("</tr></thead>\n<tbody>\n");
+            for r in &t.rows {
+                out.push_str("<tr>");
+                for c in r {
+                    out.push_str(&format!("<td>{}</td>", html_cell(c)));
+                }
+                out.push_str("</tr>\n");
+            }
+            out.push_str("</tbody>\n</table>\n");
+        }
+        Block::Pre(text) => out.push_str(&format!("<pre>{}</pre>\n", html(&text))),
+        Block::SignOff(approvals) => {
+            if approvals.is_empty() {
+                out.push_str(&format!("<p>{}</p>\n", html(SIGN_OFF_NONE)));
+                return;
+            }
+            out.push_str(&format!("<p>{}</p>\n", html(SIGN_OFF_INTRO)));
+            for a in approvals {
+                out.push_str(&format!(
+                    "<div class=\"signature\">\n<p><strong>{}</strong>: {} (key {}), approved {}</p>\n\
+<div class=\"line\">Signature</div>\n<div class=\"line\">Date</div>\n</div>\n",
+                    html(&a.role),
+                    html(&a.name),
+                    html_cell(&a.keyid),
+                    html(&a.time)
+                ));
+            }
+        }
+        Block::MarkdownOnly(_) => {}
+    }
+}
+
+/// The card as one self-contained HTML document (inline style with screen
+/// and print rules, no scripts, no external assets).
 pub fn render_html(card: &Card) -> String {
     let m = &card.model;
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str(&format!(
         "<title>Model card: {}</title>\n",
         html(&format!("{}@{}", m.name, m.version))
     ));
     out.push_str(&format!("<style>{CSS}</style>\n</head>\n<body>\n"));
-    for block in blocks(card) {
-        match block {
-            Block::Heading(level, text) => {
-                out.push_str(&format!("<h{level}>{}</h{level}>\n", html(&text)))
-            }
-            Block::Para(text) => out.push_str(&format!("<p>{}</p>\n", html(&text))),
-            Block::Facts(pairs) => {
-                out.push_str("<ul>\n");
-                for (k, v) in pairs {
-                    out.push_str(&format!(
-                        "<li><strong>{}</strong>: {}</li>\n",
-                        html(&k),
-                        html(&v)
-                    ));
-                }
-                out.push_str("</ul>\n");
-            }
-            Block::Table(t) => {
-                out.push_str("<table>\n<thead><tr>");
-                for h in &t.header {
-                    out.push_str(&format!("<th>{}</th>", html(h)));
-                }
-                out.push_str("</tr></thead>\n<tbody>\n");
-                for r in &t.rows {
-                    out.push_str("<tr>");
-                    for c in r {
-                        out.push_str(&format!("<td>{}</td>", html(c)));
-                    }
-                    out.push_str("</tr>\n");
-                }
-                out.push_str("</tbody>\n</table>\n");
-            }
-            Block::Pre(text) => out.push_str(&format!("<pre>{}</pre>\n", html(&text))),
-        }
+    let mut blocks = blocks(card).into_iter();
+    // The title and the document facts form the header.
+    out.push_str("<header class=\"doc\">\n");
+    for block in blocks.by_ref().take(2) {
+        render_html_block(&mut out, block);
     }
-    out.push_str("</body>\n</html>\n");
+    out.push_str("</header>\n<main>\n");
+    for block in blocks {
+        render_html_block(&mut out, block);
+    }
+    out.push_str("</main>\n</body>\n</html>\n");
     out
 }
 
