@@ -1636,8 +1636,8 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em;width:100%;max-width:100%;ta
 th,td{border:1px solid #bbb;padding:0.25em 0.5em;text-align:left;vertical-align:top;\
 overflow-wrap:anywhere;word-break:break-word}\
 th{background:#eee}td{font-variant-numeric:tabular-nums}\
-table.wide{font-size:0.8em}\
-.digest{font-family:monospace;white-space:nowrap}\
+table.wide{font-size:0.78em}table.wide th,table.wide td{padding:0.2em 0.25em}\
+.digest{font-family:monospace;word-break:break-all;overflow-wrap:anywhere}\
 pre{background:#f6f6f6;padding:0.8em;white-space:pre-wrap;overflow-wrap:anywhere}\
 code,pre{font-family:monospace}\
 .signature{border:1px solid #999;padding:0.5em 1em;margin:0.8em 0}\
@@ -1652,7 +1652,6 @@ table{font-size:8.5pt}\
 thead{display:table-header-group}\
 tr,.signature,ul.facts li{break-inside:avoid;page-break-inside:avoid}\
 th{background:#eee;-webkit-print-color-adjust:exact;print-color-adjust:exact}\
-.digest{white-space:normal;word-break:break-all}\
 .digest .short{display:none}\
 .digest::after{content:attr(title)}\
 }";

@@ -91,6 +91,29 @@ outputs = ["metrics.json"]
         "data": {"rows": 569, "sha256": "ab12", "feature_ranges": ranges},
         "min_class_fraction": 0.2,
     });
+    let slices: serde_json::Map<String, serde_json::Value> = ["small", "medium", "large"]
+        .iter()
+        .map(|name| {
+            let metrics: serde_json::Map<String, serde_json::Value> = [
+                "accuracy",
+                "auc",
+                "brier",
+                "ece",
+                "precision",
+                "recall",
+                "specificity",
+                "confusion.fn",
+                "confusion.fp",
+                "confusion.tn",
+                "confusion.tp",
+                "n",
+            ]
+            .iter()
+            .map(|m| (m.to_string(), json!(0.123456)))
+            .collect();
+            (name.to_string(), json!(metrics))
+        })
+        .collect();
     let train = json!({
         "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
         "hyperparameters": {"learning_rate": 0.05, "max_iter": 200, "random_state": 42},
@@ -103,6 +126,8 @@ outputs = ["metrics.json"]
         },
         "confidence_intervals": {"recall": [0.88, 0.97], "ece": [null, 0.04]},
         "thresholds": [0.1, 0.2],
+        // As wide as the example's: a dozen metrics per slice.
+        "slices": {"feature": "mean radius", "groups": slices, "gaps": {"auc": {"gap": 0.031250, "max": "large", "min": "medium"}}},
     });
     let features = json!({"split": {"seed": 42, "test_fraction": 0.25, "test_rows": 143}});
     w.build_recipe(
@@ -716,7 +741,10 @@ m.id='measured';m.setAttribute('data-scroll-width',Math.max(d.scrollWidth,b.scro
 m.setAttribute('data-client-width',d.clientWidth);\
 var widest=0;document.querySelectorAll('table,pre,ul,p').forEach(function(e){\
 widest=Math.max(widest,e.getBoundingClientRect().right)});\
-m.setAttribute('data-widest-right',Math.ceil(widest));document.head.appendChild(m)});</script>";
+m.setAttribute('data-widest-right',Math.ceil(widest));\
+var spill=0;document.querySelectorAll('td,th').forEach(function(e){\
+if(e.scrollWidth>e.clientWidth+1)spill++});\
+m.setAttribute('data-overflowing-cells',spill);document.head.appendChild(m)});</script>";
     std::fs::write(
         &probe,
         page.replace("</head>", &format!("{script}\n</head>")),
@@ -752,6 +780,11 @@ m.setAttribute('data-widest-right',Math.ceil(widest));document.head.appendChild(
     assert!(
         widest <= client,
         "a block ends at {widest} px, past {client}"
+    );
+    let spill = attr("data-overflowing-cells");
+    assert_eq!(
+        spill, 0,
+        "{spill} table cells whose content is wider than the cell"
     );
 
     // Printing: an A4 PDF.
