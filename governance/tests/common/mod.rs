@@ -499,3 +499,78 @@ pub fn unmet(checks: &[registry::Check]) -> Vec<String> {
 pub fn time_from_now(secs: i64) -> String {
     repro_evidence::clock::format(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
 }
+
+impl World {
+    /// Forge a signed record of `gov@<version>` from the recipe text
+    /// `recipe` (its `[model]` must name `gov` and `version`) whose steps
+    /// wrote `steps` (`(step, [(file, content)])`), as [`World::build`]
+    /// does for its fixed recipe.
+    pub fn build_recipe(
+        &self,
+        version: &str,
+        recipe: &str,
+        steps: &[(&str, Vec<(&str, String)>)],
+    ) -> RecordDigest {
+        let recipe = self.store.put_bytes(recipe.as_bytes()).unwrap();
+        let mut subject = Vec::new();
+        let mut byproducts = Vec::new();
+        for (step, files) in steps {
+            let borrowed: Vec<(&str, &str)> = files.iter().map(|(f, c)| (*f, c.as_str())).collect();
+            let tree = self.outputs(&borrowed);
+            for (file, content) in files {
+                subject.push(ResourceDescriptor::sha256(
+                    format!("{step}/{file}"),
+                    Hash::of(content.as_bytes()),
+                ));
+            }
+            byproducts.push(
+                ResourceDescriptor::sha256(format!("steps.{step}"), tree)
+                    .with("stepKey", Hash::of(step.as_bytes()).to_string()),
+            );
+        }
+        let statement = Statement {
+            type_: STATEMENT_TYPE.into(),
+            subject,
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate: Provenance {
+                build_definition: BuildDefinition {
+                    build_type: BUILD_TYPE.into(),
+                    external_parameters: ExternalParameters {
+                        recipe: "model.toml".into(),
+                        recipe_digest: recipe,
+                        lock_digest: None,
+                        name: MODEL.into(),
+                        version: version.into(),
+                    },
+                    internal_parameters: InternalParameters {
+                        sandbox_policy_version: 1,
+                        platform: platform(),
+                    },
+                    resolved_dependencies: vec![ResourceDescriptor::sha256("recipe", recipe)],
+                },
+                run_details: RunDetails {
+                    builder: Builder {
+                        id: BUILDER_ID.into(),
+                        version: BTreeMap::new(),
+                    },
+                    metadata: Metadata {
+                        invocation_id: "1".into(),
+                        started_on: "2026-01-01T00:00:00Z".into(),
+                        finished_on: "2026-01-01T00:01:00Z".into(),
+                    },
+                    byproducts,
+                },
+            },
+        };
+        let payload = serde_json::to_vec(&statement).unwrap();
+        let envelope = keys::sign(&self.alice.key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
+        self.store
+            .put_record(
+                &envelope.to_vec_pretty().unwrap(),
+                MODEL,
+                version,
+                &repro_evidence::record::inputs_of,
+            )
+            .unwrap()
+    }
+}
