@@ -382,7 +382,7 @@ fn the_stage_and_every_registry_event_of_the_version_are_on_the_card_with_the_ga
     let rita = Person::new("Rita", 3);
     w.register(&rita, &["model-risk"]);
     let policy = w.policy(
-        "[stages.validated]\n[stages.production]\nfrom = \"validated\"\napprovals = [\"model-risk\"]\n",
+        "[stages.validated]\n[stages.production]\nfrom = \"validated\"\napprovals = [\"model-risk\"]\n[rollback]\napprovals = [\"model-risk\"]\n",
     );
     let to_production = |v: &str| {
         w.build(v, &Build::auc(0.95));
@@ -400,8 +400,15 @@ fn the_stage_and_every_registry_event_of_the_version_are_on_the_card_with_the_ga
 
     let d = to_production("1");
     to_production("2"); // gov@1 is moved aside...
-    repro_governance::promote::rollback(&w.store, &w.actor(), MODEL, "1", Some("gov@2 | <bad>"))
-        .unwrap(); // ...and back
+    repro_governance::promote::rollback(
+        &w.store,
+        &w.actor(),
+        MODEL,
+        "1",
+        Some("gov@2 | <bad>"),
+        &policy,
+    )
+    .unwrap(); // ...and back
 
     let c = card::gather(&w.store, "gov@1").unwrap();
     assert_eq!(c.stage, w.stage("1").as_str());
