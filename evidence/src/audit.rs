@@ -823,7 +823,17 @@ pub fn open_checkpoint(
 /// The line that ends a JSON-lines export: `{"type":"audit-checkpoint","envelope":{...}}`
 /// (compact, no newline).
 pub fn checkpoint_line(envelope: &Envelope) -> String {
-    serde_json::json!({ "type": CHECKPOINT_LINE_TYPE, "envelope": envelope }).to_string()
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        envelope: &'a Envelope,
+    }
+    let line = Line {
+        kind: CHECKPOINT_LINE_TYPE,
+        envelope,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// The envelope of a checkpoint line ([`checkpoint_line`]); `None` for any

@@ -329,6 +329,10 @@ fn a_checkpoint_line_carries_the_envelope_and_no_entry_is_one() {
     let (store, _d) = log_of(3);
     let env = audit::checkpoint(&store, &key(), &ann()).unwrap();
     let line = audit::checkpoint_line(&env);
+    assert!(
+        line.starts_with("{\"type\":\"audit-checkpoint\",\"envelope\":{"),
+        "{line}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(doc["type"], "audit-checkpoint");
     assert!(doc.get("seq").is_none(), "{line}");
