@@ -75,14 +75,18 @@ fn a_truncated_log_with_a_rewritten_head_fails_a_signed_checkpoint() {
         cp.signer.as_ref().and_then(|s| s.name.as_deref()),
         Some("Ann")
     );
-    assert!(audit::verify_against(&store, &[cp.clone()]).unwrap().intact);
+    assert!(
+        audit::verify_against(&store, std::slice::from_ref(&cp))
+            .unwrap()
+            .intact
+    );
 
     truncate_and_rewrite_head(&store, 7);
     // The head alone cannot tell: this is the hole the checkpoint closes.
     let v = audit::verify(&store).unwrap();
     assert!(v.intact, "{:?}", v.problems);
 
-    let v = audit::verify_against(&store, &[cp.clone()]).unwrap();
+    let v = audit::verify_against(&store, std::slice::from_ref(&cp)).unwrap();
     assert!(!v.intact);
     assert_eq!(v.checkpoints, 1);
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
@@ -108,7 +112,7 @@ fn an_expected_head_catches_truncation_and_deletion() {
     assert_eq!(audit::read_head(&store).unwrap(), (12, head.sha256.clone()));
 
     truncate_and_rewrite_head(&store, 9);
-    let v = audit::verify_against(&store, &[expected.clone()]).unwrap();
+    let v = audit::verify_against(&store, std::slice::from_ref(&expected)).unwrap();
     assert_eq!(
         messages(&v),
         [format!(
@@ -156,7 +160,7 @@ fn a_rewritten_history_fails_the_checkpoint_even_when_it_is_longer() {
     std::fs::remove_file(audit::head_path(&store)).unwrap();
     append(&store, &key(), 100, 110);
     assert!(audit::verify(&store).unwrap().intact);
-    let v = audit::verify_against(&store, &[cp.clone()]).unwrap();
+    let v = audit::verify_against(&store, std::slice::from_ref(&cp)).unwrap();
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     assert_eq!(v.problems[0].line, Some(6));
     assert!(
