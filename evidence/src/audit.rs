@@ -11,6 +11,17 @@
 //! `v1/audit/head` (the last sequence number and entry hash, rewritten
 //! atomically after every append). Appends are serialized by an exclusive
 //! lock on `v1/audit/lock`.
+//!
+//! The head file lives in the store, so whoever can truncate the log can
+//! rewrite the head too. What catches that is a [`Checkpoint`] kept
+//! outside the store: a signed statement of the head (sequence number and
+//! hash of the last entry, the time, the signer), as transparency logs
+//! publish theirs. [`checkpoint`] signs one as a DSSE envelope of type
+//! [`CHECKPOINT_PAYLOAD_TYPE`]; its compact text form is `<seq>:<hex>`.
+//! [`verify_against`] checks that the log still holds every entry the
+//! checkpoints name (it may have grown since), and [`verify`] treats an
+//! empty or missing log in a store that holds records, attestations,
+//! approvals or identities as tampering.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,7 +35,7 @@ use repro_store::{Hash, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::attest::Identity;
-use crate::keys;
+use crate::keys::{self, Envelope};
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -215,6 +226,12 @@ pub enum ProblemKind {
     Truncated,
     /// The head file and the log disagree in another way (missing head, entries after the head).
     Head,
+    /// The log does not hold an entry that a checkpoint (or `--expect-head`)
+    /// names: entries were removed from the end, or the history was rewritten.
+    Checkpoint,
+    /// The log is empty or missing in a store that holds records,
+    /// attestations, approvals or identities: it was deleted or emptied.
+    Emptied,
 }
 
 /// One finding of [`verify`].
@@ -241,6 +258,8 @@ pub struct Verified {
     pub last_seq: u64,
     /// The head's sequence number, when there is a head.
     pub head_seq: Option<u64>,
+    /// How many checkpoints the log was checked against.
+    pub checkpoints: usize,
     /// Whether nothing is wrong.
     pub intact: bool,
     /// Everything that is wrong, in log order.
@@ -250,8 +269,25 @@ pub struct Verified {
 /// Check the whole log: every line is an entry, the sequence numbers run
 /// 1, 2, 3, ..., each `prev` is the hash of the entry before, every
 /// signature checks out with its key (looked up in the store), and the head
-/// matches the last line. Each problem names the entry it is about.
+/// matches the last line. Each problem names the entry it is about. An
+/// empty or missing log in a store that holds records, attestations,
+/// approvals or identities is a problem of kind [`ProblemKind::Emptied`].
+///
+/// The head file is kept in the store beside the log: a log truncated
+/// together with its head passes. [`verify_against`] checkpoints kept
+/// elsewhere to catch that.
 pub fn verify(store: &Store) -> Result<Verified> {
+    verify_against(store, &[])
+}
+
+/// [`verify`], and check that the log holds, at each checkpoint's sequence
+/// number, the entry whose line hashes to the checkpoint's hash: a log that
+/// grew after a checkpoint passes it; a truncated log (whatever its head
+/// file says), a deleted log or a rewritten history does not, and each such
+/// checkpoint is a problem of kind [`ProblemKind::Checkpoint`] naming what
+/// is missing. The checkpoints must have been checked already (see
+/// [`open_checkpoint`]); this only compares.
+pub fn verify_against(store: &Store, checkpoints: &[Checkpoint]) -> Result<Verified> {
     let lines = read_lines(store)?;
     let parsed: Vec<(String, Option<Entry>, Option<String>)> = lines
         .iter()
@@ -433,14 +469,147 @@ pub fn verify(store: &Store) -> Result<Verified> {
             }
         }
     }
+    // A log that is gone while what it records is still there.
+    if parsed.is_empty() {
+        let held = state_held(store)?;
+        if !held.is_empty() {
+            problems.push(Problem {
+                seq: None,
+                line: None,
+                kind: ProblemKind::Emptied,
+                message: format!(
+                    "the audit log `{}` is {} but the store holds {}: the log was deleted or emptied",
+                    log_path(store).display(),
+                    if log_path(store).exists() { "empty" } else { "missing" },
+                    held.join(", ")
+                ),
+            });
+        }
+    }
+    // The checkpoints: each names an entry the log must still hold.
+    for cp in checkpoints {
+        let at: Vec<(usize, &str)> = parsed
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e, _))| e.as_ref().is_some_and(|e| e.seq == cp.seq))
+            .map(|(i, (h, _, _))| (i + 1, h.as_str()))
+            .collect();
+        if at.iter().any(|(_, h)| h.eq_ignore_ascii_case(&cp.sha256)) {
+            continue;
+        }
+        let (seq, line, message) = match at.first() {
+            Some((line, h)) => (
+                Some(cp.seq),
+                Some(*line),
+                format!(
+                    "entry {} (line {line}) is not the entry {} names: its hash is sha256:{h}, not sha256:{}: the history was rewritten",
+                    cp.seq,
+                    cp.describe(),
+                    cp.sha256
+                ),
+            ),
+            None if parsed.is_empty() => (
+                Some(cp.seq),
+                None,
+                format!(
+                    "the log is empty, {} names entry {} (sha256:{}): the log was deleted or emptied",
+                    cp.describe(),
+                    cp.seq,
+                    cp.sha256
+                ),
+            ),
+            None if max_seen < cp.seq => (
+                Some(cp.seq),
+                None,
+                format!(
+                    "the log ends at entry {max_seen}, {} names entry {} (sha256:{}): entries were removed from the end",
+                    cp.describe(),
+                    cp.seq,
+                    cp.sha256
+                ),
+            ),
+            None => (
+                Some(cp.seq),
+                None,
+                format!(
+                    "entry {}, which {} names (sha256:{}), is not in the log",
+                    cp.seq,
+                    cp.describe(),
+                    cp.sha256
+                ),
+            ),
+        };
+        problems.push(Problem {
+            seq,
+            line,
+            kind: ProblemKind::Checkpoint,
+            message,
+        });
+    }
     Ok(Verified {
         log: log_path(store).display().to_string(),
         lines: parsed.len(),
         last_seq: max_seen,
         head_seq,
+        checkpoints: checkpoints.len(),
         intact: problems.is_empty(),
         problems,
     })
+}
+
+/// What the store holds that only logged commands make, in words (`2
+/// records`, `1 attestation`, ...); empty for a store with none.
+fn state_held(store: &Store) -> Result<Vec<String>> {
+    use repro_store::Ns;
+    /// The non-hidden entries of `dir` (none when it is missing).
+    fn names(dir: &Path) -> Result<Vec<PathBuf>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list `{}`", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.with_context(|| format!("cannot list `{}`", dir.display()))?;
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+    /// The entries two levels down (`<record>/<hex>`).
+    fn nested(dir: &Path) -> Result<usize> {
+        let mut n = 0;
+        for d in names(dir)? {
+            if d.is_dir() {
+                n += names(&d)?.len();
+            }
+        }
+        Ok(n)
+    }
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut held = Vec::new();
+    let models = store
+        .record_names()
+        .context("cannot list the store's records")?
+        .len();
+    if models > 0 {
+        held.push(plural(models, "model") + " with records");
+    }
+    for (ns, what) in [
+        (Ns::Attestations, "attestation"),
+        (Ns::Approvals, "approval"),
+    ] {
+        let n = nested(&store.ns_dir(ns))?;
+        if n > 0 {
+            held.push(plural(n, what));
+        }
+    }
+    let ids = names(&store.ns_dir(Ns::Identities))?.len();
+    if ids > 0 {
+        held.push(plural(ids, "registered identity").replace("identitys", "identities"));
+    }
+    Ok(held)
 }
 
 /// The head as written, `None` when there is none; `Err` names a broken head.
@@ -459,6 +628,227 @@ fn read_head_file(store: &Store) -> std::result::Result<Option<(u64, String)>, S
             path.display()
         )),
     }
+}
+
+/// The DSSE payload type of a signed [`Checkpoint`].
+pub const CHECKPOINT_PAYLOAD_TYPE: &str = "application/vnd.repro.audit-checkpoint+json";
+
+/// The `type` of the line that ends a JSON-lines export: `{"type":
+/// "audit-checkpoint", "envelope": <the signed checkpoint>}`. Entries have
+/// no `type`, so a consumer tells the two apart by it.
+pub const CHECKPOINT_LINE_TYPE: &str = "audit-checkpoint";
+
+/// A statement of the log's head: the entry at sequence number `seq`
+/// hashes (its line, without the newline) to `sha256`.
+///
+/// Signed, it is the payload of a DSSE envelope of type
+/// [`CHECKPOINT_PAYLOAD_TYPE`], compact JSON with every field:
+/// `{"seq":12,"sha256":"<64 hex>","time":"<RFC 3339>","signer":{"keyid":"sha256:<hex>","name":...,"email":...}}`.
+/// Unsigned (`--expect-head`), it has no time and no signer; its text form
+/// is `<seq>:<hex>` ([`Checkpoint::compact`], parsed by [`str::parse`],
+/// which also takes `<seq>:sha256:<hex>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The sequence number of the entry (1, 2, 3, ...).
+    pub seq: u64,
+    /// The hex SHA-256 of that entry's line, as in the head file.
+    pub sha256: String,
+    /// When it was signed (RFC 3339, UTC); `None` when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Who signed it; `None` when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Identity>,
+    /// Where it was read from (a file), for messages; not signed.
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+impl Checkpoint {
+    /// The text form `<seq>:<hex>` that `--expect-head` takes.
+    pub fn compact(&self) -> String {
+        format!("{}:{}", self.seq, self.sha256)
+    }
+
+    /// The checkpoint in words, for messages: `the checkpoint `cp.json` of
+    /// <time> by <signer>`, or `the expected head` when it is unsigned.
+    pub fn describe(&self) -> String {
+        let from = self
+            .source
+            .as_deref()
+            .map(|s| format!(" `{s}`"))
+            .unwrap_or_default();
+        match (&self.time, &self.signer) {
+            (Some(t), Some(who)) => format!("the checkpoint{from} of {t} by {who}"),
+            _ => format!("the expected head{from}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+    /// `<seq>:<hex>` or `<seq>:sha256:<hex>`.
+    fn from_str(s: &str) -> std::result::Result<Checkpoint, String> {
+        let bad = || {
+            format!("`{s}` is not a head: expected `<seq>:<sha256 hex>`, e.g. `12:` and 64 hex digits (`repro audit checkpoint` prints one)")
+        };
+        let (seq, hex) = s.trim().split_once(':').ok_or_else(bad)?;
+        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        if seq == 0 || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Checkpoint {
+            seq,
+            sha256: hex.to_ascii_lowercase(),
+            time: None,
+            signer: None,
+            source: None,
+        })
+    }
+}
+
+/// The head of the log as it is: the last line's entry and hash, unsigned;
+/// `None` for an empty or missing log. Fails on a last line that is not an
+/// entry.
+pub fn head_of(store: &Store) -> Result<Option<Checkpoint>> {
+    let lines = read_lines(store)?;
+    let Some(last) = lines.last() else {
+        return Ok(None);
+    };
+    let entry: Entry = serde_json::from_slice(last).map_err(|_| {
+        anyhow::anyhow!(
+            "line {} of `{}` is not an audit entry\nhint: run `repro audit verify` to see what is wrong with the log",
+            lines.len(),
+            log_path(store).display()
+        )
+    })?;
+    Ok(Some(Checkpoint {
+        seq: entry.seq,
+        sha256: Hash::of(last).hex(),
+        time: None,
+        signer: None,
+        source: None,
+    }))
+}
+
+/// Sign `head` (its `seq` and `sha256`) as of now with `key` as `signer`:
+/// a DSSE envelope of type [`CHECKPOINT_PAYLOAD_TYPE`].
+pub fn sign_checkpoint(head: &Checkpoint, key: &SigningKey, signer: &Identity) -> Envelope {
+    let statement = Checkpoint {
+        seq: head.seq,
+        sha256: head.sha256.clone(),
+        time: Some(crate::clock::now()),
+        signer: Some(Identity {
+            keyid: keys::key_id(&key.verifying_key()).to_string(),
+            ..signer.clone()
+        }),
+        source: None,
+    };
+    let payload = serde_json::to_vec(&statement).unwrap_or_default();
+    keys::sign(key, CHECKPOINT_PAYLOAD_TYPE, &payload)
+}
+
+/// A signed checkpoint of the log's head, by `key` as `signer`; its public
+/// key is put in the store so that [`open_checkpoint`] finds it. Refuses a
+/// log that does not verify (a checkpoint would vouch for the damage: the
+/// error is [`Tampered`](crate::exit::Tampered)) and an empty log (nothing
+/// to vouch for).
+pub fn checkpoint(store: &Store, key: &SigningKey, signer: &Identity) -> Result<Envelope> {
+    let v = verify(store)?;
+    if !v.intact {
+        return Err(crate::exit::Tampered(format!(
+            "the audit log `{}` was tampered with, so no checkpoint of it is signed: {}\nhint: run `repro audit verify`",
+            v.log,
+            v.problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+        .into());
+    }
+    let head = head_of(store)?.ok_or_else(|| {
+        crate::exit::UserError(format!(
+            "the audit log `{}` is empty: there is no head to checkpoint",
+            log_path(store).display()
+        ))
+    })?;
+    keys::publish(store, &key.verifying_key())?;
+    Ok(sign_checkpoint(&head, key, signer))
+}
+
+/// Check a signed checkpoint: its payload type, its signature (by a key
+/// `lookup` finds, e.g. [`keys::lookup_in_store`]) and that the payload is
+/// a checkpoint whose signer is the key that signed it. Every failure is a
+/// [`Tampered`](crate::exit::Tampered) error (exit 3) that names `source`.
+pub fn open_checkpoint(
+    envelope: &Envelope,
+    source: &str,
+    lookup: impl Fn(&str) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<Checkpoint> {
+    let refuse = |why: String| -> anyhow::Error {
+        crate::exit::Tampered(format!("the checkpoint `{source}` is refused: {why}")).into()
+    };
+    if envelope.payload_type != CHECKPOINT_PAYLOAD_TYPE {
+        return Err(refuse(format!(
+            "its payload type is `{}`, not `{CHECKPOINT_PAYLOAD_TYPE}`",
+            envelope.payload_type
+        )));
+    }
+    let (payload, keyid) = keys::open(envelope, lookup).map_err(|e| refuse(e.to_string()))?;
+    let mut cp: Checkpoint = serde_json::from_slice(&payload)
+        .map_err(|e| refuse(format!("its payload is not a checkpoint: {e}")))?;
+    let (Some(time), Some(signer)) = (&cp.time, &cp.signer) else {
+        return Err(refuse("its payload has no time or no signer".into()));
+    };
+    if signer.keyid != keyid {
+        return Err(refuse(format!(
+            "it names `{}` as its signer but is signed by `{keyid}`",
+            signer.keyid
+        )));
+    }
+    if crate::clock::parse(time).is_none() {
+        return Err(refuse(format!("its time `{time}` is not RFC 3339")));
+    }
+    let check: Checkpoint = cp
+        .compact()
+        .parse()
+        .map_err(|e: String| refuse(format!("it names no entry: {e}")))?;
+    cp.sha256 = check.sha256;
+    cp.source = Some(source.to_string());
+    Ok(cp)
+}
+
+/// The line that ends a JSON-lines export: `{"type":"audit-checkpoint","envelope":{...}}`
+/// (compact, no newline).
+pub fn checkpoint_line(envelope: &Envelope) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        envelope: &'a Envelope,
+    }
+    let line = Line {
+        kind: CHECKPOINT_LINE_TYPE,
+        envelope,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// The envelope of a checkpoint line ([`checkpoint_line`]); `None` for any
+/// other line (an entry, say). The envelope is not checked.
+pub fn parse_checkpoint_line(line: &str) -> Option<Envelope> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(rename = "type")]
+        kind: String,
+        envelope: Envelope,
+    }
+    serde_json::from_str::<Line>(line)
+        .ok()
+        .filter(|l| l.kind == CHECKPOINT_LINE_TYPE)
+        .map(|l| l.envelope)
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);

@@ -11,8 +11,24 @@
 //! 8 plus severity notice (5). TIMESTAMP is the entry's time (microseconds,
 //! UTC). The structured data uses the private enterprise number 32473 that
 //! RFC 5424 reserves for examples; MSG is the compact JSON of `details`.
+//!
+//! An export ends with the signed checkpoint of the head it exported, as a
+//! message of its own with MSGID [`CHECKPOINT_MSGID`]:
+//!
+//! ```text
+//! <PRI>1 TIMESTAMP HOSTNAME repro PROCID audit-checkpoint [repro@32473 seq="" sha256="" signer="" keyid=""] {DSSE envelope}
+//! ```
+//!
+//! TIMESTAMP is the time of signing, and MSG the compact JSON of the DSSE
+//! envelope ([`crate::audit::CHECKPOINT_PAYLOAD_TYPE`]), which
+//! `repro audit verify --checkpoint` reads back from a file of messages.
 
-use crate::audit::Entry;
+use crate::audit::{Checkpoint, Entry};
+use crate::keys::Envelope;
+
+/// The MSGID of the message carrying a signed checkpoint (no entry has
+/// this kind).
+pub const CHECKPOINT_MSGID: &str = "audit-checkpoint";
 
 /// The structured-data id of the `repro` element.
 pub const SD_ID: &str = "repro@32473";
@@ -95,6 +111,71 @@ pub fn format(entry: &Entry, facility: Facility, origin: &Origin) -> String {
         param_value(&entry.actor.keyid),
         param_value(&entry.prev),
     )
+}
+
+/// The RFC 5424 message carrying the signed checkpoint `envelope`, whose
+/// opened payload is `checkpoint` (without framing or newline).
+pub fn format_checkpoint(
+    envelope: &Envelope,
+    checkpoint: &Checkpoint,
+    facility: Facility,
+    origin: &Origin,
+) -> String {
+    let pri = facility.code() * 8 + SEVERITY_NOTICE;
+    let signer = checkpoint.signer.clone().unwrap_or_default();
+    let msg = serde_json::to_string(envelope).unwrap_or_else(|_| "null".into());
+    format!(
+        "<{pri}>1 {} {} repro {} {CHECKPOINT_MSGID} [{SD_ID} seq=\"{}\" sha256=\"{}\" signer=\"{}\" keyid=\"{}\"] {msg}",
+        timestamp(checkpoint.time.as_deref().unwrap_or_default()),
+        header_field(&origin.hostname, 255),
+        origin.procid,
+        checkpoint.seq,
+        param_value(&checkpoint.sha256),
+        param_value(&signer.to_string()),
+        param_value(&signer.keyid),
+    )
+}
+
+/// The envelope in a checkpoint message ([`format_checkpoint`], optionally
+/// octet-counted); `None` for any other message. Not checked: see
+/// [`crate::audit::open_checkpoint`].
+pub fn parse_checkpoint(message: &str) -> Option<Envelope> {
+    let message = message.trim_end_matches(['\r', '\n']);
+    // Octet counting: `<length> <PRI>...`.
+    let message = match message.split_once(' ') {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => message,
+    };
+    let fields: Vec<&str> = message.splitn(7, ' ').collect();
+    if fields.len() != 7 || !fields[0].starts_with('<') || fields[5] != CHECKPOINT_MSGID {
+        return None;
+    }
+    // Skip the structured data: `[...]` elements whose quoted values escape
+    // `"`, `\` and `]` with a backslash.
+    let sd = fields[6];
+    let mut in_value = false;
+    let mut depth = 0usize;
+    let mut chars = sd.char_indices();
+    let mut end = None;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' if in_value => {
+                chars.next();
+            }
+            '"' => in_value = !in_value,
+            '[' if !in_value => depth += 1,
+            ']' if !in_value => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 && !sd[i + 1..].starts_with('[') {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let msg = sd[end?..].strip_prefix(' ')?;
+    Envelope::parse(msg.as_bytes()).ok()
 }
 
 /// RFC 6587 octet counting: `<length> <message>`.
@@ -189,6 +270,46 @@ mod tests {
             procid: 1,
         };
         assert!(format(&e, Facility::Authpriv, &origin).starts_with("<85>1 - - repro 1 build "));
+    }
+
+    #[test]
+    fn a_checkpoint_message_carries_its_envelope_and_reads_back() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+        let head = Checkpoint {
+            seq: 12,
+            sha256: "cd".repeat(32),
+            time: None,
+            signer: None,
+            source: None,
+        };
+        let who = Identity {
+            keyid: String::new(),
+            name: Some("Ann \"]".into()),
+            email: None,
+        };
+        let env = crate::audit::sign_checkpoint(&head, &key, &who);
+        let cp: Checkpoint = env.unverified_payload().expect("payload");
+        let origin = Origin {
+            hostname: "h".into(),
+            procid: 42,
+        };
+        let m = format_checkpoint(&env, &cp, Facility::Authpriv, &origin);
+        assert!(
+            m.starts_with(&format!(
+                "<85>1 {} h repro 42 audit-checkpoint [repro@32473 seq=\"12\" sha256=\"{}\" signer=\"Ann \\\"\\] (",
+                timestamp(cp.time.as_deref().expect("time")),
+                "cd".repeat(32)
+            )),
+            "{m}"
+        );
+        assert!(m.ends_with(&format!("] {}", serde_json::to_string(&env).expect("json"))));
+        assert_eq!(parse_checkpoint(&m), Some(env.clone()));
+        assert_eq!(parse_checkpoint(&frame(&m)), Some(env));
+        assert_eq!(
+            parse_checkpoint(&format(&entry(), Facility::Authpriv, &origin)),
+            None
+        );
+        assert_eq!(parse_checkpoint("audit-checkpoint"), None);
     }
 
     #[test]

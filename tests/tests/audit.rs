@@ -100,11 +100,19 @@ fn every_state_change_is_logged_and_an_untouched_log_verifies() {
     assert_eq!(doc["intact"], true);
     assert_eq!(doc["last_seq"], 9);
 
-    // jsonl export writes the lines as they are; --since exports incrementally.
+    // jsonl export writes the lines as they are, then a line of another
+    // type with the signed checkpoint of the head (tests/audit_checkpoint.rs);
+    // --since exports incrementally; --no-checkpoint writes only the lines.
     let out = r.run(&["audit", "export", "--format", "jsonl"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), lines.join("\n") + "\n");
-    let out = r.run(&["audit", "export", "--since", "7"]);
+    let text = stdout(&out);
+    let (entries, checkpoint) = text.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(entries.to_string() + "\n", lines.join("\n") + "\n");
+    assert!(
+        checkpoint.starts_with("{\"type\":\"audit-checkpoint\","),
+        "{checkpoint}"
+    );
+    let out = r.run(&["audit", "export", "--since", "7", "--no-checkpoint"]);
     assert_eq!(stdout(&out), lines[7..].join("\n") + "\n");
 }
 
@@ -272,7 +280,17 @@ fn rsyslog_receives_every_event_over_tcp() {
         &syslog.addr(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let got: Vec<Received> = syslog.wait_for(6).iter().map(|m| parse(m)).collect();
+    // Six entries, then the signed checkpoint of the head (its own MSGID).
+    let all = syslog.wait_for(7);
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert_eq!(
+        all[6].split(' ').nth(5),
+        Some("audit-checkpoint"),
+        "{}",
+        all[6]
+    );
+    assert_eq!(sd_param(&all[6], "seq"), "6");
+    let got: Vec<Received> = all[..6].iter().map(|m| parse(m)).collect();
     let kinds: Vec<&str> = got.iter().map(|m| m.kind.as_str()).collect();
     assert_eq!(kinds, ["key", "build", "verify", "pin", "unpin", "gc"]);
     assert_eq!(
@@ -301,11 +319,12 @@ fn rsyslog_receives_every_event_over_tcp() {
         "6",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let got = syslog.wait_for(7);
-    assert_eq!(got.len(), 7, "{got:?}");
-    let last = parse(&got[6]);
+    let got = syslog.wait_for(9);
+    assert_eq!(got.len(), 9, "{got:?}");
+    let last = parse(&got[7]);
     assert_eq!((last.seq, last.kind.as_str()), (7, "build"));
+    assert_eq!(sd_param(&got[8], "seq"), "7");
     let cached: serde_json::Value =
-        serde_json::from_str(got[6].split_once("] ").unwrap().1).unwrap();
+        serde_json::from_str(got[7].split_once("] ").unwrap().1).unwrap();
     assert_eq!(cached["cached"], 1);
 }
