@@ -135,7 +135,7 @@ impl Command {
             Command::Import(_) => import::STORE,
             Command::Lineage(_) => lineage::STORE,
             Command::Card(_) => card::STORE,
-            Command::Audit(_) => audit::STORE,
+            Command::Audit(c) => audit::store_use(c),
         }
     }
 

@@ -712,6 +712,13 @@ fn an_identity_file_edited_in_the_store_is_tampering() {
         "{}",
         stderr(&out)
     );
+    let out = r.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("differs from the audit log"),
+        "{}",
+        stdout(&out)
+    );
     let carol = person(&r, "Carol");
     let out = r.run(&[
         "identity",

@@ -81,7 +81,13 @@ pub struct ExportArgs {
 /// `repro audit` reads the log without the store lock; `checkpoint` and
 /// `export` add their signer's public key (a blob, written once) so that
 /// the checkpoint can be checked with the store's keys.
-pub const STORE: super::StoreUse = super::StoreUse::Open;
+pub fn store_use(cmd: &AuditCommand) -> super::StoreUse {
+    match cmd {
+        AuditCommand::Verify { .. } => super::StoreUse::Open,
+        // They add the signer's public key to the store.
+        AuditCommand::Checkpoint { .. } | AuditCommand::Export(_) => super::StoreUse::Shared,
+    }
+}
 
 /// Run `repro audit`.
 pub fn run(ctx: &super::Ctx, cmd: AuditCommand) -> Result<u8> {
@@ -113,7 +119,39 @@ fn verify(
     for f in files {
         against.extend(read_checkpoints(store, f)?);
     }
-    let v = audit::verify_against(store, &against)?;
+    let mut v = audit::verify_against(store, &against)?;
+    // Governance state is in the log: files that say otherwise are named.
+    let mut governance = Vec::new();
+    if v.intact {
+        let state = repro_governance::chain::replay(store).map_err(super::governance::lift)?;
+        let diffs =
+            repro_governance::chain::differences(store, &state).map_err(super::governance::lift)?;
+        if state.root.is_some() {
+            governance = diffs;
+        } else if !diffs.is_empty() && !quiet {
+            eprintln!(
+                "note: governance files not backed by the log (the store has no governance root):\n  {}",
+                diffs.join("\n  ")
+            );
+        }
+        if !governance.is_empty() {
+            v.intact = false;
+        }
+    }
+    if !governance.is_empty() {
+        for d in &governance {
+            println!("{d}");
+        }
+        eprintln!(
+            "error: governance files in the store disagree with the signed audit log ({} difference{})\nhint: the log is the record: restore the files from a backup, or have the administrators redo the change",
+            governance.len(),
+            if governance.len() == 1 { "" } else { "s" }
+        );
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        return Ok(repro_evidence::exit::CANNOT);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if v.intact {
