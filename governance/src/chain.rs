@@ -5,7 +5,7 @@
 //! are not taken from the files in the store: they are replayed from the
 //! audit log, entry by entry, counting only what was authorized when it was
 //! written. The files (`v1/identities/*.json`, `v1/refs/stages/...`,
-//! `v1/policy.toml`) are copies for reading; [`check`] compares them with
+//! `v1/policy.toml`) are copies for reading; [`checked`] compares them with
 //! the replay and names every difference, so a direct edit of a file (a
 //! role added, a stage ref moved, the policy swapped) is tampering, found
 //! by `repro fsck`, `repro audit verify` and every governance command.
