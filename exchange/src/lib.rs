@@ -8,4 +8,5 @@
 //! Both re-hash every object before it enters the store.
 
 pub mod bundle;
+pub mod evidence;
 pub mod registry;

@@ -789,3 +789,144 @@ fn a_stage_file_moved_in_the_store_is_tampering() {
     let out = r.run(&["promote", "gov@1", "--to", "retired"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+/// `repro <args>` for `r` inside a new network namespace (no network).
+fn run_offline(r: &Repro, args: &[&str]) -> std::process::Output {
+    let base = r.std_cmd();
+    let mut c = std::process::Command::new("unshare");
+    c.arg("--net").arg("--").arg(base.get_program()).args(args);
+    c.env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.current_dir(r.work());
+    c.output().expect("run unshare (util-linux)")
+}
+
+/// Every member of the tar at `path`, by name, in order.
+fn tar_members(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_str().unwrap().to_string();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (name, b)
+        })
+        .collect()
+}
+
+fn write_tar(path: &std::path::Path, members: &[(String, Vec<u8>)]) {
+    let mut t = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (n, b) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(b.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        t.append_data(&mut h, n, &b[..]).unwrap();
+    }
+    t.finish().unwrap();
+}
+
+/// The exam package: the version, its approvals, identities, history,
+/// policies, card and the signed audit log in one file that a fresh store
+/// imports with the network off, after which the registry, the audit log
+/// and a rebuild answer as the exporting store did. A bundle whose
+/// identities were edited, even with its digests recomputed, is refused.
+#[test]
+#[ignore = "needs root and user namespaces (native sandbox) and unshare"]
+fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering() {
+    let r = setup();
+    let record = build(&r, "1", "0.95");
+    let admin = r.admin_key();
+    r.write("simple.toml", "[stages.validated]\napprovals = [\"validator\"]\n");
+    let out = r.run(&["policy", "set", "simple.toml", "--key", admin.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bob = person(&r, "Bob");
+    register(&r, &bob, "Bob", &["validator"]);
+    assert!(approve(&r, &bob, "gov@1", "validator").status.success());
+    let (code, unmet, err) = promote(&r, "gov@1", "validated");
+    assert_eq!(code, Some(0), "{unmet:?} {err}");
+    let out = r.run(&["card", "gov@1", "-o", "card"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = r.run(&["export", "gov@1", "--evidence", "-o", "evidence.tar"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("signed checkpoint"), "{}", stderr(&out));
+    let bundle = r.work().join("evidence.tar");
+    let members = tar_members(&bundle);
+    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "evidence.json");
+    for want in [
+        "SHA256SUMS",
+        "EVIDENCE.md",
+        "rebuild.tar",
+        "audit/log.jsonl",
+        "audit/checkpoint.json",
+        "registry/history.jsonl",
+        "card/model-card.md",
+    ] {
+        assert!(names.contains(&want), "no `{want}` in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("approvals/")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("identities/")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("policies/")), "{names:?}");
+    let summary = String::from_utf8(members.iter().find(|(n, _)| n == "EVIDENCE.md").unwrap().1.clone()).unwrap();
+    assert!(summary.contains("Stage (by the signed audit log): validated"), "{summary}");
+    assert!(summary.contains("validator by Bob"), "{summary}");
+
+    // A fresh store, offline.
+    let b = Repro::with_key();
+    std::fs::copy(&bundle, b.work().join("evidence.tar")).unwrap();
+    let out = run_offline(&b, &["import", "evidence.tar"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), record);
+    assert!(stderr(&out).contains("adopted"), "{}", stderr(&out));
+    let doc = show(&b, "gov@1");
+    assert_eq!(doc["stage"], "validated", "{doc:#}");
+    assert!(
+        doc["approvals"].as_array().unwrap().iter().any(|a| a["counts"] == true),
+        "{doc:#}"
+    );
+    let out = run_offline(&b, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let out = run_offline(&b, &["fsck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_offline(&b, &["verify", "gov@1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Bob made an admin in the bundle, its digests recomputed: the
+    // identities no longer match the signed log.
+    let mut forged = members.clone();
+    let (name, bytes) = forged
+        .iter_mut()
+        .find(|(n, b)| n.starts_with("identities/") && String::from_utf8_lossy(b).contains("\"Bob\""))
+        .unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    doc["roles"] = serde_json::json!(["admin", "validator"]);
+    *bytes = serde_json::to_vec_pretty(&doc).unwrap();
+    let name = name.clone();
+    let digest = common::sha256(&forged.iter().find(|(n, _)| *n == name).unwrap().1);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&forged[0].1).unwrap();
+    manifest["members"][&name] = serde_json::json!(digest);
+    forged[0].1 = serde_json::to_vec_pretty(&manifest).unwrap();
+    let c = Repro::with_key();
+    let path = c.work().join("forged.tar");
+    write_tar(&path, &forged);
+    let out = run_offline(&c, &["import", "forged.tar"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("disagree with its audit log"), "{}", stderr(&out));
+    assert!(!c.store().join("v1/audit/log.jsonl").exists());
+    // A member changed without recomputing: named by its digest.
+    let mut edited = members.clone();
+    let last = edited.len() - 1;
+    edited[last].1.push(b'\n');
+    write_tar(&path, &edited);
+    let out = run_offline(&c, &["import", "forged.tar"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&edited[last].0), "{}", stderr(&out));
+}

@@ -22,6 +22,32 @@ pub struct ImportArgs {
 pub fn run(ctx: &super::Ctx, args: ImportArgs) -> anyhow::Result<u8> {
     let store = &*ctx.store()?;
     let quiet = ctx.quiet;
+    if repro_exchange::evidence::is_evidence_bundle(&args.bundle) {
+        let i = repro_exchange::evidence::import(store, &args.bundle)?;
+        let event = repro_evidence::audit::Event::new(
+            "import-evidence",
+            i.model.clone(),
+            serde_json::json!({"record": i.record, "approvals": i.approvals, "adopted": i.adopted}),
+        );
+        // A store that adopted the bundle's log logs onto it.
+        repro_evidence::audit::log(store, None, event)?;
+        if !quiet {
+            eprintln!(
+                "imported the evidence of {} (record {}, {} approvals){}; verify it with `repro verify {}`",
+                i.model,
+                i.record,
+                i.approvals,
+                if i.adopted {
+                    ", and this store adopted its governance and audit log"
+                } else {
+                    "; this store keeps its own governance and audit log"
+                },
+                i.model
+            );
+        }
+        println!("{}", i.record);
+        return Ok(repro_evidence::exit::OK);
+    }
     let i = bundle::import(store, &args.bundle)?;
     let event = repro_evidence::audit::Event::new(
         "import",
