@@ -150,8 +150,7 @@ pub fn export(
         );
     }
     // Every key a check of the log, the checkpoint or an approval needs.
-    let mut keyids: std::collections::BTreeSet<String> =
-        state.identities.keys().cloned().collect();
+    let mut keyids: std::collections::BTreeSet<String> = state.identities.keys().cloned().collect();
     for (_, e) in audit::entries(store)? {
         keyids.insert(e.actor.keyid);
     }
@@ -267,7 +266,11 @@ fn summary(
         writeln!(s, "- Policy in force: version {v}, `{d}` (in `policies/`)")?;
     }
     let v = audit::verify(store)?;
-    writeln!(s, "- Audit log: {} entries, intact when exported", v.last_seq)?;
+    writeln!(
+        s,
+        "- Audit log: {} entries, intact when exported",
+        v.last_seq
+    )?;
     writeln!(s, "\n## Approvals\n")?;
     let opened = repro_governance::registry::open(store, record)?;
     let judged = repro_governance::approvals::list(store, record, &opened.builder)?;
@@ -302,8 +305,12 @@ fn summary(
             h.from,
             h.to,
             h.actor,
-            h.policy.map(|p| format!(" under `{p}`")).unwrap_or_default(),
-            h.reason.map(|r| format!(", reason: {r}")).unwrap_or_default()
+            h.policy
+                .map(|p| format!(" under `{p}`"))
+                .unwrap_or_default(),
+            h.reason
+                .map(|r| format!(", reason: {r}"))
+                .unwrap_or_default()
         )?;
     }
     writeln!(
@@ -335,17 +342,24 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     let tampered = |why: String| -> anyhow::Error {
         Tampered(format!("the evidence bundle `{}` {why}", path.display())).into()
     };
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let f =
+        std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let mut a = tar::Archive::new(f);
     let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for e in a.entries().with_context(|| format!("cannot read `{}`", path.display()))? {
+    for e in a
+        .entries()
+        .with_context(|| format!("cannot read `{}`", path.display()))?
+    {
         let mut e = e.with_context(|| format!("cannot read `{}`", path.display()))?;
         let name = e
             .path()
             .ok()
             .and_then(|p| p.to_str().map(str::to_string))
             .ok_or_else(|| tampered("has a member whose name is not UTF-8".into()))?;
-        if name.split('/').any(|c| c.is_empty() || c == ".." || c == ".") {
+        if name
+            .split('/')
+            .any(|c| c.is_empty() || c == ".." || c == ".")
+        {
             return Err(tampered(format!("has a member named `{name}`")));
         }
         let mut bytes = Vec::new();
@@ -374,7 +388,11 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
             continue;
         }
         match manifest.members.get(name) {
-            None => return Err(tampered(format!("holds `{name}`, which its manifest does not list"))),
+            None => {
+                return Err(tampered(format!(
+                    "holds `{name}`, which its manifest does not list"
+                )))
+            }
             Some(d) if *d != sha(bytes) => {
                 return Err(tampered(format!(
                     "holds `{name}` with digest {}, and its manifest says {d}",
@@ -386,7 +404,9 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     }
     for name in manifest.members.keys() {
         if !members.contains_key(name) {
-            return Err(tampered(format!("lacks `{name}`, which its manifest lists")));
+            return Err(tampered(format!(
+                "lacks `{name}`, which its manifest lists"
+            )));
         }
     }
     let record: RecordDigest = manifest
@@ -397,7 +417,12 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     // The rebuild kit, as `repro import` checks it.
     let scratch = store.scratch("evidence-")?;
     let kit = scratch.path().join("rebuild.tar");
-    std::fs::write(&kit, members.get("rebuild.tar").ok_or_else(|| tampered("lacks `rebuild.tar`".into()))?)?;
+    std::fs::write(
+        &kit,
+        members
+            .get("rebuild.tar")
+            .ok_or_else(|| tampered("lacks `rebuild.tar`".into()))?,
+    )?;
     let imported = crate::bundle::import(store, &kit)?;
     if imported.record != record {
         return Err(tampered(format!(
@@ -412,7 +437,9 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     for (name, bytes) in &members {
         if let Some(hex) = name.strip_prefix("keys/") {
             if Hash::of(bytes).hex() != hex {
-                return Err(tampered(format!("holds `{name}`, whose bytes do not hash to its name")));
+                return Err(tampered(format!(
+                    "holds `{name}`, whose bytes do not hash to its name"
+                )));
             }
             check_put(&check, bytes)?;
         }
@@ -425,19 +452,30 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     }
     let mut against = Vec::new();
     if let Some(cp) = members.get("audit/checkpoint.json") {
-        let env = keys::Envelope::parse(cp).map_err(|e| tampered(format!("has a checkpoint that does not parse: {e}")))?;
-        against.push(audit::open_checkpoint(&env, "audit/checkpoint.json", |id| {
-            keys::lookup_in_store(&check, id)
-        })?);
+        let env = keys::Envelope::parse(cp)
+            .map_err(|e| tampered(format!("has a checkpoint that does not parse: {e}")))?;
+        against.push(audit::open_checkpoint(
+            &env,
+            "audit/checkpoint.json",
+            |id| keys::lookup_in_store(&check, id),
+        )?);
     }
     let v = audit::verify_against(&check, &against)?;
     if !v.intact {
-        let first = v.problems.first().map(|p| p.message.clone()).unwrap_or_default();
-        return Err(tampered(format!("carries an audit log that does not verify: {first}")));
+        let first = v
+            .problems
+            .first()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        return Err(tampered(format!(
+            "carries an audit log that does not verify: {first}"
+        )));
     }
     for (name, bytes) in &members {
         if name.starts_with("identities/") {
-            let dest = check.ns_dir(Ns::Identities).join(name.trim_start_matches("identities/"));
+            let dest = check
+                .ns_dir(Ns::Identities)
+                .join(name.trim_start_matches("identities/"));
             check.write_atomic(&dest, bytes)?;
         }
     }
@@ -462,16 +500,23 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
             return Err(tampered(format!("holds `{name}`")));
         };
         if Hash::of(bytes).hex() != file {
-            return Err(tampered(format!("holds `{name}`, whose bytes do not hash to its name")));
+            return Err(tampered(format!(
+                "holds `{name}`, whose bytes do not hash to its name"
+            )));
         }
-        let env = keys::Envelope::parse(bytes).map_err(|e| tampered(format!("holds `{name}`: {e}")))?;
+        let env =
+            keys::Envelope::parse(bytes).map_err(|e| tampered(format!("holds `{name}`: {e}")))?;
         keys::open(&env, |id| {
             state
                 .identities
                 .get(id)
                 .and_then(|r| keys::parse_public(&r.public_key).ok())
         })
-        .map_err(|e| tampered(format!("holds `{name}`, whose signature does not check out: {e}")))?;
+        .map_err(|e| {
+            tampered(format!(
+                "holds `{name}`, whose signature does not check out: {e}"
+            ))
+        })?;
         approvals.push((rec.to_string(), file.to_string(), bytes.clone()));
     }
 
@@ -487,11 +532,14 @@ pub fn import(store: &Store, path: &Path) -> Result<Imported> {
     }
     if let Some(card) = members.get("card/model-card.md") {
         let d = store.put_bytes(card)?;
-        store.write_atomic(&store.ns_dir(Ns::Cards).join(record.hex()), format!("{d}\n").as_bytes())?;
+        store.write_atomic(
+            &store.ns_dir(Ns::Cards).join(record.hex()),
+            format!("{d}\n").as_bytes(),
+        )?;
     }
     // Governance only into a store without a log of its own.
-    let adopted = !audit::log_path(store).exists()
-        && repro_governance::identities::list(store)?.is_empty();
+    let adopted =
+        !audit::log_path(store).exists() && repro_governance::identities::list(store)?.is_empty();
     if adopted {
         for (name, bytes) in &members {
             if let Some(rest) = name.strip_prefix("identities/") {
@@ -546,4 +594,3 @@ fn check_put(s: &Store, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
-

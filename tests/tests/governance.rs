@@ -844,8 +844,17 @@ fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering()
     let r = setup();
     let record = build(&r, "1", "0.95");
     let admin = r.admin_key();
-    r.write("simple.toml", "[stages.validated]\napprovals = [\"validator\"]\n");
-    let out = r.run(&["policy", "set", "simple.toml", "--key", admin.to_str().unwrap()]);
+    r.write(
+        "simple.toml",
+        "[stages.validated]\napprovals = [\"validator\"]\n",
+    );
+    let out = r.run(&[
+        "policy",
+        "set",
+        "simple.toml",
+        "--key",
+        admin.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let bob = person(&r, "Bob");
     register(&r, &bob, "Bob", &["validator"]);
@@ -856,7 +865,11 @@ fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering()
     assert!(out.status.success(), "{}", stderr(&out));
     let out = r.run(&["export", "gov@1", "--evidence", "-o", "evidence.tar"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("signed checkpoint"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("signed checkpoint"),
+        "{}",
+        stderr(&out)
+    );
     let bundle = r.work().join("evidence.tar");
     let members = tar_members(&bundle);
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
@@ -872,15 +885,36 @@ fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering()
     ] {
         assert!(names.contains(&want), "no `{want}` in {names:?}");
     }
-    assert!(names.iter().any(|n| n.starts_with("approvals/")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("identities/")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("policies/")), "{names:?}");
-    let summary = String::from_utf8(members.iter().find(|(n, _)| n == "EVIDENCE.md").unwrap().1.clone()).unwrap();
-    assert!(summary.contains("Stage (by the signed audit log): validated"), "{summary}");
+    assert!(
+        names.iter().any(|n| n.starts_with("approvals/")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("identities/")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("policies/")),
+        "{names:?}"
+    );
+    let summary = String::from_utf8(
+        members
+            .iter()
+            .find(|(n, _)| n == "EVIDENCE.md")
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        summary.contains("Stage (by the signed audit log): validated"),
+        "{summary}"
+    );
     assert!(summary.contains("validator by Bob"), "{summary}");
 
-    // A fresh store, offline.
-    let b = Repro::with_key();
+    // A fresh store, offline (its key made after the import: a store whose
+    // log already has entries keeps its own governance).
+    let b = Repro::new();
     std::fs::copy(&bundle, b.work().join("evidence.tar")).unwrap();
     let out = run_offline(&b, &["import", "evidence.tar"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -889,22 +923,51 @@ fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering()
     let doc = show(&b, "gov@1");
     assert_eq!(doc["stage"], "validated", "{doc:#}");
     assert!(
-        doc["approvals"].as_array().unwrap().iter().any(|a| a["counts"] == true),
+        doc["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["counts"] == true),
         "{doc:#}"
     );
     let out = run_offline(&b, &["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let out = run_offline(&b, &["fsck"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = b.run(&[
+        "key",
+        "generate",
+        "--name",
+        "Eve Examiner",
+        "--email",
+        "eve@example.com",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = run_offline(&b, &["verify", "gov@1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_offline(&b, &["audit", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 
     // Bob made an admin in the bundle, its digests recomputed: the
     // identities no longer match the signed log.
     let mut forged = members.clone();
     let (name, bytes) = forged
         .iter_mut()
-        .find(|(n, b)| n.starts_with("identities/") && String::from_utf8_lossy(b).contains("\"Bob\""))
+        .find(|(n, b)| {
+            n.starts_with("identities/") && String::from_utf8_lossy(b).contains("\"Bob\"")
+        })
         .unwrap();
     let mut doc: serde_json::Value = serde_json::from_slice(bytes).unwrap();
     doc["roles"] = serde_json::json!(["admin", "validator"]);
@@ -914,12 +977,16 @@ fn the_evidence_bundle_verifies_offline_in_a_fresh_store_and_refuses_tampering()
     let mut manifest: serde_json::Value = serde_json::from_slice(&forged[0].1).unwrap();
     manifest["members"][&name] = serde_json::json!(digest);
     forged[0].1 = serde_json::to_vec_pretty(&manifest).unwrap();
-    let c = Repro::with_key();
+    let c = Repro::new();
     let path = c.work().join("forged.tar");
     write_tar(&path, &forged);
     let out = run_offline(&c, &["import", "forged.tar"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("disagree with its audit log"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("disagree with its audit log"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!c.store().join("v1/audit/log.jsonl").exists());
     // A member changed without recomputing: named by its digest.
     let mut edited = members.clone();
