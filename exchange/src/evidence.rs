@@ -105,9 +105,9 @@ pub fn export(
     let state = repro_governance::chain::checked(store)?;
     let verified = audit::verify(store)?;
     if !verified.intact {
-        bail!(Tampered(format!(
-            "the audit log does not verify; an evidence bundle of it would carry tampered evidence\nhint: run `repro audit verify`"
-        )));
+        bail!(Tampered(
+            "the audit log does not verify; an evidence bundle of it would carry tampered evidence\nhint: run `repro audit verify`".to_string()
+        ));
     }
     let staged = state
         .stages
