@@ -21,8 +21,8 @@ pub struct ExportArgs {
     /// Write the exam package instead: the rebuild kit plus approvals, identities, stage history, policies, the card and the signed audit log (`name@version` only)
     #[arg(long)]
     pub evidence: bool,
-    /// With `--evidence`: the key that signs a checkpoint of the audit log's head [default: as for `build`; without one there is no checkpoint]
-    #[arg(long, env = repro_evidence::env_vars::REPRO_KEY, value_name = "FILE", requires = "evidence")]
+    /// With `--evidence`: the key that signs a checkpoint of the audit log's head [default: as for `build`; without one there is no checkpoint; ignored otherwise]
+    #[arg(long, env = repro_evidence::env_vars::REPRO_KEY, value_name = "FILE")]
     pub key: Option<PathBuf>,
 }
 
