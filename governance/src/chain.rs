@@ -550,6 +550,17 @@ fn describe(file: &Registered, log: &Registered) -> String {
     d.join("; ")
 }
 
+/// For readers (cards, the registry): [`checked`] once governance has a
+/// root, so that nothing is shown from a file the log contradicts; in a
+/// store that predates governance, the replay as it is.
+pub fn checked_if_governed(store: &Store) -> Result<State> {
+    let state = replay(store)?;
+    if state.root.is_none() {
+        return Ok(state);
+    }
+    checked(store)
+}
+
 /// The replayed state, once the files agree with it; otherwise tampering
 /// (exit 3) naming every difference. Every governance command starts here.
 pub fn checked(store: &Store) -> Result<State> {

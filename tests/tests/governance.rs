@@ -719,6 +719,9 @@ fn an_identity_file_edited_in_the_store_is_tampering() {
         "{}",
         stdout(&out)
     );
+    // Readers do not show what the log contradicts either.
+    let out = r.run(&["registry", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let carol = person(&r, "Carol");
     let out = r.run(&[
         "identity",

@@ -28,6 +28,9 @@ pub struct CardArgs {
 /// Run `repro card`.
 pub fn run(ctx: &super::Ctx, args: CardArgs) -> Result<u8> {
     let store = &*ctx.store()?;
+    // A card never shows an approval as counting by an identity file the
+    // signed log contradicts.
+    repro_governance::chain::checked_if_governed(store).map_err(super::governance::lift)?;
     let quiet = ctx.quiet;
     let card = card::gather(store, &args.record)?;
     let written = card::write(store, &card, &args.out)?;

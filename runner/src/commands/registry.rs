@@ -37,6 +37,12 @@ pub enum RegistryCommand {
 /// `repro registry`.
 pub fn run(ctx: &Ctx, cmd: RegistryCommand) -> Result<u8> {
     let store = &*ctx.store()?;
+    let as_of = matches!(cmd, RegistryCommand::Show { at: Some(_), .. });
+    if !as_of {
+        // Stages and approvals are shown only as the signed log backs them
+        // (`--at` answers from the log alone).
+        repro_governance::chain::checked_if_governed(store).map_err(lift)?;
+    }
     match cmd {
         RegistryCommand::List { json } => {
             let rows = registry::list(store).map_err(lift)?;
