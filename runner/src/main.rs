@@ -16,6 +16,7 @@ use repro_evidence::env_vars;
 mod commands;
 mod exit;
 mod reporter;
+mod slurm_step;
 
 use commands::{Ctx, StoreUse};
 use reporter::Verbosity;
@@ -195,6 +196,12 @@ fn main() -> ExitCode {
         == Some(std::ffi::OsStr::new(repro_sandbox::native::INIT_ARG))
     {
         repro_sandbox::native::init_main();
+    }
+    // A Slurm job runs one step on its node.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(repro_sandbox::slurm::STEP_ARG))
+    {
+        return slurm_step::main(std::env::args().skip(2).collect());
     }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -105,6 +105,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The cluster (Slurm) could not run a step: submission refused, the
+    /// job failed before the step ran, or its node went away.
+    #[error("the cluster could not run step `{step}`: {why}")]
+    Cluster {
+        /// The step.
+        step: String,
+        /// What Slurm said, and the job's own log when there is one.
+        why: String,
+    },
+
     /// The host directory given as the output is not empty.
     #[error("the output directory `{}` of step `{step}` is not empty\nhint: the sandbox needs a fresh, empty directory for `/repro/out`", path.display())]
     OutputNotEmpty {

@@ -91,6 +91,7 @@ pub mod native;
 mod outcome;
 mod rootfs;
 mod sandbox;
+pub mod slurm;
 mod spec;
 
 pub use backend::{Backend, BackendInfo, BackendKind};
@@ -106,4 +107,5 @@ pub use rootfs::{
     RACY_SECONDS as ROOTFS_RACY_SECONDS,
 };
 pub use sandbox::Sandbox;
+pub use slurm::{SlurmBackend, SlurmOptions};
 pub use spec::{Limits, Mount, StepSpec, Variation};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Termination {
     /// The step's process exited with this code (128 + n for signal n).
     Exited(i32),
@@ -18,7 +18,7 @@ pub enum Termination {
 }
 
 /// The result of running a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// How the step ended.
     pub termination: Termination,

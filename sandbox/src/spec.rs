@@ -9,7 +9,7 @@ use repro_store::ImageDigest;
 use crate::error::{Error, Result};
 
 /// A host directory mounted read-only at `/repro/in/<name>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
     /// The input's name: one path component, mounted at `/repro/in/<name>`.
     pub name: String,
@@ -18,7 +18,7 @@ pub struct Mount {
 }
 
 /// The resource limits of one step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory in bytes (swap is set equal, so there is none); `None` for no
     /// limit. At least 6 MiB, Docker's minimum.
@@ -44,7 +44,7 @@ impl Default for Limits {
 }
 
 /// Everything the sandbox needs to run one step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepSpec {
     /// The step's name (for labels and messages).
     pub step: String,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
-use repro_engine::{build, engine, BuildOptions, Engine};
+use repro_engine::{build, engine, BuildOptions};
 use repro_evidence::{audit, env_vars, exit, keys};
 use repro_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,8 @@ pub const STORE: StoreUse = StoreUse::Shared;
 pub struct BuildArgs {
     #[command(flatten)]
     sandbox: SandboxArg,
+    #[command(flatten)]
+    executor: super::ExecutorArgs,
     /// The recipe
     recipe: PathBuf,
     /// Refuse any input that the recipe or its lock file does not pin by digest
@@ -69,7 +71,8 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
         None => None,
     };
     let engine = Arc::new(
-        Engine::new(Arc::clone(&store), args.sandbox.kind, console, cancel)
+        args.executor
+            .engine(Arc::clone(&store), args.sandbox.kind, console, cancel)?
             .with_remote(remote_cache)
             .with_image_source(Some(args.registry.image_source())),
     );

@@ -86,6 +86,60 @@ pub struct SandboxArg {
     pub kind: BackendKind,
 }
 
+/// Where steps run.
+#[derive(Args)]
+pub struct ExecutorArgs {
+    /// Where steps run: `local` (this machine) or `slurm` (a batch job per step; the store must be on a filesystem the nodes share)
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"], value_name = "EXECUTOR")]
+    pub executor: String,
+    /// With `--executor slurm`: the partition jobs go to
+    #[arg(long, value_name = "PARTITION")]
+    pub partition: Option<String>,
+    /// With `--executor slurm`: the account jobs are charged to
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: Option<String>,
+    /// With `--executor slurm`: how often a step whose node failed is submitted again
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub retries: u32,
+}
+
+impl ExecutorArgs {
+    /// The engine for these arguments: steps in the local `sandbox`, or
+    /// handed to Slurm to run in that sandbox on the nodes.
+    pub fn engine(
+        &self,
+        store: Arc<Store>,
+        sandbox: BackendKind,
+        reporter: Arc<dyn repro_engine::events::Reporter>,
+        cancel: CancellationToken,
+    ) -> Result<repro_engine::Engine> {
+        if self.executor != "slurm" {
+            return Ok(repro_engine::Engine::new(store, sandbox, reporter, cancel));
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("cannot find the running `repro` executable: {e}"))?;
+        let dir = std::fs::canonicalize(store.dir()).map_err(|e| {
+            anyhow::anyhow!("cannot resolve the store `{}`: {e}", store.dir().display())
+        })?;
+        let backend = repro_sandbox::SlurmBackend::new(
+            repro_sandbox::SlurmOptions {
+                partition: self.partition.clone(),
+                account: self.account.clone(),
+                retries: self.retries,
+            },
+            &dir,
+            &exe,
+            sandbox,
+        );
+        Ok(repro_engine::Engine::with_backend(
+            store,
+            Arc::new(backend),
+            reporter,
+            cancel,
+        ))
+    }
+}
+
 /// Open the store at `dir`, or at the default place.
 pub fn open_store(dir: Option<PathBuf>) -> Result<Arc<Store>> {
     let dir = match dir {

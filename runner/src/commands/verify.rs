@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use repro_engine::Engine;
 use repro_evidence::{attest, audit, env_vars, exit, keys};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +18,8 @@ pub const STORE: StoreUse = StoreUse::Shared;
 pub struct VerifyArgs {
     #[command(flatten)]
     sandbox: SandboxArg,
+    #[command(flatten)]
+    executor: super::ExecutorArgs,
     #[command(flatten)]
     registry: super::push::RegistryArgs,
     /// A record: `name@version`, a record digest `sha256:...`, or a record file
@@ -80,13 +81,14 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<u8> {
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
     let engine = Arc::new(
-        Engine::new(
-            Arc::clone(&store),
-            args.sandbox.kind,
-            Arc::new(Console::new(verbosity)),
-            cancel,
-        )
-        .with_image_source(Some(args.registry.image_source())),
+        args.executor
+            .engine(
+                Arc::clone(&store),
+                args.sandbox.kind,
+                Arc::new(Console::new(verbosity)),
+                cancel,
+            )?
+            .with_image_source(Some(args.registry.image_source())),
     );
     let record = opened.digest;
     let compare = repro_engine::compare::CompareOptions {

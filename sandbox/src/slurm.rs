@@ -1,0 +1,394 @@
+//! The Slurm executor: each step is a batch job (`sbatch`) whose script
+//! runs the same sandboxed step on the compute node through the hidden
+//! `repro __slurm-step` command, the native sandbox by default. The spec,
+//! the inputs, the output folder and the log are all in the store, which
+//! must be on a filesystem the nodes share (see the README); so the step
+//! key, the outputs and the record are exactly those of a local build.
+//!
+//! The controller polls `scontrol show job` until the job ends, and
+//! cancels it (`scancel`) when the build is cancelled. A job that Slurm
+//! itself ends (time limit, node failure, preemption) is reported with
+//! Slurm's state and reason and the job's log; a node failure is retried
+//! up to [`SlurmOptions::retries`] times.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use repro_store::{ImageDigest, Store};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendInfo, BackendKind};
+use crate::error::{Error, Result};
+use crate::outcome::{Outcome, Termination};
+use crate::spec::{StepSpec, Variation};
+
+/// The hidden subcommand a job runs: `<exe> __slurm-step <store> <spec> <result>`.
+pub const STEP_ARG: &str = "__slurm-step";
+
+/// Where and how jobs are submitted.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    /// `--partition`, when given.
+    pub partition: Option<String>,
+    /// `--account`, when given.
+    pub account: Option<String>,
+    /// How many times a step whose node failed is submitted again.
+    pub retries: u32,
+}
+
+/// The Slurm executor (a [`Backend`]).
+#[derive(Debug, Clone)]
+pub struct SlurmBackend {
+    options: SlurmOptions,
+    store: PathBuf,
+    exe: PathBuf,
+    node_sandbox: BackendKind,
+}
+
+/// What one job ended as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobEnd {
+    state: String,
+    reason: String,
+    node: String,
+}
+
+impl SlurmBackend {
+    /// An executor submitting to Slurm steps that run on the nodes with
+    /// `exe` (the `repro` binary, on the shared filesystem or installed at
+    /// the same path on every node) over the store at `store`, sandboxed by
+    /// `node_sandbox`.
+    pub fn new(options: SlurmOptions, store: &Path, exe: &Path, node_sandbox: BackendKind) -> Self {
+        SlurmBackend {
+            options,
+            store: store.to_path_buf(),
+            exe: exe.to_path_buf(),
+            node_sandbox,
+        }
+    }
+
+    /// The `sbatch` arguments for `spec`: its resources and where it goes.
+    pub fn sbatch_args(&self, spec: &StepSpec, script: &Path, job_log: &Path) -> Vec<String> {
+        let mut a = vec![
+            "--parsable".to_string(),
+            format!("--job-name=repro-{}", spec.step),
+            format!("--output={}", job_log.display()),
+            "--ntasks=1".to_string(),
+            format!(
+                "--cpus-per-task={}",
+                spec.limits.cpus.map_or(1, |c| c.ceil().max(1.0) as u64)
+            ),
+            // Slurm's limit is the step's own plus a minute for the node to
+            // set the sandbox up, so that the sandbox, not Slurm, enforces it.
+            format!("--time={}", spec.limits.timeout.as_secs().div_ceil(60) + 1),
+        ];
+        if let Some(m) = spec.limits.memory_bytes {
+            a.push(format!("--mem={}M", m.div_ceil(1 << 20) + 256));
+        }
+        if let Some(p) = &self.options.partition {
+            a.push(format!("--partition={p}"));
+        }
+        if let Some(acc) = &self.options.account {
+            a.push(format!("--account={acc}"));
+        }
+        a.push(script.display().to_string());
+        a
+    }
+
+    async fn submit(&self, spec: &StepSpec, dir: &Path) -> Result<String> {
+        let spec_file = dir.join("spec.json");
+        let result = dir.join("result.json");
+        let script = dir.join("job.sh");
+        let job_log = dir.join("job.log");
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let bytes = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec {
+            step: spec.step.clone(),
+            why: format!("the spec does not serialize: {e}"),
+        })?;
+        std::fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;
+        let _ = std::fs::remove_file(&result);
+        let text = format!(
+            "#!/bin/sh\nexec {} {STEP_ARG} --sandbox {} {} {} {}\n",
+            sh(&self.exe),
+            self.node_sandbox.name(),
+            sh(&self.store),
+            sh(&spec_file),
+            sh(&result)
+        );
+        std::fs::write(&script, text).map_err(io("write", &script))?;
+        let out = Command::new("sbatch")
+            .args(self.sbatch_args(spec, &script, &job_log))
+            .output()
+            .await
+            .map_err(|e| Error::Cluster {
+                step: spec.step.clone(),
+                why: format!("cannot run `sbatch` ({e}); is Slurm installed on this machine?"),
+            })?;
+        if !out.status.success() {
+            return Err(Error::Cluster {
+                step: spec.step.clone(),
+                why: format!(
+                    "`sbatch` refused the job: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        let id = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::Cluster {
+                step: spec.step.clone(),
+                why: format!(
+                    "`sbatch` printed no job id: {:?}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Wait for job `id` to end (or cancel it when `cancel` fires).
+    async fn wait(&self, id: &str, cancel: &CancellationToken) -> Result<Option<JobEnd>> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = Command::new("scancel").arg(id).output().await;
+                    return Ok(None);
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+            let out = Command::new("scontrol")
+                .args(["show", "job", "--oneliner", id])
+                .output()
+                .await
+                .map_err(|e| Error::Cluster {
+                    step: id.to_string(),
+                    why: format!("cannot run `scontrol` ({e})"),
+                })?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let field = |k: &str| {
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let state = field("JobState");
+            if matches!(
+                state.as_str(),
+                "COMPLETED"
+                    | "FAILED"
+                    | "CANCELLED"
+                    | "TIMEOUT"
+                    | "NODE_FAIL"
+                    | "PREEMPTED"
+                    | "OUT_OF_MEMORY"
+                    | "BOOT_FAIL"
+                    | "DEADLINE"
+            ) {
+                return Ok(Some(JobEnd {
+                    state,
+                    reason: field("Reason"),
+                    node: field("NodeList"),
+                }));
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        spec: &StepSpec,
+        cancel: &CancellationToken,
+    ) -> Result<std::result::Result<Outcome, JobEnd>> {
+        let dir = spec
+            .log
+            .parent()
+            .map(|p| p.join("slurm"))
+            .unwrap_or_else(|| PathBuf::from("slurm"));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let started = Instant::now();
+        let id = self.submit(spec, &dir).await?;
+        let Some(end) = self.wait(&id, cancel).await? else {
+            return Ok(Ok(Outcome {
+                termination: Termination::Cancelled,
+                duration: started.elapsed(),
+            }));
+        };
+        let result = dir.join("result.json");
+        if let Ok(bytes) = std::fs::read(&result) {
+            if let Ok(o) = serde_json::from_slice::<Outcome>(&bytes) {
+                return Ok(Ok(o));
+            }
+        }
+        if end.state == "TIMEOUT" {
+            return Ok(Ok(Outcome {
+                termination: Termination::TimedOut,
+                duration: started.elapsed(),
+            }));
+        }
+        let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+        Ok(Err(JobEnd {
+            reason: format!(
+                "job {id} on {} ended {} ({}) before the step reported{}",
+                if end.node.is_empty() {
+                    "no node"
+                } else {
+                    &end.node
+                },
+                end.state,
+                end.reason,
+                if log.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; its log:\n{}", tail(&log, 20))
+                }
+            ),
+            ..end
+        }))
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `p` quoted for `sh`.
+fn sh(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+impl Backend for SlurmBackend {
+    fn kind(&self) -> BackendKind {
+        self.node_sandbox
+    }
+
+    fn ensure_image<'a>(
+        &'a self,
+        _store: &'a Store,
+        _image: &'a ImageDigest,
+    ) -> BoxFuture<'a, Result<()>> {
+        // The node makes the image ready, from the shared store.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn run_varied<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        variation: &'a Variation,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            if !variation.is_none() {
+                return Err(Error::InvalidSpec {
+                    step: spec.step.clone(),
+                    why: "the Slurm executor cannot vary the sandbox; run `repro check` locally"
+                        .into(),
+                });
+            }
+            let mut attempt = 0;
+            loop {
+                match self.run_once(spec, &cancel).await? {
+                    Ok(o) => return Ok(o),
+                    Err(end) if end.state == "NODE_FAIL" && attempt < self.options.retries => {
+                        attempt += 1;
+                        // The node may have left half an output: start clean.
+                        let _ = std::fs::remove_dir_all(&spec.output);
+                        let _ = std::fs::create_dir_all(&spec.output);
+                        continue;
+                    }
+                    Err(end) => {
+                        return Err(Error::Cluster {
+                            step: spec.step.clone(),
+                            why: end.reason,
+                        })
+                    }
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>> {
+        Box::pin(async move {
+            let v = Command::new("sbatch").arg("--version").output().await;
+            let version = v
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            Ok(BackendInfo {
+                backend: format!("slurm ({} sandbox on the nodes)", self.node_sandbox.name()),
+                server_version: version,
+                api_version: "sbatch".into(),
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+                kernel_version: String::new(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_asks_for_the_steps_resources_and_the_chosen_partition() {
+        let b = SlurmBackend::new(
+            SlurmOptions {
+                partition: Some("gpu".into()),
+                account: Some("risk".into()),
+                retries: 1,
+            },
+            Path::new("/shared/store"),
+            Path::new("/opt/repro"),
+            BackendKind::Native,
+        );
+        let spec = StepSpec {
+            step: "train".into(),
+            image: ImageDigest::from_hash(repro_store::Hash::of(b"i")),
+            argv: vec!["true".into()],
+            env: Default::default(),
+            inputs: Vec::new(),
+            output: PathBuf::from("/shared/store/v1/tmp/x/out"),
+            log: PathBuf::from("/shared/store/v1/tmp/x/log"),
+            limits: crate::Limits {
+                memory_bytes: Some(3 << 30),
+                cpus: Some(1.5),
+                timeout: Duration::from_secs(600),
+                pids: 512,
+            },
+        };
+        let a = b.sbatch_args(&spec, Path::new("/s/job.sh"), Path::new("/s/job.log"));
+        for want in [
+            "--cpus-per-task=2",
+            "--time=11",
+            "--mem=3328M",
+            "--partition=gpu",
+            "--account=risk",
+            "--job-name=repro-train",
+            "--output=/s/job.log",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} not in {a:?}");
+        }
+        assert_eq!(a.last().map(String::as_str), Some("/s/job.sh"));
+        assert_eq!(sh(Path::new("/a b/it's")), "'/a b/it'\\''s'");
+    }
+}

@@ -1,0 +1,190 @@
+//! Steps on Slurm: a one-node cluster of this machine's own, started by
+//! `ci/slurm-cluster` with a config of the test's own. The store is local,
+//! which the one node shares. A model built on the cluster verifies locally
+//! byte for byte; a cancelled build cancels its jobs.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{stderr, Repro};
+
+/// A one-node cluster, stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        repro_tests::require_namespaces();
+        let dir = tempfile::tempdir().unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/slurm-cluster");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run ci/slurm-cluster");
+        assert!(
+            out.status.success(),
+            "the one-node Slurm cluster does not start (ci/setup installs slurm-wlm and munge):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = dir.path().join("slurm.conf");
+        Cluster { dir, conf }
+    }
+
+    /// `r`'s `repro <args>` talking to this cluster.
+    fn run(&self, r: &Repro, args: &[&str]) -> std::process::Output {
+        let mut c = r.std_cmd();
+        c.env("SLURM_CONF", &self.conf).args(args).output().unwrap()
+    }
+
+    fn jobs(&self) -> String {
+        let out = Command::new("squeue")
+            .env("SLURM_CONF", &self.conf)
+            .args(["-h", "-o", "%i %j %T"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/slurm-cluster");
+        let _ = Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+const FAN_OUT: &str = r#"
+[model]
+name = "fan"
+version = "1"
+
+[toolchains.bb]
+archive = "image"
+
+[[steps]]
+name = "split"
+toolchain = "bb"
+argv = ["sh", "-c", "for i in 1 2 3; do echo part $$i > /repro/out/p$$i.txt; done"]
+outputs = ["p1.txt", "p2.txt", "p3.txt"]
+
+[[steps]]
+name = "a"
+toolchain = "bb"
+argv = ["sh", "-c", "wc -c < /repro/in/split/p1.txt > /repro/out/a.txt"]
+inputs = { split = "steps.split" }
+outputs = ["a.txt"]
+
+[[steps]]
+name = "b"
+toolchain = "bb"
+argv = ["sh", "-c", "wc -c < /repro/in/split/p2.txt > /repro/out/b.txt"]
+inputs = { split = "steps.split" }
+outputs = ["b.txt"]
+
+[[steps]]
+name = "join"
+toolchain = "bb"
+argv = ["sh", "-c", "cat /repro/in/a/a.txt /repro/in/b/b.txt > /repro/out/model.txt"]
+inputs = { a = "steps.a", b = "steps.b" }
+outputs = ["model.txt"]
+"#;
+
+fn project() -> Repro {
+    let r = Repro::with_key();
+    repro_tests::busybox_oci_layout(&r.work().join("image"));
+    r.write("model.toml", FAN_OUT);
+    r
+}
+
+#[test]
+#[ignore = "needs root, user namespaces and Slurm (ci/setup installs slurm-wlm and munge)"]
+fn a_fan_out_built_on_slurm_verifies_locally_byte_for_byte() {
+    let c = Cluster::start();
+    let r = project();
+    let out = c.run(
+        &r,
+        &["build", "--json", "--executor", "slurm", "model.toml"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    assert!(steps.iter().all(|s| s["status"] == "ran"), "{doc:#}");
+    // Each step really was a Slurm job.
+    let out = Command::new("scontrol")
+        .env("SLURM_CONF", &c.conf)
+        .args(["show", "jobs", "--oneliner"])
+        .output()
+        .unwrap();
+    let jobs = String::from_utf8_lossy(&out.stdout);
+    for s in ["split", "a", "b", "join"] {
+        assert!(jobs.contains(&format!("JobName=repro-{s} ")), "{jobs}");
+    }
+    assert!(jobs.matches("JobState=COMPLETED").count() >= 4, "{jobs}");
+    // The same record verifies on this machine, with no cluster.
+    let out = r.run(&["verify", "fan@1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // And the cluster rebuilds a locally built model identically.
+    let r2 = project();
+    let out = r2.run(&["build", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.run(&r2, &["verify", "--executor", "slurm", "fan@1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs root, user namespaces and Slurm (ci/setup installs slurm-wlm and munge)"]
+fn cancelling_a_slurm_build_cancels_its_jobs() {
+    let c = Cluster::start();
+    let r = project();
+    r.write(
+        "model.toml",
+        &FAN_OUT.replace(
+            "for i in 1 2 3; do echo part $$i > /repro/out/p$$i.txt; done",
+            "sleep 300",
+        ),
+    );
+    let mut child = r
+        .std_cmd()
+        .env("SLURM_CONF", &c.conf)
+        .args(["build", "--executor", "slurm", "model.toml"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the job to run.
+    let started = std::time::Instant::now();
+    while !c.jobs().contains("RUNNING") {
+        assert!(started.elapsed().as_secs() < 60, "no job ran: {}", c.jobs());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    nix_kill(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted");
+    let started = std::time::Instant::now();
+    while c.jobs().contains("repro-split") && !c.jobs().contains("CANCELLED") {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the job was not cancelled: {}",
+            c.jobs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn nix_kill(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
