@@ -485,6 +485,11 @@ fn statement(
         if let Some(log) = s.log {
             b = b.with("log", log.to_string());
         }
+        // Where it ran, when not here (a Slurm job and its node): evidence
+        // of the build, not an input of the step.
+        if let Some(on) = &s.ran_on {
+            b = b.with("ranOn", on);
+        }
         byproducts.push(b);
     }
     let mut deps = vec![ResourceDescriptor::sha256("recipe", recipe_digest)];

@@ -220,6 +220,9 @@ pub struct StepResult {
     /// The output's files by path, when the engine has read them already
     /// (local cache hits); see [`StepResult::files`].
     pub files: Option<Arc<BTreeMap<String, FileEntry>>>,
+    /// Where it ran when the backend handed it elsewhere (a Slurm job and
+    /// its node); `None` for a local run or a cache hit.
+    pub ran_on: Option<String>,
 }
 
 impl StepResult {
@@ -556,6 +559,7 @@ impl Engine {
                         duration: Duration::ZERO,
                         reason: Some(format!("`{name}` failed")),
                         files: None,
+                        ran_on: None,
                     },
                 );
             }
@@ -630,6 +634,7 @@ impl Engine {
             duration: Duration::ZERO,
             reason: None,
             files,
+            ran_on: None,
         }
     }
 
@@ -809,6 +814,7 @@ impl Engine {
                     duration,
                     reason: None,
                     files: None,
+                    ran_on: sandbox.placement(&step.name),
                 })
             }
             (reason, _) => {
@@ -827,6 +833,7 @@ impl Engine {
                     duration,
                     reason: Some(reason),
                     files: None,
+                    ran_on: sandbox.placement(&step.name),
                 })
             }
         }

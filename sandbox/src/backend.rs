@@ -104,6 +104,13 @@ pub trait Backend: Send + Sync {
         Box::pin(async move { self.run_varied(spec, &Variation::default(), cancel).await })
     }
 
+    /// Where the last run of `step` ran, when the backend hands steps
+    /// elsewhere (the Slurm executor: `slurm job 12 on node-3`); recorded
+    /// as a byproduct, never part of the step key.
+    fn placement(&self, _step: &str) -> Option<String> {
+        None
+    }
+
     /// The backend's name and versions, for the build record.
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>>;
 }

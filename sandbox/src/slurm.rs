@@ -39,8 +39,9 @@ pub struct SlurmOptions {
 }
 
 /// The Slurm executor (a [`Backend`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SlurmBackend {
+    placements: std::sync::Mutex<std::collections::HashMap<String, String>>,
     options: SlurmOptions,
     store: PathBuf,
     exe: PathBuf,
@@ -62,6 +63,7 @@ impl SlurmBackend {
     /// `node_sandbox`.
     pub fn new(options: SlurmOptions, store: &Path, exe: &Path, node_sandbox: BackendKind) -> Self {
         SlurmBackend {
+            placements: Default::default(),
             options,
             store: store.to_path_buf(),
             exe: exe.to_path_buf(),
@@ -226,7 +228,13 @@ impl SlurmBackend {
         })?;
         let started = Instant::now();
         let id = self.submit(spec, &dir).await?;
-        let Some(end) = self.wait(&id, cancel).await? else {
+        let end = self.wait(&id, cancel).await?;
+        if let Some(e) = &end {
+            if let Ok(mut p) = self.placements.lock() {
+                p.insert(spec.step.clone(), format!("slurm job {id} on {}", e.node));
+            }
+        }
+        let Some(end) = end else {
             return Ok(Ok(Outcome {
                 termination: Termination::Cancelled,
                 duration: started.elapsed(),
@@ -235,7 +243,12 @@ impl SlurmBackend {
         let result = dir.join("result.json");
         if let Ok(bytes) = std::fs::read(&result) {
             if let Ok(o) = serde_json::from_slice::<Outcome>(&bytes) {
-                return Ok(Ok(o));
+                // A step the node cancelled without our asking was ended by
+                // Slurm (an operator's scancel, its time limit, preemption):
+                // that is Slurm's ending, not an interruption of the build.
+                if o.termination != Termination::Cancelled || cancel.is_cancelled() {
+                    return Ok(Ok(o));
+                }
             }
         }
         if end.state == "TIMEOUT" {
@@ -324,6 +337,10 @@ impl Backend for SlurmBackend {
                 }
             }
         })
+    }
+
+    fn placement(&self, step: &str) -> Option<String> {
+        self.placements.lock().ok()?.get(step).cloned()
     }
 
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>> {

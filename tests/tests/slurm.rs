@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{stderr, Repro};
+use common::{copy_dir, repo, stderr, Repro};
 
 /// A one-node cluster, stopped when dropped.
 struct Cluster {
@@ -130,6 +130,32 @@ fn a_fan_out_built_on_slurm_verifies_locally_byte_for_byte() {
         assert!(jobs.contains(&format!("JobName=repro-{s} ")), "{jobs}");
     }
     assert!(jobs.matches("JobState=COMPLETED").count() >= 4, "{jobs}");
+    // Where each step ran is in the JSON and in the record, as byproducts.
+    assert!(
+        steps.iter().all(|s| s["ran_on"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("slurm job "))),
+        "{doc:#}"
+    );
+    let record = doc["record"].as_str().unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(record)).unwrap()).unwrap();
+    use base64::Engine as _;
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let byproducts = statement["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .unwrap();
+    assert!(
+        byproducts.iter().all(|b| b["annotations"]["ranOn"]
+            .as_str()
+            .is_some_and(|o| o.contains("slurm job"))),
+        "{byproducts:#?}"
+    );
     // The same record verifies on this machine, with no cluster.
     let out = r.run(&["verify", "fan@1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -187,4 +213,97 @@ fn nix_kill(pid: u32) {
         .unwrap()
         .success();
     assert!(ok);
+}
+
+/// A job that Slurm ends itself (an operator's `scancel`, a node going
+/// away) is reported naming the step, Slurm's state and the job, and the
+/// build records nothing.
+#[test]
+#[ignore = "needs root, user namespaces and Slurm (ci/setup installs slurm-wlm and munge)"]
+fn a_job_slurm_kills_is_reported_with_slurms_reason() {
+    let c = Cluster::start();
+    let r = project();
+    r.write(
+        "model.toml",
+        &FAN_OUT.replace(
+            "for i in 1 2 3; do echo part $$i > /repro/out/p$$i.txt; done",
+            "sleep 300",
+        ),
+    );
+    let child = r
+        .std_cmd()
+        .env("SLURM_CONF", &c.conf)
+        .args(["build", "--executor", "slurm", "model.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let id = loop {
+        let jobs = c.jobs();
+        if let Some(line) = jobs
+            .lines()
+            .find(|l| l.contains("repro-split") && l.contains("RUNNING"))
+        {
+            break line.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(started.elapsed().as_secs() < 60, "no job ran: {jobs}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let out = Command::new("scancel")
+        .env("SLURM_CONF", &c.conf)
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`split`"), "{err}");
+    assert!(err.contains(&format!("job {id}")), "{err}");
+    assert!(err.contains("CANCELLED"), "{err}");
+    assert!(
+        !r.store().join("v1/refs/records/fan").exists(),
+        "a record was made"
+    );
+}
+
+/// The example (scikit-learn in its Debian image) built on the cluster
+/// verifies on this machine byte for byte.
+#[test]
+#[ignore = "needs root, user namespaces, Slurm and the example image (REPRO_TEST_IMAGE_ARCHIVE, built by ci/setup)"]
+fn the_example_built_on_slurm_verifies_locally_byte_for_byte() {
+    let c = Cluster::start();
+    let archive = std::env::var_os("REPRO_TEST_IMAGE_ARCHIVE")
+        .map(PathBuf::from)
+        .expect("REPRO_TEST_IMAGE_ARCHIVE is not set: run examples/images/debian-sklearn/build and point it at the OCI tar");
+    let r = Repro::with_key();
+    let example = r.work().join("breast-cancer");
+    copy_dir(&repo().join("examples/breast-cancer"), &example);
+    let _ = std::fs::remove_file(example.join("model.lock"));
+    let images = r.work().join("images/build");
+    std::fs::create_dir_all(&images).unwrap();
+    std::os::unix::fs::symlink(&archive, images.join("debian-sklearn.oci.tar")).unwrap();
+    let out = c.run(
+        &r,
+        &[
+            "build",
+            "--json",
+            "--executor",
+            "slurm",
+            "breast-cancer/model.toml",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "ran"),
+        "{doc:#}"
+    );
+    let out = r.run(&["verify", "breast-cancer-classifier@1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

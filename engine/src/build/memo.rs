@@ -156,6 +156,7 @@ pub fn load<'a>(
             duration: Duration::ZERO,
             reason: None,
             files: Some(Arc::new(s.files)),
+            ran_on: None,
         })
         .collect();
     Some(Memoised { steps, blobs })
@@ -262,6 +263,7 @@ outputs = ["out/"]
                 duration: Duration::from_secs(5),
                 reason: None,
                 files: None,
+                ran_on: None,
             }],
         };
         let r = recipe("/w/model.toml", TEXT);

@@ -217,6 +217,7 @@ fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
         "log": s.log.map(|l| l.to_string()),
         "duration_ms": s.duration_ms(),
         "reason": s.reason,
+        "ran_on": s.ran_on,
         "files": files,
     })
 }
