@@ -100,6 +100,7 @@ pub fn run(opts: Options) -> Result<()> {
         "noop",
         "verify",
         "memory",
+        "slurm",
     ];
     for o in &opts.only {
         if !all.contains(&o.as_str()) {
@@ -131,6 +132,7 @@ pub fn run(opts: Options) -> Result<()> {
             }
             "verify" => verify(&mut ctx)?,
             "memory" => memory(&mut ctx)?,
+            "slurm" => slurm(&mut ctx)?,
             _ => unreachable!("checked above"),
         }
     }
@@ -540,6 +542,157 @@ fn verify(ctx: &mut Ctx) -> Result<()> {
             met: Some(o <= budget),
         });
     }
+    Ok(())
+}
+
+/// A one-node Slurm cluster of the benchmark's own (`ci/slurm-cluster`),
+/// stopped when dropped.
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/slurm-cluster")
+    }
+
+    fn start(dir: PathBuf) -> Result<Cluster> {
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let out = std::process::Command::new(Self::script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .context("run ci/slurm-cluster")?;
+        if !out.status.success() {
+            bail!(
+                "the one-node Slurm cluster does not start (run ci/setup, as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let conf = dir.join("slurm.conf");
+        Ok(Cluster { dir, conf })
+    }
+
+    fn with(&self, c: Cmd) -> Cmd {
+        c.env("SLURM_CONF", &self.conf)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// The Slurm executor's overhead per step, against `sbatch --wait --wrap
+/// true` and `srun true` in the same run, and a 100-step fan-out against
+/// the same build on this machine.
+fn slurm(ctx: &mut Ctx) -> Result<()> {
+    let cluster = Cluster::start(ctx.work.join("slurm-cluster"))?;
+    let image = ctx.busybox_image(&ctx.store())?;
+    let one = ctx.work.join("slurm-one");
+    fs::create_dir_all(&one)?;
+    fs::write(
+        one.join("model.toml"),
+        format!(
+            "[model]\nname = \"bench-slurm-one\"\nversion = \"1\"\n\n[toolchains.bb]\nimage = \"{image}\"\n\n\
+             [[steps]]\nname = \"one\"\ntoolchain = \"bb\"\nargv = [\"sh\", \"-c\", \"echo 1 > /repro/out/o\"]\noutputs = [\"o\"]\n"
+        ),
+    )?;
+    let recipe = one.join("model.toml");
+    let build = |executor: &str| {
+        cluster.with(ctx.repro_cmd(&[
+            "build",
+            "--quiet",
+            "--no-cache",
+            "--executor",
+            executor,
+            path_str(&recipe).unwrap_or_default(),
+        ]))
+    };
+    let runs = ctx.runs.min(5);
+    let sbatch = cluster.with(Cmd::new(
+        "sbatch",
+        &["--wait", "--quiet", "--output=/dev/null", "--wrap", "true"],
+    ));
+    let srun = cluster.with(Cmd::new("srun", &["true"]));
+    let (on_slurm, by_sbatch) = side_by_side(&build("slurm"), &sbatch, runs)?;
+    let (local, by_srun) = side_by_side(&build("local"), &srun, runs)?;
+    let (s, b, l, r) = (
+        median(&walls(&on_slurm)),
+        median(&walls(&by_sbatch)),
+        median(&walls(&local)),
+        median(&walls(&by_srun)),
+    );
+    ctx.push(Row {
+        goal: 9,
+        what: "one step on Slurm (build --no-cache --executor slurm)".into(),
+        repro: ms(s),
+        reference: format!(
+            "`sbatch --wait --wrap true`: {}; `srun true`: {}; the same build locally: {}",
+            ms(b),
+            ms(r),
+            ms(l)
+        ),
+        figure: format!(
+            "{} over sbatch --wait ({:.2} ×), {} over the local build",
+            ms(s.saturating_sub(b)),
+            s.as_secs_f64() / b.as_secs_f64(),
+            ms(s.saturating_sub(l))
+        ),
+        target: "none set (measured)".into(),
+        met: None,
+    });
+
+    let fan = ctx.work.join("slurm-fan-100");
+    fs::create_dir_all(&fan)?;
+    let mut toml = format!(
+        "[model]\nname = \"bench-slurm-fan\"\nversion = \"1\"\n\n[toolchains.bb]\nimage = \"{image}\"\n"
+    );
+    for i in 0..100 {
+        toml.push_str(&format!(
+            "\n[[steps]]\nname = \"s{i:03}\"\ntoolchain = \"bb\"\nargv = [\"sh\", \"-c\", \"echo {i} > /repro/out/o\"]\noutputs = [\"o\"]\n"
+        ));
+    }
+    fs::write(fan.join("model.toml"), toml)?;
+    let fan_recipe = fan.join("model.toml");
+    let jobs = ctx.cores.to_string();
+    let fan_build = |executor: &str| {
+        cluster.with(ctx.repro_cmd(&[
+            "build",
+            "--quiet",
+            "--no-cache",
+            "--jobs",
+            &jobs,
+            "--executor",
+            executor,
+            path_str(&fan_recipe).unwrap_or_default(),
+        ]))
+    };
+    let (fs_, fl) = side_by_side(&fan_build("slurm"), &fan_build("local"), 1)?;
+    let (fs_, fl) = (median(&walls(&fs_)), median(&walls(&fl)));
+    ctx.push(Row {
+        goal: 9,
+        what: "100 independent steps on Slurm".into(),
+        repro: format!("{} ({} per step)", ms(fs_), ms(fs_ / 100)),
+        reference: format!(
+            "the same build locally: {} ({} per step)",
+            ms(fl),
+            ms(fl / 100)
+        ),
+        figure: format!(
+            "{:.1} × the local build",
+            fs_.as_secs_f64() / fl.as_secs_f64()
+        ),
+        target: "none set (measured)".into(),
+        met: None,
+    });
+    drop(cluster);
     Ok(())
 }
 
