@@ -709,6 +709,7 @@ impl Engine {
                 mounts.push(Mount {
                     name: mount.clone(),
                     host: dest,
+                    tree: Some(*tree),
                 });
             }
             let out = scratch.path().join("out");

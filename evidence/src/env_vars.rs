@@ -20,3 +20,7 @@ pub const REPRO_REGISTRY_PASSWORD: &str = "REPRO_REGISTRY_PASSWORD";
 pub const REPRO_REGISTRY_CA_FILE: &str = "REPRO_REGISTRY_CA_FILE";
 /// Docker's configuration directory (holds `config.json` with registry credentials).
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// On a Slurm node without the shared store: the node's own store for
+/// `--slurm-registry` jobs (default `repro-node-store` in the node's
+/// temporary directory).
+pub const REPRO_NODE_STORE: &str = "REPRO_NODE_STORE";

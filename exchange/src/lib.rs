@@ -8,5 +8,6 @@
 //! Both re-hash every object before it enters the store.
 
 pub mod bundle;
+pub mod courier;
 pub mod evidence;
 pub mod registry;

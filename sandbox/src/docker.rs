@@ -718,6 +718,7 @@ mod tests {
             inputs: vec![Mount {
                 name: "data".into(),
                 host: "/h/d".into(),
+                tree: None,
             }],
             output: "/h/o".into(),
             log: "/h/log".into(),

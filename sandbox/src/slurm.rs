@@ -5,6 +5,13 @@
 //! must be on a filesystem the nodes share (see the README); so the step
 //! key, the outputs and the record are exactly those of a local build.
 //!
+//! Without a shared filesystem, a [`Courier`] moves the step through an OCI
+//! registry instead: the controller sends the image and the input trees
+//! and leaves the job there under a token, the node (with its own store)
+//! pulls them by digest, runs the step and sends back its output tree and
+//! log, which the controller pulls, re-hashes and lays out where a local
+//! run would have left them.
+//!
 //! The controller polls `scontrol show job` until the job ends, and
 //! cancels it (`scancel`) when the build is cancelled. A job that Slurm
 //! itself ends (time limit, node failure, preemption) is reported with
@@ -12,6 +19,7 @@
 //! up to [`SlurmOptions::retries`] times.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -26,6 +34,34 @@ use crate::spec::{StepSpec, Variation};
 
 /// The hidden subcommand a job runs: `<exe> __slurm-step <store> <spec> <result>`.
 pub const STEP_ARG: &str = "__slurm-step";
+
+/// Moves a step to a node and its result back when the nodes do not share
+/// the store (implemented over an OCI registry by `repro-exchange`).
+pub trait Courier: Send + Sync + std::fmt::Debug {
+    /// Make `spec`'s image and input trees (every [`Mount::tree`](crate::Mount::tree))
+    /// reachable for a node and leave the job there under `token`.
+    fn send<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        token: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), String>>;
+    /// Bring back what the node left for `token`: its output tree laid out
+    /// at `spec.output` (which exists and is empty) and its log written to
+    /// `spec.log`, every blob re-hashed on the way. `None` when the node
+    /// left nothing (it never ran, or died before it could).
+    fn receive<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        token: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<Outcome>, String>>;
+    /// The arguments of `repro __slurm-step` on the node that reach the
+    /// same place (before `--job <token>`).
+    fn node_args(&self) -> Vec<String>;
+}
+
+/// Where a job's own output (Slurm's, not the step's log) goes on a node
+/// that does not share the store: the node's `/tmp`, named by job id.
+pub const NODE_JOB_LOG: &str = "/tmp/repro-slurm-%j.out";
 
 /// Where and how jobs are submitted.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +82,13 @@ pub struct SlurmBackend {
     store: PathBuf,
     exe: PathBuf,
     node_sandbox: BackendKind,
+    courier: Option<Arc<dyn Courier>>,
+}
+
+/// A submitted job: Slurm's id, and the courier's token when there is one.
+struct Submitted {
+    id: String,
+    token: Option<String>,
 }
 
 /// What one job ended as.
@@ -68,7 +111,14 @@ impl SlurmBackend {
             store: store.to_path_buf(),
             exe: exe.to_path_buf(),
             node_sandbox,
+            courier: None,
         }
+    }
+
+    /// Move steps through `courier` instead of the shared store.
+    pub fn with_courier(mut self, courier: Arc<dyn Courier>) -> Self {
+        self.courier = Some(courier);
+        self
     }
 
     /// The `sbatch` arguments for `spec`: its resources and where it goes.
@@ -99,7 +149,7 @@ impl SlurmBackend {
         a
     }
 
-    async fn submit(&self, spec: &StepSpec, dir: &Path) -> Result<String> {
+    async fn submit(&self, spec: &StepSpec, dir: &Path) -> Result<Submitted> {
         let spec_file = dir.join("spec.json");
         let result = dir.join("result.json");
         let script = dir.join("job.sh");
@@ -116,16 +166,42 @@ impl SlurmBackend {
             step: spec.step.clone(),
             why: format!("the spec does not serialize: {e}"),
         })?;
-        std::fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;
         let _ = std::fs::remove_file(&result);
-        let text = format!(
-            "#!/bin/sh\nexec {} {STEP_ARG} --sandbox {} {} {} {}\n",
-            sh(&self.exe),
-            self.node_sandbox.name(),
-            sh(&self.store),
-            sh(&spec_file),
-            sh(&result)
-        );
+        let (text, token, job_log) = match &self.courier {
+            None => {
+                std::fs::write(&spec_file, &bytes).map_err(io("write", &spec_file))?;
+                let text = format!(
+                    "#!/bin/sh\nexec {} {STEP_ARG} --sandbox {} {} {} {}\n",
+                    sh(&self.exe),
+                    self.node_sandbox.name(),
+                    sh(&self.store),
+                    sh(&spec_file),
+                    sh(&result)
+                );
+                (text, None, job_log)
+            }
+            Some(courier) => {
+                let token = job_token(&bytes);
+                courier
+                    .send(spec, &token)
+                    .await
+                    .map_err(|why| Error::Cluster {
+                        step: spec.step.clone(),
+                        why: format!("cannot send the step to the nodes: {why}"),
+                    })?;
+                let mut text = format!(
+                    "#!/bin/sh\nexec {} {STEP_ARG} --sandbox {}",
+                    sh(&self.exe),
+                    self.node_sandbox.name()
+                );
+                for a in courier.node_args() {
+                    text.push(' ');
+                    text.push_str(&sh(Path::new(&a)));
+                }
+                text.push_str(&format!(" --job {token}\n"));
+                (text, Some(token), PathBuf::from(NODE_JOB_LOG))
+            }
+        };
         std::fs::write(&script, text).map_err(io("write", &script))?;
         let out = Command::new("sbatch")
             .args(self.sbatch_args(spec, &script, &job_log))
@@ -159,7 +235,7 @@ impl SlurmBackend {
                 ),
             });
         }
-        Ok(id)
+        Ok(Submitted { id, token })
     }
 
     /// Wait for job `id` to end (or cancel it when `cancel` fires).
@@ -227,7 +303,7 @@ impl SlurmBackend {
             source,
         })?;
         let started = Instant::now();
-        let id = self.submit(spec, &dir).await?;
+        let Submitted { id, token } = self.submit(spec, &dir).await?;
         let end = self.wait(&id, cancel).await?;
         if let Some(e) = &end {
             if let Ok(mut p) = self.placements.lock() {
@@ -240,15 +316,26 @@ impl SlurmBackend {
                 duration: started.elapsed(),
             }));
         };
-        let result = dir.join("result.json");
-        if let Ok(bytes) = std::fs::read(&result) {
-            if let Ok(o) = serde_json::from_slice::<Outcome>(&bytes) {
-                // A step the node cancelled without our asking was ended by
-                // Slurm (an operator's scancel, its time limit, preemption):
-                // that is Slurm's ending, not an interruption of the build.
-                if o.termination != Termination::Cancelled || cancel.is_cancelled() {
-                    return Ok(Ok(o));
-                }
+        let reported = match (&self.courier, &token) {
+            (Some(courier), Some(token)) => {
+                courier
+                    .receive(spec, token)
+                    .await
+                    .map_err(|why| Error::Cluster {
+                        step: spec.step.clone(),
+                        why: format!("cannot bring back what job {id} left: {why}"),
+                    })?
+            }
+            _ => std::fs::read(dir.join("result.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Outcome>(&bytes).ok()),
+        };
+        if let Some(o) = reported {
+            // A step the node cancelled without our asking was ended by
+            // Slurm (an operator's scancel, its time limit, preemption):
+            // that is Slurm's ending, not an interruption of the build.
+            if o.termination != Termination::Cancelled || cancel.is_cancelled() {
+                return Ok(Ok(o));
             }
         }
         if end.state == "TIMEOUT" {
@@ -258,17 +345,22 @@ impl SlurmBackend {
             }));
         }
         let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+        let node = if end.node.is_empty() {
+            "no node"
+        } else {
+            &end.node
+        };
         Ok(Err(JobEnd {
             reason: format!(
-                "job {id} on {} ended {} ({}) before the step reported{}",
-                if end.node.is_empty() {
-                    "no node"
-                } else {
-                    &end.node
-                },
+                "job {id} on {node} ended {} ({}) before the step reported{}",
                 end.state,
                 end.reason,
-                if log.trim().is_empty() {
+                if self.courier.is_some() {
+                    format!(
+                        "; its log is on {node} at {}",
+                        NODE_JOB_LOG.replace("%j", &id)
+                    )
+                } else if log.trim().is_empty() {
                     String::new()
                 } else {
                     format!("; its log:\n{}", tail(&log, 20))
@@ -282,6 +374,26 @@ impl SlurmBackend {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A token naming one submission of a step (what the courier leaves the
+/// job under): unique per process, time and spec.
+fn job_token(spec: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = Sha256::new();
+    h.update(spec);
+    h.update(std::process::id().to_le_bytes());
+    h.update(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.update(now.as_nanos().to_le_bytes());
+    let hex: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("job-{hex}")
 }
 
 /// `p` quoted for `sh`.

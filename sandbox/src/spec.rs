@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use repro_store::ImageDigest;
+use repro_store::{ImageDigest, TreeDigest};
 
 use crate::error::{Error, Result};
 
@@ -15,6 +15,11 @@ pub struct Mount {
     pub name: String,
     /// The host directory.
     pub host: PathBuf,
+    /// The tree laid out at `host`, when it came from the store: an
+    /// executor that moves inputs through a registry sends this tree, not
+    /// the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeDigest>,
 }
 
 /// The resource limits of one step.

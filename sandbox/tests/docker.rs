@@ -164,6 +164,7 @@ async fn only_out_and_tmp_are_writable() {
     spec.inputs = vec![Mount {
         name: "x".into(),
         host: input.clone(),
+        tree: None,
     }];
     let (termination, log) = fx.run(&spec).await;
     assert_eq!(termination, Termination::Exited(0));

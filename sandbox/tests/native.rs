@@ -222,6 +222,7 @@ async fn only_the_output_and_tmp_are_writable() {
     spec.inputs = vec![Mount {
         name: "data".into(),
         host: input.clone(),
+        tree: None,
     }];
     let (t, log) = f.run(&spec).await;
     assert_eq!(t, Termination::Exited(0), "{log}");
@@ -453,6 +454,7 @@ async fn a_setuid_root_binary_gives_no_root() {
     spec.inputs = vec![Mount {
         name: "code".into(),
         host: f.dir.path().to_path_buf(),
+        tree: None,
     }];
     let outcome = f
         .sandbox
@@ -569,6 +571,7 @@ async fn the_default_variation_changes_nothing() {
     spec.inputs = vec![Mount {
         name: "data".into(),
         host: input,
+        tree: None,
     }];
     let (t, plain) = f.run(&spec).await;
     assert_eq!(t, Termination::Exited(0), "{plain}");
@@ -678,6 +681,7 @@ async fn the_listing_variation_reverses_input_listings_and_keeps_the_bytes() {
     spec.inputs = vec![Mount {
         name: "data".into(),
         host: input.clone(),
+        tree: None,
     }];
     let read = |out: &Path, f: &str| std::fs::read_to_string(out.join(f)).expect("read");
     let (t, log) = f.run(&spec).await;
@@ -732,6 +736,7 @@ async fn the_mount_root_variation_moves_inputs_and_output() {
     spec.inputs = vec![Mount {
         name: "data".into(),
         host: input.clone(),
+        tree: None,
     }];
     let variation = Variation {
         mount_root: Some("/elsewhere".into()),

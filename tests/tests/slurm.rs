@@ -307,3 +307,94 @@ fn the_example_built_on_slurm_verifies_locally_byte_for_byte() {
     let out = r.run(&["verify", "breast-cancer-classifier@1.0.0"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Without a shared filesystem: each step's image and inputs go to the
+/// node through a registry, the node runs it over a store of its own and
+/// sends the output and log back; the controller re-hashes them, and the
+/// model verifies on this machine byte for byte.
+#[test]
+#[ignore = "needs root, user namespaces, Slurm (ci/setup installs slurm-wlm and munge) and docker-registry"]
+fn a_fan_out_moved_through_a_registry_verifies_locally_byte_for_byte() {
+    let c = Cluster::start();
+    let reg = repro_tests::Registry::start(false);
+    let r = project();
+    let node_store = tempfile::tempdir().unwrap();
+    let repo = format!("{}/repro/slurm", reg.host());
+    let out = r
+        .std_cmd()
+        .env("SLURM_CONF", &c.conf)
+        .env("REPRO_NODE_STORE", node_store.path())
+        .args([
+            "build",
+            "--json",
+            "--executor",
+            "slurm",
+            "--slurm-registry",
+            &repo,
+            "--insecure",
+            "model.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "{doc:#}");
+    assert!(steps.iter().all(|s| s["status"] == "ran"), "{doc:#}");
+    // Every step ran from the node's own store: its output blobs are there.
+    for s in steps {
+        let tree = s["output"].as_str().unwrap();
+        let hex = tree.strip_prefix("sha256:").unwrap();
+        let blob = node_store.path().join("v1/blobs/sha256").join(hex);
+        assert!(blob.exists(), "the node never held {tree}: {doc:#}");
+    }
+    // And each job left its result in the registry, by tag.
+    let tags = reg
+        .storage()
+        .join("docker/registry/v2/repositories/repro/slurm/_manifests/tags");
+    let names: Vec<String> = std::fs::read_dir(&tags)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("done-")).count(),
+        4,
+        "{names:?}"
+    );
+    // The same record verifies on this machine, with no cluster.
+    let out = r.run(&["verify", "fan@1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A node that cannot run the step says why, and the build names it.
+#[test]
+#[ignore = "needs root, user namespaces, Slurm (ci/setup installs slurm-wlm and munge) and docker-registry"]
+fn a_node_that_cannot_reach_its_inputs_is_reported() {
+    let c = Cluster::start();
+    let reg = repro_tests::Registry::start(false);
+    let r = project();
+    let node_store = tempfile::tempdir().unwrap();
+    // The node's store cannot be opened: a file stands where it would be.
+    let blocked = node_store.path().join("store");
+    std::fs::write(&blocked, b"not a store").unwrap();
+    let repo = format!("{}/repro/slurm", reg.host());
+    let out = r
+        .std_cmd()
+        .env("SLURM_CONF", &c.conf)
+        .env("REPRO_NODE_STORE", &blocked)
+        .args([
+            "build",
+            "--executor",
+            "slurm",
+            "--slurm-registry",
+            &repo,
+            "--insecure",
+            "model.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`split`"), "{err}");
+    assert!(err.contains("node's store"), "{err}");
+}

@@ -72,7 +72,14 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
     };
     let engine = Arc::new(
         args.executor
-            .engine(Arc::clone(&store), args.sandbox.kind, console, cancel)?
+            .engine(
+                Arc::clone(&store),
+                args.sandbox.kind,
+                &args.registry.options(),
+                console,
+                cancel,
+            )
+            .await?
             .with_remote(remote_cache)
             .with_image_source(Some(args.registry.image_source())),
     );

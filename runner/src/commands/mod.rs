@@ -101,19 +101,29 @@ pub struct ExecutorArgs {
     /// With `--executor slurm`: how often a step whose node failed is submitted again
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub retries: u32,
+    /// With `--executor slurm`, when the nodes do not share the store: move each step's image, inputs, outputs and log through this OCI registry repository (`host[:port]/repo`, reached with `--insecure`/`--ca-file`); each node keeps a store of its own ($REPRO_NODE_STORE)
+    #[arg(long, value_name = "REPO")]
+    pub slurm_registry: Option<String>,
 }
 
 impl ExecutorArgs {
     /// The engine for these arguments: steps in the local `sandbox`, or
     /// handed to Slurm to run in that sandbox on the nodes.
-    pub fn engine(
+    pub async fn engine(
         &self,
         store: Arc<Store>,
         sandbox: BackendKind,
+        registry: &repro_exchange::registry::RegistryOptions,
         reporter: Arc<dyn repro_engine::events::Reporter>,
         cancel: CancellationToken,
     ) -> Result<repro_engine::Engine> {
         if self.executor != "slurm" {
+            if self.slurm_registry.is_some() {
+                return Err(UserError(
+                    "`--slurm-registry` moves steps to Slurm nodes\nhint: add `--executor slurm`, or drop `--slurm-registry`".into(),
+                )
+                .into());
+            }
             return Ok(repro_engine::Engine::new(store, sandbox, reporter, cancel));
         }
         let exe = std::env::current_exe()
@@ -131,6 +141,17 @@ impl ExecutorArgs {
             &exe,
             sandbox,
         );
+        let backend = match &self.slurm_registry {
+            Some(target) => backend.with_courier(Arc::new(
+                repro_exchange::courier::RegistryCourier::connect(
+                    target,
+                    registry,
+                    Arc::clone(&store),
+                )
+                .await?,
+            )),
+            None => backend,
+        };
         Ok(repro_engine::Engine::with_backend(
             store,
             Arc::new(backend),

@@ -85,9 +85,11 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<u8> {
             .engine(
                 Arc::clone(&store),
                 args.sandbox.kind,
+                &args.registry.options(),
                 Arc::new(Console::new(verbosity)),
                 cancel,
-            )?
+            )
+            .await?
             .with_image_source(Some(args.registry.image_source())),
     );
     let record = opened.digest;
