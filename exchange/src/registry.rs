@@ -109,7 +109,11 @@ fn envelope_keys(store: &Store, bytes: &[u8], out: &mut BTreeSet<BlobDigest>) {
 }
 
 /// Add tree `t`'s object, subtrees and files to `out`.
-pub(crate) fn tree_closure(store: &Store, t: &TreeDigest, out: &mut BTreeSet<BlobDigest>) -> Result<()> {
+pub(crate) fn tree_closure(
+    store: &Store,
+    t: &TreeDigest,
+    out: &mut BTreeSet<BlobDigest>,
+) -> Result<()> {
     if !out.insert(BlobDigest::from_hash(t.hash())) {
         return Ok(());
     }

@@ -38,7 +38,8 @@ fn on_sigterm() -> CancellationToken {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             term.recv().await;
             c.cancel();
@@ -52,7 +53,10 @@ fn run(args: Vec<String>) -> Result<()> {
     let (Some(flag), Some(kind)) = (args.next(), args.next()) else {
         anyhow::bail!("{USAGE}");
     };
-    anyhow::ensure!(flag == "--sandbox", "expected `--sandbox`, got `{flag}`\n{USAGE}");
+    anyhow::ensure!(
+        flag == "--sandbox",
+        "expected `--sandbox`, got `{flag}`\n{USAGE}"
+    );
     let kind: BackendKind = kind.parse().map_err(anyhow::Error::msg)?;
     let rest: Vec<String> = args.collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -62,8 +66,8 @@ fn run(args: Vec<String>) -> Result<()> {
     if rest.first().map(String::as_str) == Some("--registry") {
         return runtime.block_on(via_registry(kind, &exe, rest));
     }
-    let [store, spec, result] = <[String; 3]>::try_from(rest)
-        .map_err(|a| anyhow::anyhow!("{USAGE} (got {a:?})"))?;
+    let [store, spec, result] =
+        <[String; 3]>::try_from(rest).map_err(|a| anyhow::anyhow!("{USAGE} (got {a:?})"))?;
     let store = Arc::new(Store::open(&PathBuf::from(&store))?);
     let spec: StepSpec = serde_json::from_slice(
         &std::fs::read(&spec).with_context(|| format!("cannot read `{spec}`"))?,

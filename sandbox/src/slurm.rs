@@ -384,7 +384,10 @@ fn job_token(spec: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(spec);
     h.update(std::process::id().to_le_bytes());
-    h.update(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    h.update(
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

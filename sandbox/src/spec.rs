@@ -192,6 +192,7 @@ mod tests {
             inputs: vec![Mount {
                 name: "data".into(),
                 host: "/x".into(),
+                tree: None,
             }],
             output: "/o".into(),
             log: "/l".into(),
