@@ -111,6 +111,16 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Whether a step that asks for GPUs (`spec.limits.gpus`) gets them
+    /// allocated. `true` by default, for a backend that hands the request
+    /// to a scheduler (the Slurm executor asks for them with `--gres`);
+    /// the local sandboxes say `false`: they expose no GPU device, so the
+    /// step runs without one, and the engine warns. Never an error, and
+    /// never part of the step key.
+    fn allocates_gpus(&self) -> bool {
+        true
+    }
+
     /// The backend's name and versions, for the build record.
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>>;
 }
