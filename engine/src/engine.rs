@@ -10,7 +10,8 @@ use anyhow::{anyhow, Context, Result};
 use repro_dag::{Graph, KeyMaterialRef, Scheduler};
 use repro_recipes::{InputRef, Pins, Recipe};
 use repro_sandbox::{
-    Backend, BackendKind, DockerSandbox, Limits, Mount, Sandbox, StepSpec, Termination, Variation,
+    Backend, BackendKind, DockerSandbox, Gpus, Limits, Mount, Sandbox, StepSpec, Termination,
+    Variation,
 };
 use repro_store::{
     ActionResult, BlobDigest, FileEntry, ImageDigest, Ingest, StepKey, Store, TreeDigest,
@@ -167,6 +168,10 @@ impl Plan {
                         cpus: s.limits.cpus,
                         timeout: s.limits.timeout,
                         pids: 512,
+                        gpus: s.limits.gpus.as_ref().map(|g| Gpus {
+                            kind: g.kind.clone(),
+                            count: g.count,
+                        }),
                     },
                 },
             );
@@ -279,6 +284,8 @@ pub struct Engine {
     remote: Option<Arc<dyn crate::remote::RemoteCache>>,
     /// Where images named in a registry are pulled from.
     images_from: Option<Arc<dyn crate::remote::ImageSource>>,
+    /// The steps already warned of running without the GPUs they ask for.
+    gpus_warned: Mutex<BTreeSet<String>>,
 }
 
 impl Engine {
@@ -299,6 +306,7 @@ impl Engine {
             cancel,
             remote: None,
             images_from: None,
+            gpus_warned: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -690,6 +698,7 @@ impl Engine {
     ) -> Result<StepResult> {
         self.ensure_image(step.image).await?;
         let sandbox = self.sandbox().await?;
+        self.warn_without_gpus(step, &*sandbox);
         self.reporter.event(&Event::StepStarted {
             step: step.name.clone(),
             key,
@@ -837,6 +846,37 @@ impl Engine {
                     ran_on: sandbox.placement(&step.name),
                 })
             }
+        }
+    }
+
+    /// A step that asks for GPUs runs on a backend that allocates none
+    /// (the local sandboxes): not an error, the step runs without them
+    /// (like its other limits, they are not part of its key), but the
+    /// user hears of it, once per step, even with `--quiet` or `--json`.
+    fn warn_without_gpus(&self, step: &PlannedStep, sandbox: &dyn Backend) {
+        let Some(gpus) = &step.limits.gpus else {
+            return;
+        };
+        if sandbox.allocates_gpus() {
+            return;
+        }
+        let first = self
+            .gpus_warned
+            .lock()
+            .map(|mut w| w.insert(step.name.clone()))
+            .unwrap_or(true);
+        if first {
+            self.reporter.event(&Event::Warning(format!(
+                "step `{}` asks for {} GPU{} (`gpus = {}`), but the local {} sandbox gives it no GPU: it runs without one (`--executor slurm` asks the cluster for them)",
+                step.name,
+                gpus.count,
+                if gpus.count == 1 { "" } else { "s" },
+                match &gpus.kind {
+                    Some(_) => format!("\"{gpus}\""),
+                    None => gpus.to_string(),
+                },
+                sandbox.kind().name(),
+            )));
         }
     }
 }
@@ -1041,6 +1081,7 @@ mod tests {
                 cpus: None,
                 timeout: Duration::from_secs(60),
                 pids: 512,
+                gpus: None,
             },
         };
         let out = store.scratch("out-").unwrap();
@@ -1203,6 +1244,7 @@ mod tests {
             cpus: None,
             timeout: Duration::from_secs(60),
             pids: 512,
+            gpus: None,
         };
         let n = 300;
         let mut steps = BTreeMap::new();

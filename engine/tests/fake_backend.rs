@@ -760,3 +760,77 @@ async fn a_rerun_without_writing_the_cache_leaves_a_damaged_blob_for_verify_to_f
     let e = h.store.read_blob(&blob).unwrap_err();
     assert!(matches!(e, repro_store::Error::Corrupt { .. }), "{e}");
 }
+
+/// `train` asks for two `a100` GPUs, `eval` for none.
+const GPUS: &str = r#"
+[[steps]]
+name = "train"
+argv = ["train"]
+outputs = ["m.bin"]
+limits = { gpus = "a100:2" }
+
+[[steps]]
+name = "eval"
+argv = ["eval"]
+outputs = ["e.txt"]
+"#;
+
+/// A step that asks for GPUs on a backend that allocates none (a local
+/// sandbox) still runs and succeeds, with the request in its spec; the
+/// build warns, naming the step and saying the sandbox gives it no GPU,
+/// once per step however often the engine runs it, and not for the step
+/// without GPUs. The request is not part of the step key. On a backend
+/// that allocates GPUs (a cluster), nothing is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_asking_for_gpus_runs_locally_with_one_warning_and_the_same_key() {
+    let h = Harness::new();
+    h.fake.script("train", Script::ok(&[("m.bin", b"weights")]));
+    h.fake.script("eval", Script::ok(&[("e.txt", b"0.9")]));
+    let plan = plan(GPUS);
+
+    let recorder = Arc::new(Recorder::default());
+    let engine = h.engine(Arc::clone(&recorder), CancellationToken::new());
+    for _ in 0..2 {
+        let report = engine
+            .run(&plan, opts(2, false, false))
+            .await
+            .expect("build");
+        assert!(report.ok(), "{:?}", report.steps);
+    }
+    assert_eq!(h.fake.calls("train"), 2);
+    let warnings = recorder.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    for part in [
+        "step `train`",
+        "2 GPUs",
+        "`gpus = \"a100:2\"`",
+        "gives it no GPU",
+        "runs without one",
+    ] {
+        assert!(w.contains(part), "{part:?} not in {w:?}");
+    }
+    assert!(!w.contains("eval"), "{w}");
+
+    let specs = h.fake.specs("train");
+    let gpus = specs[0]
+        .limits
+        .gpus
+        .clone()
+        .expect("the spec carries the request");
+    assert_eq!((gpus.kind.as_deref(), gpus.count), (Some("a100"), 2));
+    assert_eq!(h.fake.specs("eval")[0].limits.gpus, None);
+
+    let mut without = plan.steps["train"].clone();
+    without.limits.gpus = None;
+    assert_eq!(
+        step_key(&plan.steps["train"], &BTreeMap::new()),
+        step_key(&without, &BTreeMap::new()),
+        "GPUs changed the step key"
+    );
+
+    h.fake.set_allocates_gpus(true);
+    let (report, events) = h.run(&plan, opts(2, false, false)).await;
+    assert!(report.expect("build").ok());
+    assert_eq!(events.warnings(), Vec::<String>::new());
+}

@@ -6,10 +6,13 @@ pub const REPRO_STORE: &str = "REPRO_STORE";
 pub const REPRO_KEY: &str = "REPRO_KEY";
 /// Any value turns colour off (<https://no-color.org>).
 pub const NO_COLOR: &str = "NO_COLOR";
-/// The XDG configuration directory, for the default key location.
+/// The XDG configuration directory, for the default key and configuration file locations.
 pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 /// The home directory.
 pub const HOME: &str = "HOME";
+/// The configuration file of `build` and `verify` (instead of
+/// `$XDG_CONFIG_HOME/repro/config.toml` or `/etc/repro/config.toml`).
+pub const REPRO_CONFIG: &str = "REPRO_CONFIG";
 /// The sandbox backend (`native` or `docker`); `--sandbox` overrides it.
 pub const REPRO_SANDBOX: &str = "REPRO_SANDBOX";
 /// The user name for a registry (`push`, `pull`, `build --remote`); with `REPRO_REGISTRY_PASSWORD`.

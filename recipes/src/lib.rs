@@ -36,7 +36,7 @@ pub use error::{Diagnostic, Diagnostics, Error, Location, Result};
 pub use lock::{Floating, FloatingRef, Kind, Lock, LockEntry, Pins, Resolved, LOCK_VERSION};
 pub use output_path::OutputPath;
 pub use recipe::{
-    parse_file, parse_str, BuildSettings, CodeTree, DataSnapshot, ImageRef, InputRef, Limits,
+    parse_file, parse_str, BuildSettings, CodeTree, DataSnapshot, Gpus, ImageRef, InputRef, Limits,
     Model, Recipe, Step, StepSpans, Toolchain, TreeRef, DEFAULT_TIMEOUT, SANDBOX_FIXED_ENV,
     THREAD_ENV,
 };

@@ -197,6 +197,26 @@ pub(crate) struct RawLimits {
     /// Wall-clock timeout, e.g. `30s`, `10m`, `2h`, `1h30m` (default `1h`).
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
+    /// GPUs: a count, e.g. `2`, or a type and a count, e.g. `"a100:2"`
+    /// (default: none). Slurm jobs ask for them (`--gres=gpu:...`); the
+    /// local sandboxes expose no GPU, so there the step runs without one
+    /// and the build warns.
+    #[schemars(with = "Option<RawGpus>")]
+    pub gpus: Option<Spanned<toml::Value>>,
+}
+
+/// A GPU request: a count, or `TYPE:COUNT`.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Gpus")]
+#[allow(dead_code)] // only its schema is used
+pub(crate) enum RawGpus {
+    /// How many GPUs, of any type.
+    Count(#[schemars(range(min = 1))] u32),
+    /// A GPU type as the cluster names it and how many, e.g. `a100:2`.
+    TypeAndCount(
+        #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*:0*[1-9][0-9]*$"))] String,
+    ),
 }
 
 /// The serde shape of `model.lock`.

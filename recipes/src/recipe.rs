@@ -230,8 +230,8 @@ impl FromStr for InputRef {
     }
 }
 
-/// A step's resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// A step's resource limits. None of them is part of the step key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     /// Memory limit in bytes; `None` for no limit.
     pub memory_bytes: Option<u64>,
@@ -239,6 +239,8 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Wall-clock timeout (default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// The GPUs the step asks for; `None` for none.
+    pub gpus: Option<Gpus>,
 }
 
 impl Default for Limits {
@@ -247,6 +249,27 @@ impl Default for Limits {
             memory_bytes: None,
             cpus: None,
             timeout: DEFAULT_TIMEOUT,
+            gpus: None,
+        }
+    }
+}
+
+/// A step's GPU request (`gpus = 2` or `gpus = "a100:2"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gpus {
+    /// The GPU type as the cluster names it (`a100`): a letter or digit,
+    /// then letters, digits, `_`, `.` and `-`; `None` for any type.
+    pub kind: Option<String>,
+    /// How many; at least 1.
+    pub count: u32,
+}
+
+impl fmt::Display for Gpus {
+    /// As written in the recipe's string form: `2` or `a100:2`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Some(k) => write!(f, "{k}:{}", self.count),
+            None => write!(f, "{}", self.count),
         }
     }
 }
@@ -1230,7 +1253,81 @@ fn build_limits(c: &mut Collector, index: usize, l: &RawLimits) -> Option<Limits
             }
         }
     }
+    if let Some(g) = &l.gpus {
+        match parse_gpus(g.get_ref()) {
+            Ok(gpus) => limits.gpus = Some(gpus),
+            Err(why) => {
+                ok = false;
+                c.push(
+                    span(g),
+                    format!("steps[{index}].limits.gpus"),
+                    why,
+                    Some(
+                        "write a count, e.g. `gpus = 2`, or a GPU type and a count, e.g. `gpus = \"a100:2\"`"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
     ok.then_some(limits)
+}
+
+/// A `gpus` value: a positive integer, or a string `TYPE:COUNT`.
+fn parse_gpus(v: &toml::Value) -> std::result::Result<Gpus, String> {
+    let too_many = || format!("more than {} GPUs", u32::MAX);
+    match v {
+        toml::Value::Integer(n) => match u32::try_from(*n) {
+            Ok(0) => Err("`gpus` must be at least 1, not `0`".to_string()),
+            Ok(count) => Ok(Gpus { kind: None, count }),
+            Err(_) if *n < 0 => Err(format!("`gpus` must be at least 1, not `{n}`")),
+            Err(_) => Err(format!("`{n}` is {}", too_many())),
+        },
+        toml::Value::String(s) => {
+            let Some((kind, n)) = s.split_once(':') else {
+                return Err(if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+                    format!("`\"{s}\"` is a count in quotes: write it as a number")
+                } else {
+                    format!("`{s}` is not a GPU type and a count: it has no `:`")
+                });
+            };
+            if kind.is_empty() {
+                return Err(format!("`{s}` has no GPU type before the `:`"));
+            }
+            if n.contains(':') {
+                return Err(format!(
+                    "`{s}` has more than one `:` (Slurm's `gpu:` is added for you)"
+                ));
+            }
+            let mut b = kind.bytes();
+            let kind_ok = matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+                && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+            if !kind_ok {
+                return Err(format!(
+                    "`{kind}` in `{s}` is not a GPU type (a letter or digit, then letters, digits, `_`, `.` or `-`)"
+                ));
+            }
+            if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "`{n}` in `{s}` is not a count of GPUs (a whole number)"
+                ));
+            }
+            match n.parse::<u32>() {
+                Ok(0) => Err(format!(
+                    "`{s}` asks for 0 GPUs: the count must be at least 1"
+                )),
+                Ok(count) => Ok(Gpus {
+                    kind: Some(kind.to_string()),
+                    count,
+                }),
+                Err(_) => Err(format!("`{s}` asks for {}", too_many())),
+            }
+        }
+        other => Err(format!(
+            "`gpus` must be a count or a `TYPE:COUNT` string, not a {}",
+            other.type_str()
+        )),
+    }
 }
 
 /// One dependency of a step on another step, where it is written.

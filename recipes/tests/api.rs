@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use repro_recipes::{
-    parse_file, parse_str, Error, FloatingRef, ImageRef, InputRef, Kind, Lock, ParamValue,
+    parse_file, parse_str, Error, FloatingRef, Gpus, ImageRef, InputRef, Kind, Lock, ParamValue,
     Resolved, TreeRef, DEFAULT_TIMEOUT,
 };
 use repro_store::{BlobDigest, Hash, ImageDigest, TreeDigest};
@@ -119,7 +119,15 @@ fn full_fixture_parses_every_feature() {
     assert_eq!(train.limits.memory_bytes, Some(2 << 30));
     assert_eq!(train.limits.cpus, Some(1.5));
     assert_eq!(train.limits.timeout, Duration::from_secs(600));
+    assert_eq!(
+        train.limits.gpus,
+        Some(Gpus {
+            kind: Some("a100".into()),
+            count: 2
+        })
+    );
     assert_eq!(r.step("validate").unwrap().limits.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(r.step("validate").unwrap().limits.gpus, None);
     assert_eq!(train.spans.name.map(|l| (l.line, l.column)), Some((62, 8)));
 
     let (argv, env) = train.expand(&r).unwrap();
@@ -318,7 +326,54 @@ fn defaults_apply_when_tables_are_absent() {
         (a.limits.memory_bytes, a.limits.cpus, a.limits.timeout),
         (None, None, DEFAULT_TIMEOUT)
     );
+    assert_eq!(a.limits.gpus, None);
     assert!(a.deps().is_empty() && a.outputs.is_empty() && a.env.is_empty());
+}
+
+/// `gpus` is a count, or a GPU type and a count; either prints back as
+/// written in the string form (what follows `gpu:` in Slurm's `--gres`).
+#[test]
+fn gpus_are_a_count_or_a_type_and_a_count() {
+    for (written, kind, count, shown) in [
+        ("1", None, 1, "1"),
+        ("8", None, 8, "8"),
+        ("\"a100:2\"", Some("a100"), 2, "a100:2"),
+        (
+            "\"nvidia_a100-sxm4.80gb:4\"",
+            Some("nvidia_a100-sxm4.80gb"),
+            4,
+            "nvidia_a100-sxm4.80gb:4",
+        ),
+        ("\"1g.10gb:02\"", Some("1g.10gb"), 2, "1g.10gb:2"),
+        ("4294967295", None, u32::MAX, "4294967295"),
+    ] {
+        let text = MINIMAL.replace(
+            "argv = [\"true\"]",
+            &format!("argv = [\"true\"]\nlimits = {{ gpus = {written} }}"),
+        );
+        let r = parse_str(Path::new("model.toml"), &text)
+            .unwrap_or_else(|e| panic!("gpus = {written}: {e}"));
+        let gpus = r.steps[0].limits.gpus.clone().expect("gpus");
+        assert_eq!(
+            gpus,
+            Gpus {
+                kind: kind.map(String::from),
+                count
+            },
+            "{written}"
+        );
+        assert_eq!(gpus.to_string(), shown);
+    }
+    let text = MINIMAL.replace(
+        "argv = [\"true\"]",
+        "argv = [\"true\"]\nlimits = { gpus = 4294967296 }",
+    );
+    let e = parse_str(Path::new("model.toml"), &text).unwrap_err();
+    assert!(e.to_string().contains("more than 4294967295 GPUs"), "{e}");
+    assert_eq!(
+        e.diagnostics()[0].key.as_deref(),
+        Some("steps[0].limits.gpus")
+    );
 }
 
 #[test]

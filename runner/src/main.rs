@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use repro_evidence::env_vars;
 
 mod commands;
+mod config;
 mod exit;
 mod reporter;
 mod slurm_step;
@@ -56,8 +57,10 @@ enum Command {
     /// Make a version that once passed the production gate production again (no rebuild)
     Rollback(commands::promote::RollbackArgs),
     /// Build a recipe: run every step in the sandbox and sign a record
+    #[command(after_help = config::HELP)]
     Build(commands::build::BuildArgs),
     /// Rebuild a recorded model from scratch and compare it byte for byte
+    #[command(after_help = config::HELP)]
     Verify(commands::verify::VerifyArgs),
     /// Run each step several times under controlled variations and name what its output depends on
     Check(commands::check::CheckArgs),

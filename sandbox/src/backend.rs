@@ -111,6 +111,16 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Whether a step that asks for GPUs (`spec.limits.gpus`) gets them
+    /// allocated: `false` by default, as for the local sandboxes, which
+    /// expose no GPU device, so the step runs without one and the engine
+    /// warns; a backend that hands the request to a scheduler says `true`
+    /// (the Slurm executor asks for them with `--gres`). Never an error,
+    /// and never part of the step key.
+    fn allocates_gpus(&self) -> bool {
+        false
+    }
+
     /// The backend's name and versions, for the build record.
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>>;
 }

@@ -727,6 +727,7 @@ mod tests {
                 cpus: Some(1.5),
                 timeout: Duration::from_secs(5),
                 pids: 100,
+                gpus: None,
             },
         }
     }

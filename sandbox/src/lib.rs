@@ -108,4 +108,4 @@ pub use rootfs::{
 };
 pub use sandbox::Sandbox;
 pub use slurm::{SlurmBackend, SlurmOptions};
-pub use spec::{Limits, Mount, StepSpec, Variation};
+pub use spec::{Gpus, Limits, Mount, StepSpec, Variation};

@@ -136,6 +136,13 @@ impl Backend for Sandbox {
         Box::pin(Sandbox::run(self, spec, cancel))
     }
 
+    /// Neither backend gives a step a GPU: the native `/dev` holds only
+    /// `null`, `zero`, `full`, `random` and `urandom`, and the Docker
+    /// container is created without device requests.
+    fn allocates_gpus(&self) -> bool {
+        false
+    }
+
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>> {
         Box::pin(Sandbox::describe(self))
     }

@@ -121,7 +121,8 @@ impl SlurmBackend {
         self
     }
 
-    /// The `sbatch` arguments for `spec`: its resources and where it goes.
+    /// The `sbatch` arguments for `spec`: its resources (CPUs, time,
+    /// memory, GPUs) and where it goes.
     pub fn sbatch_args(&self, spec: &StepSpec, script: &Path, job_log: &Path) -> Vec<String> {
         let mut a = vec![
             "--parsable".to_string(),
@@ -138,6 +139,11 @@ impl SlurmBackend {
         ];
         if let Some(m) = spec.limits.memory_bytes {
             a.push(format!("--mem={}M", m.div_ceil(1 << 20) + 256));
+        }
+        // `gpu:2` or `gpu:a100:2`: the generic resource Slurm's GPU plugin
+        // schedules, on the one node of the job.
+        if let Some(g) = &spec.limits.gpus {
+            a.push(format!("--gres=gpu:{g}"));
         }
         if let Some(p) = &self.options.partition {
             a.push(format!("--partition={p}"));
@@ -454,6 +460,11 @@ impl Backend for SlurmBackend {
         })
     }
 
+    fn allocates_gpus(&self) -> bool {
+        // `--gres=gpu:...`: Slurm reserves them on the node.
+        true
+    }
+
     fn placement(&self, step: &str) -> Option<String> {
         self.placements.lock().ok()?.get(step).cloned()
     }
@@ -506,6 +517,10 @@ mod tests {
                 cpus: Some(1.5),
                 timeout: Duration::from_secs(600),
                 pids: 512,
+                gpus: Some(crate::Gpus {
+                    kind: Some("a100".into()),
+                    count: 2,
+                }),
             },
         };
         let a = b.sbatch_args(&spec, Path::new("/s/job.sh"), Path::new("/s/job.log"));
@@ -513,6 +528,7 @@ mod tests {
             "--cpus-per-task=2",
             "--time=11",
             "--mem=3328M",
+            "--gres=gpu:a100:2",
             "--partition=gpu",
             "--account=risk",
             "--job-name=repro-train",
@@ -522,5 +538,40 @@ mod tests {
         }
         assert_eq!(a.last().map(String::as_str), Some("/s/job.sh"));
         assert_eq!(sh(Path::new("/a b/it's")), "'/a b/it'\\''s'");
+    }
+
+    /// A GPU count alone asks for any GPU type; a step without GPUs asks
+    /// for no generic resource at all (and a job without a partition or an
+    /// account leaves them to Slurm's defaults).
+    #[test]
+    fn a_job_asks_for_gpus_only_when_the_step_does() {
+        let b = SlurmBackend::new(
+            SlurmOptions::default(),
+            Path::new("/shared/store"),
+            Path::new("/opt/repro"),
+            BackendKind::Native,
+        );
+        let mut spec = StepSpec {
+            step: "train".into(),
+            image: ImageDigest::from_hash(repro_store::Hash::of(b"i")),
+            argv: vec!["true".into()],
+            env: Default::default(),
+            inputs: Vec::new(),
+            output: PathBuf::from("/shared/store/v1/tmp/x/out"),
+            log: PathBuf::from("/shared/store/v1/tmp/x/log"),
+            limits: crate::Limits::default(),
+        };
+        let args = |spec: &StepSpec| b.sbatch_args(spec, Path::new("/s/job.sh"), Path::new("/s/l"));
+        let a = args(&spec);
+        assert!(!a.iter().any(|x| x.starts_with("--gres")), "{a:?}");
+        assert!(!a.iter().any(|x| x.starts_with("--partition")), "{a:?}");
+        assert!(!a.iter().any(|x| x.starts_with("--account")), "{a:?}");
+        spec.limits.gpus = Some(crate::Gpus {
+            kind: None,
+            count: 2,
+        });
+        let a = args(&spec);
+        let gres: Vec<&String> = a.iter().filter(|x| x.starts_with("--gres")).collect();
+        assert_eq!(gres, ["--gres=gpu:2"]);
     }
 }

@@ -34,16 +34,44 @@ pub struct Limits {
     pub timeout: Duration,
     /// The largest number of processes and threads.
     pub pids: u64,
+    /// The GPUs the step asks for; `None` for none. Not part of the step
+    /// key, like the other limits. The Slurm executor asks the cluster for
+    /// them (`--gres`); the local sandboxes expose no GPU device, so there
+    /// the step runs without one. Absent in specs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Gpus>,
+}
+
+/// A step's GPU request: how many, and optionally of which type, as a
+/// cluster names GPU types (`a100`). Displays as Slurm writes it after
+/// `gpu:`: `2` or `a100:2`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gpus {
+    /// The GPU type (letters, digits, `_`, `.` and `-`), or `None` for any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// How many; at least 1.
+    pub count: u32,
+}
+
+impl std::fmt::Display for Gpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Some(k) => write!(f, "{k}:{}", self.count),
+            None => write!(f, "{}", self.count),
+        }
+    }
 }
 
 impl Default for Limits {
-    /// No memory or CPU limit, a one-hour timeout, 512 pids.
+    /// No memory or CPU limit, a one-hour timeout, 512 pids, no GPUs.
     fn default() -> Self {
         Limits {
             memory_bytes: None,
             cpus: None,
             timeout: Duration::from_secs(3600),
             pids: 512,
+            gpus: None,
         }
     }
 }
@@ -174,6 +202,19 @@ impl StepSpec {
         if l.pids == 0 || i64::try_from(l.pids).is_err() {
             return bad(format!("pids limit {} is out of range", l.pids));
         }
+        if let Some(g) = &l.gpus {
+            if g.count == 0 {
+                return bad("the GPU count is zero".into());
+            }
+            if let Some(k) = &g.kind {
+                let mut b = k.bytes();
+                let ok = matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+                    && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+                if !ok {
+                    return bad(format!("`{k}` is not a GPU type"));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -253,5 +294,47 @@ mod tests {
         let mut s = spec();
         s.limits.pids = 0;
         assert!(why(&s).contains("pids"));
+
+        let mut s = spec();
+        s.limits.gpus = Some(Gpus {
+            kind: None,
+            count: 0,
+        });
+        assert!(why(&s).contains("GPU count is zero"));
+        for kind in ["", "a100:2", "a b", "-x", "gpu,a100"] {
+            s.limits.gpus = Some(Gpus {
+                kind: Some(kind.into()),
+                count: 1,
+            });
+            assert!(why(&s).contains("is not a GPU type"), "{kind}");
+        }
+        s.limits.gpus = Some(Gpus {
+            kind: Some("nvidia_a100-sxm4.80gb".into()),
+            count: 8,
+        });
+        s.validate().expect("a typed GPU request is valid");
+    }
+
+    /// A spec written before GPUs existed (no `gpus` key) still reads, and
+    /// a spec without GPUs is written as before; one with GPUs round-trips.
+    #[test]
+    fn gpus_are_optional_in_the_serialized_spec() {
+        let plain = serde_json::to_value(spec()).expect("serialize");
+        assert!(plain["limits"].get("gpus").is_none(), "{plain}");
+        let old: StepSpec = serde_json::from_value(plain).expect("an old spec reads");
+        assert_eq!(old.limits.gpus, None);
+
+        let mut s = spec();
+        s.limits.gpus = Some(Gpus {
+            kind: Some("a100".into()),
+            count: 2,
+        });
+        let text = serde_json::to_string(&s).expect("serialize");
+        let back: StepSpec = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, s);
+        assert_eq!(
+            s.limits.gpus.as_ref().map(|g| g.to_string()).as_deref(),
+            Some("a100:2")
+        );
     }
 }

@@ -271,6 +271,21 @@ pub fn image_blobs(extra: &[ExtraFile], created_by: &str) -> BusyboxBlobs {
     let layer = layer
         .into_inner()
         .expect("writing a tar into memory cannot fail");
+    layer_image(layer, created_by)
+}
+
+/// An image whose one layer is an empty tar: for tests that need an image
+/// in the store but never run a step in it on this machine (a Slurm job
+/// would), so they need no busybox.
+pub fn empty_image_blobs() -> BusyboxBlobs {
+    let layer = tar::Builder::new(Vec::new())
+        .into_inner()
+        .expect("writing a tar into memory cannot fail");
+    layer_image(layer, "repro-tests empty_image_blobs")
+}
+
+/// The config and manifest of an image of the one uncompressed `layer`.
+fn layer_image(layer: Vec<u8>, created_by: &str) -> BusyboxBlobs {
     let layer_digest = sha256(&layer);
 
     let config = json!({

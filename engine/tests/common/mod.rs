@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,9 @@ pub struct FakeBackend {
     specs: Mutex<Vec<StepSpec>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// What [`Backend::allocates_gpus`] says: `false` (a local sandbox)
+    /// unless set.
+    allocates_gpus: AtomicBool,
 }
 
 /// Counts a run as running until it is dropped (also when the engine drops
@@ -156,6 +159,12 @@ impl FakeBackend {
             .lock()
             .unwrap()
             .insert(step.to_string(), script);
+    }
+
+    /// Stand in for a backend that allocates the GPUs a step asks for (a
+    /// cluster), or, with `false` (the default), for a local sandbox.
+    pub fn set_allocates_gpus(&self, allocates: bool) {
+        self.allocates_gpus.store(allocates, Ordering::SeqCst);
     }
 
     /// How many times step `step` was run.
@@ -299,6 +308,10 @@ impl Backend for FakeBackend {
             let _running = Running::start(self);
             self.run_script(spec, cancel).await
         })
+    }
+
+    fn allocates_gpus(&self) -> bool {
+        self.allocates_gpus.load(Ordering::SeqCst)
     }
 
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>> {

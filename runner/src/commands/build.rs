@@ -51,6 +51,7 @@ pub struct BuildArgs {
 
 /// Run `repro build`.
 pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
+    let executor = args.executor.settle()?;
     let store = ctx.store()?;
     let verbosity = ctx.verbosity;
     let key_file = key_path(args.key)?;
@@ -71,7 +72,7 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
         None => None,
     };
     let engine = Arc::new(
-        args.executor
+        executor
             .engine(
                 Arc::clone(&store),
                 args.sandbox.kind,

@@ -12,6 +12,7 @@ use repro_sandbox::BackendKind;
 use repro_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{self, ExecutorKind};
 use crate::reporter::Verbosity;
 
 pub mod admin;
@@ -86,38 +87,76 @@ pub struct SandboxArg {
     pub kind: BackendKind,
 }
 
-/// Where steps run.
+/// Where steps run. Each flag overrides the configuration file's key (see
+/// `crate::config`), and the defaults apply after both.
 #[derive(Args)]
 pub struct ExecutorArgs {
-    /// Where steps run: `local` (this machine) or `slurm` (a batch job per step; the store must be on a filesystem the nodes share)
-    #[arg(long, default_value = "local", value_parser = ["local", "slurm"], value_name = "EXECUTOR")]
-    pub executor: String,
-    /// With `--executor slurm`: the partition jobs go to
-    #[arg(long, value_name = "PARTITION")]
+    /// Where steps run: `local` (this machine) or `slurm` (a batch job per step; the store must be on a filesystem the nodes share) [default: the config file's `executor.kind`, else local]
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorKind>,
+    /// With `--executor slurm`: the partition jobs go to [default: the config file's `executor.slurm.partition`]
+    #[arg(long, value_name = "PARTITION", value_parser = config::slurm_name)]
     pub partition: Option<String>,
-    /// With `--executor slurm`: the account jobs are charged to
-    #[arg(long, value_name = "ACCOUNT")]
+    /// With `--executor slurm`: the account jobs are charged to [default: the config file's `executor.slurm.account`]
+    #[arg(long, value_name = "ACCOUNT", value_parser = config::slurm_name)]
     pub account: Option<String>,
-    /// With `--executor slurm`: how often a step whose node failed is submitted again
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub retries: u32,
+    /// With `--executor slurm`: how often a step whose node failed is submitted again [default: the config file's `executor.slurm.retries`, else 1]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// With `--executor slurm`, when the nodes do not share the store: move each step's image, inputs, outputs and log through this OCI registry repository (`host[:port]/repo`, reached with `--insecure`/`--ca-file`); each node keeps a store of its own ($REPRO_NODE_STORE)
     #[arg(long, value_name = "REPO")]
     pub slurm_registry: Option<String>,
 }
 
 impl ExecutorArgs {
-    /// The engine for these arguments: steps in the local `sandbox`, or
-    /// handed to Slurm to run in that sandbox on the nodes.
+    /// These flags over the configuration file (read now, so that a bad
+    /// file stops the command before it does anything): the executor.
+    pub fn settle(&self) -> Result<SettledExecutor> {
+        let file = config::load()?;
+        let flags = config::ExecutorConfig {
+            kind: self.executor,
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            retries: self.retries,
+        };
+        let from = file
+            .path
+            .filter(|_| file.executor != config::ExecutorConfig::default());
+        Ok(SettledExecutor {
+            settled: config::settle(flags, file.executor),
+            from,
+            slurm_registry: self.slurm_registry.clone(),
+        })
+    }
+}
+
+/// The executor a command runs steps on, flags and file settled.
+pub struct SettledExecutor {
+    settled: config::Executor,
+    /// The configuration file that set some of it.
+    from: Option<PathBuf>,
+    /// `--slurm-registry`: the registry steps move through.
+    slurm_registry: Option<String>,
+}
+
+impl SettledExecutor {
+    /// The engine: steps in the local `sandbox`, or handed to Slurm to run
+    /// in that sandbox on the nodes.
     pub async fn engine(
-        &self,
+        self,
         store: Arc<Store>,
         sandbox: BackendKind,
         registry: &repro_exchange::registry::RegistryOptions,
         reporter: Arc<dyn repro_engine::events::Reporter>,
         cancel: CancellationToken,
     ) -> Result<repro_engine::Engine> {
-        if self.executor != "slurm" {
+        if let Some(path) = &self.from {
+            reporter.event(&repro_engine::events::Event::Note(format!(
+                "executor settings from `{}` (flags override them)",
+                path.display()
+            )));
+        }
+        if self.settled.kind == ExecutorKind::Local {
             if self.slurm_registry.is_some() {
                 return Err(UserError(
                     "`--slurm-registry` moves steps to Slurm nodes\nhint: add `--executor slurm`, or drop `--slurm-registry`".into(),
@@ -131,16 +170,7 @@ impl ExecutorArgs {
         let dir = std::fs::canonicalize(store.dir()).map_err(|e| {
             anyhow::anyhow!("cannot resolve the store `{}`: {e}", store.dir().display())
         })?;
-        let backend = repro_sandbox::SlurmBackend::new(
-            repro_sandbox::SlurmOptions {
-                partition: self.partition.clone(),
-                account: self.account.clone(),
-                retries: self.retries,
-            },
-            &dir,
-            &exe,
-            sandbox,
-        );
+        let backend = repro_sandbox::SlurmBackend::new(self.settled.slurm, &dir, &exe, sandbox);
         let backend = match &self.slurm_registry {
             Some(target) => backend.with_courier(Arc::new(
                 repro_exchange::courier::RegistryCourier::connect(

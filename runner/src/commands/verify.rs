@@ -43,6 +43,7 @@ pub struct VerifyArgs {
 
 /// Run `repro verify`.
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<u8> {
+    let executor = args.executor.settle()?;
     let store = ctx.store()?;
     let verbosity = ctx.verbosity;
     let trust = args
@@ -81,7 +82,7 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<u8> {
     let cancel = CancellationToken::new();
     on_ctrl_c(cancel.clone());
     let engine = Arc::new(
-        args.executor
+        executor
             .engine(
                 Arc::clone(&store),
                 args.sandbox.kind,

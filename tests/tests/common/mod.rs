@@ -59,6 +59,9 @@ impl Repro {
             .env("REPRO_STORE", self.store())
             .env("REPRO_KEY", self.key())
             .env("NO_COLOR", "1")
+            // No configuration file: one in `/etc/repro` must not send the
+            // tests' builds elsewhere (an empty file sets nothing).
+            .env("REPRO_CONFIG", "/dev/null")
             .current_dir(self.work());
         if let Some(b) = &self.sandbox {
             c.env("REPRO_SANDBOX", b);
