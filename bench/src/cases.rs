@@ -545,7 +545,7 @@ fn verify(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// A one-node Slurm cluster of the benchmark's own (`ci/slurm-cluster`),
+/// A Slurm cluster of the benchmark's own (`ci/slurm-cluster`: two nodes on this machine),
 /// stopped when dropped.
 struct Cluster {
     dir: PathBuf,
@@ -567,7 +567,7 @@ impl Cluster {
             .context("run ci/slurm-cluster")?;
         if !out.status.success() {
             bail!(
-                "the one-node Slurm cluster does not start (run ci/setup, as root): {}",
+                "the Slurm test cluster does not start (run ci/setup, as root): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }

@@ -228,6 +228,10 @@ pub struct StepResult {
     /// Where it ran when the backend handed it elsewhere (a Slurm job and
     /// its node); `None` for a local run or a cache hit.
     pub ran_on: Option<String>,
+    /// The ids of the jobs the step was handed to, oldest first (more than
+    /// one when its node failed and it was submitted again); empty for a
+    /// local run or a cache hit.
+    pub job_ids: Vec<String>,
 }
 
 impl StepResult {
@@ -568,6 +572,7 @@ impl Engine {
                         reason: Some(format!("`{name}` failed")),
                         files: None,
                         ran_on: None,
+                        job_ids: Vec::new(),
                     },
                 );
             }
@@ -643,6 +648,7 @@ impl Engine {
             reason: None,
             files,
             ran_on: None,
+            job_ids: Vec::new(),
         }
     }
 
@@ -742,9 +748,23 @@ impl Engine {
         let mut variation = Variation::default();
         adjust(&mut spec, &mut variation);
         let started = Instant::now();
+        // The jobs the backend handed the step to, as it tells of them.
+        let job_ids = std::sync::Mutex::new(Vec::<String>::new());
+        let progress = |p: repro_sandbox::JobProgress| {
+            if let Ok(mut ids) = job_ids.lock() {
+                if !ids.contains(&p.job) {
+                    ids.push(p.job.clone());
+                }
+            }
+            self.reporter.event(&Event::StepPlacement {
+                step: step.name.clone(),
+                progress: p,
+            });
+        };
         let outcome = sandbox
-            .run_varied(&spec, &variation, self.cancel.clone())
+            .run_observed(&spec, &variation, self.cancel.clone(), &progress)
             .await?;
+        let job_ids = job_ids.into_inner().unwrap_or_default();
         let duration = started.elapsed();
         if let Termination::Cancelled = outcome.termination {
             return Err(repro_evidence::exit::Interrupted.into());
@@ -825,6 +845,7 @@ impl Engine {
                     reason: None,
                     files: None,
                     ran_on: sandbox.placement(&step.name),
+                    job_ids,
                 })
             }
             (reason, _) => {
@@ -844,6 +865,7 @@ impl Engine {
                     reason: Some(reason),
                     files: None,
                     ran_on: sandbox.placement(&step.name),
+                    job_ids,
                 })
             }
         }

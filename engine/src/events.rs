@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use repro_sandbox::JobProgress;
 use repro_store::{StepKey, TreeDigest};
 
 /// One thing that happened during a build.
@@ -33,6 +34,15 @@ pub enum Event {
         key: StepKey,
         /// Its (cached) output tree.
         output: TreeDigest,
+    },
+    /// A step handed to a scheduler (a Slurm job) changed where it stands:
+    /// its job is pending, it runs on a node, or its node failed and it is
+    /// submitted again.
+    StepPlacement {
+        /// The step.
+        step: String,
+        /// Where it stands, with the job's id and a sentence for people.
+        progress: JobProgress,
     },
     /// A step ran and succeeded.
     StepSucceeded {

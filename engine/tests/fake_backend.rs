@@ -834,3 +834,53 @@ async fn a_step_asking_for_gpus_runs_locally_with_one_warning_and_the_same_key()
     assert!(report.expect("build").ok());
     assert_eq!(events.warnings(), Vec::<String>::new());
 }
+
+/// What a backend tells of where a step stands (a Slurm job pending, on a
+/// node, submitted again) reaches the reporter, in order, between the
+/// step's start and its end, and the result lists each job once, oldest
+/// first; a step whose backend tells nothing lists none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_job_progress_reaches_the_reporter_and_its_jobs_the_result() {
+    use repro_sandbox::JobState::{Pending, Retrying, Running};
+    let h = Harness::new();
+    h.fake.script(
+        "a",
+        Script::ok(&[("a.txt", b"alpha")])
+            .progress(Pending, "41")
+            .progress(Running, "41")
+            .progress(Retrying, "41")
+            .progress(Pending, "42")
+            .progress(Running, "42"),
+    );
+    h.fake
+        .script("b", Script::exit(0).copy("prev", "a.txt", "b.txt"));
+    let (report, events) = h.run(&plan(CHAIN), opts(2, true, true)).await;
+    let report = report.expect("build");
+    assert!(report.ok(), "{:?}", report.steps);
+    assert_eq!(step(&report.steps, "a").job_ids, ["41", "42"]);
+    assert!(step(&report.steps, "b").job_ids.is_empty());
+    let told: Vec<String> = events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepStarted { step, .. } => Some(format!("{step} started")),
+            Event::StepPlacement { step, progress } => Some(format!("{step}: {}", progress.detail)),
+            Event::StepSucceeded { step, .. } => Some(format!("{step} ran")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "a started",
+            "a: Pending as job 41",
+            "a: Running as job 41",
+            "a: Retrying as job 41",
+            "a: Pending as job 42",
+            "a: Running as job 42",
+            "a ran",
+            "b started",
+            "b ran",
+        ]
+    );
+}

@@ -125,6 +125,9 @@ impl RegistryCourier {
         }
         if let Some(log) = &done.log {
             self.store.verify_blob(log)?;
+            if let Some(parent) = spec.log.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
             std::fs::write(&spec.log, self.store.read_blob(log)?)
                 .with_context(|| format!("cannot write `{}`", spec.log.display()))?;
         }
@@ -133,10 +136,14 @@ impl RegistryCourier {
                 self.store.tree_is_complete(tree)?,
                 "`{tag}` does not hold all of the output tree `{tree}`"
             );
-            // The output folder is the engine's, empty; the tree takes its
-            // place and is hashed by the engine like any step's output.
-            std::fs::remove_dir(&spec.output)
-                .with_context(|| format!("cannot replace `{}`", spec.output.display()))?;
+            // The output folder (the engine's, or a retry's) is empty or
+            // not made yet; the tree takes its place and is hashed by the
+            // engine like any step's output.
+            if spec.output.exists() {
+                std::fs::remove_dir(&spec.output).with_context(|| {
+                    format!("cannot replace `{}` (not empty?)", spec.output.display())
+                })?;
+            }
             self.store.materialize(tree, &spec.output)?;
         }
         Ok(done.outcome)

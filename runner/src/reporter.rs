@@ -1,9 +1,11 @@
 //! Turns engine events into what a person or a CI log sees.
 //!
-//! On a terminal: a progress bar per running step (indicatif). Elsewhere:
-//! one plain line per event. `--quiet`: failures only. `--json`: nothing on
-//! stderr but failures; the command prints one JSON document on stdout at
-//! the end. `NO_COLOR` turns colour off. Data goes to stdout, chatter to stderr.
+//! On a terminal: a progress bar per running step (indicatif), which also
+//! shows where a step handed to Slurm stands (its job pending, running on
+//! a node). Elsewhere: one plain line per event. `--quiet`: failures only,
+//! and a step submitted again because its node failed. `--json`: the same
+//! on stderr; the command prints one JSON document on stdout at the end.
+//! `NO_COLOR` turns colour off. Data goes to stdout, chatter to stderr.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -14,6 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use repro_engine::events::{Event, Reporter};
 use repro_evidence::env_vars;
+use repro_sandbox::JobState;
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,17 @@ impl Console {
         }
     }
 
+    /// Show `text` on `step`'s bar; false when it has none (no terminal).
+    fn set_bar(&self, step: &str, text: String) -> bool {
+        match self.running.lock().ok().and_then(|m| m.get(step).cloned()) {
+            Some(pb) => {
+                pb.set_message(text);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn finish_bar(&self, step: &str) {
         if let Some(pb) = self.running.lock().ok().and_then(|mut m| m.remove(step)) {
             pb.finish_and_clear();
@@ -110,6 +124,26 @@ impl Reporter for Console {
                 output.short(),
                 key.short()
             )),
+            Event::StepPlacement { step, progress } => {
+                let (verb, code) = match progress.state {
+                    JobState::Pending => ("queued", 36),
+                    JobState::Running => ("placed", 36),
+                    JobState::Retrying => ("retry", 33),
+                };
+                // A node failure is heard of even with `--quiet`, like a
+                // warning: the build goes on, but someone's node is down.
+                let heard = progress.state == JobState::Retrying || !quiet;
+                let shown = heard
+                    && progress.state != JobState::Retrying
+                    && self.set_bar(step, format!("{step}: {}", progress.detail));
+                if heard && !shown {
+                    self.line(format!(
+                        "{:>8} {step}: {}",
+                        self.paint(verb, code),
+                        progress.detail
+                    ));
+                }
+            }
             Event::StepSucceeded {
                 step,
                 output,

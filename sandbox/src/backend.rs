@@ -94,6 +94,23 @@ pub trait Backend: Send + Sync {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<Outcome>>;
 
+    /// [`run_varied`](Self::run_varied), telling `progress` where the step
+    /// stands while a backend that hands steps to a scheduler waits for
+    /// it (the Slurm executor: the job was submitted and is pending, it
+    /// runs on a node, its node failed and it is submitted again). The
+    /// default, for the backends that run steps here, tells nothing and is
+    /// exactly `run_varied`.
+    fn run_observed<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        variation: &'a Variation,
+        cancel: CancellationToken,
+        progress: &'a ProgressSink<'a>,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        let _ = progress;
+        self.run_varied(spec, variation, cancel)
+    }
+
     /// Run one step under the contract: [`run_varied`](Self::run_varied)
     /// with `Variation::default()`.
     fn run<'a>(
@@ -123,6 +140,36 @@ pub trait Backend: Send + Sync {
 
     /// The backend's name and versions, for the build record.
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>>;
+}
+
+/// Where [`Backend::run_observed`] tells how a step stands. Called from
+/// the backend's tasks: it must be cheap.
+pub type ProgressSink<'a> = dyn Fn(JobProgress) + Send + Sync + 'a;
+
+/// How a step handed to a scheduler stands (see [`JobProgress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// The job was submitted and waits in the queue.
+    Pending,
+    /// The job was given a node and runs there.
+    Running,
+    /// The job ended before the step reported (its node failed) and the
+    /// step is submitted again.
+    Retrying,
+}
+
+/// One change in where a step handed to a scheduler stands, as
+/// [`Backend::run_observed`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    /// What changed.
+    pub state: JobState,
+    /// The scheduler's id of the job it is about (`42`); with
+    /// [`JobState::Retrying`], the job that ended.
+    pub job: String,
+    /// What happened, in words, naming the scheduler: `submitted as slurm
+    /// job 42, pending (Resources)`, `running as slurm job 42 on node-3`.
+    pub detail: String,
 }
 
 /// Which backend runs the steps.

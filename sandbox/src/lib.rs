@@ -94,7 +94,7 @@ mod sandbox;
 pub mod slurm;
 mod spec;
 
-pub use backend::{Backend, BackendInfo, BackendKind};
+pub use backend::{Backend, BackendInfo, BackendKind, JobProgress, JobState, ProgressSink};
 pub use contract::{
     base_env, FIXED_ENV_NAMES, GID, HOSTNAME, IN_DIR, OUT_DIR, PATH, POLICY_VERSION, UID, WORKDIR,
 };

@@ -12,12 +12,17 @@
 //! log, which the controller pulls, re-hashes and lays out where a local
 //! run would have left them.
 //!
-//! The controller polls `scontrol show job` until the job ends, and
-//! cancels it (`scancel`) when the build is cancelled. A job that Slurm
-//! itself ends (time limit, node failure, preemption) is reported with
-//! Slurm's state and reason and the job's log; a node failure is retried
-//! up to [`SlurmOptions::retries`] times.
+//! The controller polls `scontrol show job` until the job ends, telling
+//! the engine (through [`Backend::run_observed`]) when the job is pending
+//! and when it runs on a node, and cancels it (`scancel`) when the build
+//! is cancelled. A job that Slurm itself ends (time limit, node failure,
+//! preemption) is reported with Slurm's state and reason and the job's
+//! log; a node failure is retried up to [`SlurmOptions::retries`] times,
+//! each retry in a folder of its own, so that nothing the failed attempt
+//! wrote (or a node cut off from the controller still writes) can reach
+//! the store.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +32,7 @@ use repro_store::{ImageDigest, Store};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, BackendInfo, BackendKind};
+use crate::backend::{Backend, BackendInfo, BackendKind, JobProgress, JobState, ProgressSink};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, Termination};
 use crate::spec::{StepSpec, Variation};
@@ -94,6 +99,7 @@ struct Submitted {
 /// What one job ended as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct JobEnd {
+    job: String,
     state: String,
     reason: String,
     node: String,
@@ -136,6 +142,12 @@ impl SlurmBackend {
             // Slurm's limit is the step's own plus a minute for the node to
             // set the sandbox up, so that the sandbox, not Slurm, enforces it.
             format!("--time={}", spec.limits.timeout.as_secs().div_ceil(60) + 1),
+            // A job whose node fails must end as NODE_FAIL, not be put back
+            // in the queue by Slurm (its default, `JobRequeue=1`): the
+            // requeued job would run again over the failed attempt's output
+            // and result, and `--retries` would not count it. The executor
+            // submits a step again itself, in a folder of its own.
+            "--no-requeue".to_string(),
         ];
         if let Some(m) = spec.limits.memory_bytes {
             a.push(format!("--mem={}M", m.div_ceil(1 << 20) + 256));
@@ -244,9 +256,17 @@ impl SlurmBackend {
         Ok(Submitted { id, token })
     }
 
-    /// Wait for job `id` to end (or cancel it when `cancel` fires).
-    async fn wait(&self, id: &str, cancel: &CancellationToken) -> Result<Option<JobEnd>> {
+    /// Wait for job `id` to end (or cancel it when `cancel` fires),
+    /// telling `progress` when the job is first seen pending and when it
+    /// first has a node.
+    async fn wait(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+        progress: &ProgressSink<'_>,
+    ) -> Result<Option<JobEnd>> {
         let mut delay = Duration::from_millis(100);
+        let (mut told_pending, mut told_running) = (false, false);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -272,6 +292,30 @@ impl SlurmBackend {
                     .to_string()
             };
             let state = field("JobState");
+            let node = Some(field("NodeList"))
+                .filter(|n| n != "(null)")
+                .unwrap_or_default();
+            if state == "PENDING" && !told_pending && !told_running {
+                told_pending = true;
+                let reason = field("Reason");
+                progress(JobProgress {
+                    state: JobState::Pending,
+                    job: id.to_string(),
+                    detail: match reason.as_str() {
+                        "" | "None" => format!("submitted as slurm job {id}, pending"),
+                        r => format!("submitted as slurm job {id}, pending ({r})"),
+                    },
+                });
+            } else if !state.is_empty() && state != "PENDING" && !node.is_empty() && !told_running {
+                // Told once, also for a job that ended before it was seen
+                // running: where it ran is worth knowing.
+                told_running = true;
+                progress(JobProgress {
+                    state: JobState::Running,
+                    job: id.to_string(),
+                    detail: format!("running as slurm job {id} on {node}"),
+                });
+            }
             if matches!(
                 state.as_str(),
                 "COMPLETED"
@@ -285,9 +329,10 @@ impl SlurmBackend {
                     | "DEADLINE"
             ) {
                 return Ok(Some(JobEnd {
+                    job: id.to_string(),
                     state,
                     reason: field("Reason"),
-                    node: field("NodeList"),
+                    node,
                 }));
             }
         }
@@ -297,6 +342,7 @@ impl SlurmBackend {
         &self,
         spec: &StepSpec,
         cancel: &CancellationToken,
+        progress: &ProgressSink<'_>,
     ) -> Result<std::result::Result<Outcome, JobEnd>> {
         let dir = spec
             .log
@@ -310,7 +356,7 @@ impl SlurmBackend {
         })?;
         let started = Instant::now();
         let Submitted { id, token } = self.submit(spec, &dir).await?;
-        let end = self.wait(&id, cancel).await?;
+        let end = self.wait(&id, cancel, progress).await?;
         if let Some(e) = &end {
             if let Ok(mut p) = self.placements.lock() {
                 p.insert(spec.step.clone(), format!("slurm job {id} on {}", e.node));
@@ -377,6 +423,62 @@ impl SlurmBackend {
     }
 }
 
+/// The spec of attempt `attempt` (2 or more) of `spec`: the same step,
+/// with its output, its log and its job's files (beside the log) in a
+/// folder of the attempt's own, `slurm-attempt-<n>` beside `spec.log`. A
+/// node that lost touch with the controller may still be running the
+/// failed attempt and writing into its folders; nothing it writes can
+/// mix with this attempt's output or be taken for its result.
+fn retry_spec(spec: &StepSpec, attempt: u32) -> Result<StepSpec> {
+    let dir = spec
+        .log
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(format!("slurm-attempt-{attempt}"));
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(StepSpec {
+        output: dir.join("out"),
+        log: dir.join("log"),
+        ..spec.clone()
+    })
+}
+
+/// Put the output and the log of the attempt that reported (`tried`, a
+/// [`retry_spec`]) where the engine reads them (`spec`), after moving the
+/// first attempt's aside, into `tried`'s folder (a rename: a node cut off
+/// from the controller may still be writing there).
+fn adopt(spec: &StepSpec, tried: &StepSpec) -> Result<()> {
+    let aside = |p: &Path| {
+        tried.log.with_file_name(format!(
+            "first-attempt-{}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    };
+    for (from, to) in [
+        (&spec.output, aside(&spec.output)),
+        (&spec.log, aside(&spec.log)),
+        (&tried.output, spec.output.clone()),
+        (&tried.log, spec.log.clone()),
+    ] {
+        match std::fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "rename",
+                    path: from.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -430,6 +532,16 @@ impl Backend for SlurmBackend {
         variation: &'a Variation,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<Outcome>> {
+        self.run_observed(spec, variation, cancel, &|_| {})
+    }
+
+    fn run_observed<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        variation: &'a Variation,
+        cancel: CancellationToken,
+        progress: &'a ProgressSink<'a>,
+    ) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(async move {
             if !variation.is_none() {
                 return Err(Error::InvalidSpec {
@@ -438,22 +550,56 @@ impl Backend for SlurmBackend {
                         .into(),
                 });
             }
-            let mut attempt = 0;
+            let attempts = self.options.retries.saturating_add(1);
+            let mut attempt = 1;
+            // The jobs whose node failed, oldest first.
+            let mut failed: Vec<String> = Vec::new();
+            // The first attempt writes where the engine reads; each later
+            // one in a folder of its own (see `retry_spec`).
+            let mut this = Cow::Borrowed(spec);
             loop {
-                match self.run_once(spec, &cancel).await? {
-                    Ok(o) => return Ok(o),
-                    Err(end) if end.state == "NODE_FAIL" && attempt < self.options.retries => {
+                match self.run_once(&this, &cancel, progress).await? {
+                    Ok(o) => {
+                        if attempt > 1 && o.termination != Termination::Cancelled {
+                            adopt(spec, &this)?;
+                        }
+                        return Ok(o);
+                    }
+                    Err(end) if end.state == "NODE_FAIL" && attempt < attempts => {
                         attempt += 1;
-                        // The node may have left half an output: start clean.
-                        let _ = std::fs::remove_dir_all(&spec.output);
-                        let _ = std::fs::create_dir_all(&spec.output);
-                        continue;
+                        progress(JobProgress {
+                            state: JobState::Retrying,
+                            job: end.job.clone(),
+                            detail: format!(
+                                "slurm job {} on {} ended NODE_FAIL: node failed; \
+                                 submitting again (attempt {attempt} of {attempts})",
+                                end.job,
+                                if end.node.is_empty() {
+                                    "no node"
+                                } else {
+                                    &end.node
+                                },
+                            ),
+                        });
+                        failed.push(end.job);
+                        this = Cow::Owned(retry_spec(spec, attempt)?);
                     }
                     Err(end) => {
+                        let why = if failed.is_empty() {
+                            end.reason
+                        } else {
+                            format!(
+                                "attempt {attempt} of {attempts} (the node of slurm job{} {} \
+                                 failed before): {}",
+                                if failed.len() > 1 { "s" } else { "" },
+                                failed.join(", "),
+                                end.reason
+                            )
+                        };
                         return Err(Error::Cluster {
                             step: spec.step.clone(),
-                            why: end.reason,
-                        })
+                            why,
+                        });
                     }
                 }
             }
@@ -533,6 +679,7 @@ mod tests {
             "--account=risk",
             "--job-name=repro-train",
             "--output=/s/job.log",
+            "--no-requeue",
         ] {
             assert!(a.iter().any(|x| x == want), "{want} not in {a:?}");
         }
@@ -573,5 +720,59 @@ mod tests {
         let a = args(&spec);
         let gres: Vec<&String> = a.iter().filter(|x| x.starts_with("--gres")).collect();
         assert_eq!(gres, ["--gres=gpu:2"]);
+    }
+
+    /// A retry writes in a folder of its own; when it reports, its output
+    /// and log take the place the engine reads, and the first attempt's
+    /// partial output is moved aside, never mixed in.
+    #[test]
+    fn a_retry_writes_apart_and_only_its_output_is_adopted() {
+        let scratch = tempfile::tempdir().unwrap();
+        let spec = StepSpec {
+            step: "train".into(),
+            image: ImageDigest::from_hash(repro_store::Hash::of(b"i")),
+            argv: vec!["true".into()],
+            env: Default::default(),
+            inputs: Vec::new(),
+            output: scratch.path().join("out"),
+            log: scratch.path().join("log"),
+            limits: crate::Limits {
+                memory_bytes: None,
+                cpus: None,
+                timeout: Duration::from_secs(60),
+                pids: 64,
+                gpus: None,
+            },
+        };
+        // The first attempt left half an output and a log.
+        std::fs::create_dir(&spec.output).unwrap();
+        std::fs::write(spec.output.join("model.txt"), "half").unwrap();
+        std::fs::write(&spec.log, "first").unwrap();
+        let second = retry_spec(&spec, 2).unwrap();
+        assert_eq!(second.step, spec.step);
+        assert_eq!(second.argv, spec.argv);
+        let dir = scratch.path().join("slurm-attempt-2");
+        assert_eq!(second.output, dir.join("out"));
+        assert_eq!(second.log, dir.join("log"));
+        assert!(dir.is_dir());
+        std::fs::create_dir(&second.output).unwrap();
+        std::fs::write(second.output.join("model.txt"), "whole").unwrap();
+        std::fs::write(&second.log, "second").unwrap();
+        adopt(&spec, &second).unwrap();
+        let files: Vec<_> = std::fs::read_dir(&spec.output)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["model.txt"]);
+        assert_eq!(
+            std::fs::read_to_string(spec.output.join("model.txt")).unwrap(),
+            "whole"
+        );
+        assert_eq!(std::fs::read_to_string(&spec.log).unwrap(), "second");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("first-attempt-out/model.txt")).unwrap(),
+            "half"
+        );
+        assert!(!second.output.exists());
     }
 }

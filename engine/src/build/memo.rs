@@ -157,6 +157,7 @@ pub fn load<'a>(
             reason: None,
             files: Some(Arc::new(s.files)),
             ran_on: None,
+            job_ids: Vec::new(),
         })
         .collect();
     Some(Memoised { steps, blobs })
@@ -264,6 +265,7 @@ outputs = ["out/"]
                 reason: None,
                 files: None,
                 ran_on: None,
+                job_ids: Vec::new(),
             }],
         };
         let r = recipe("/w/model.toml", TEXT);

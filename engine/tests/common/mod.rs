@@ -20,7 +20,8 @@ use repro_engine::engine::{BuildOptions, BuildReport, Engine, Plan};
 use repro_engine::events::{Event, Reporter};
 use repro_recipes::Pins;
 use repro_sandbox::{
-    Backend, BackendInfo, BackendKind, Error, Outcome, Result, StepSpec, Termination, Variation,
+    Backend, BackendInfo, BackendKind, Error, JobProgress, JobState, Outcome, ProgressSink, Result,
+    StepSpec, Termination, Variation,
 };
 use repro_store::{BlobDigest, FileEntry, Hash, ImageDigest, Store, TreeDigest};
 use tokio::sync::{Barrier, Notify};
@@ -59,6 +60,9 @@ pub struct Script {
     pub code: i32,
     /// What happens first.
     pub wait: Wait,
+    /// What the fake tells of where the step stands, as a backend that
+    /// hands steps to a scheduler does, before it runs the script.
+    pub progress: Vec<JobProgress>,
 }
 
 impl Script {
@@ -102,6 +106,16 @@ impl Script {
     /// Do `wait` first.
     pub fn wait(mut self, wait: Wait) -> Script {
         self.wait = wait;
+        self
+    }
+
+    /// Tell `state` of job `job` first (after any earlier ones).
+    pub fn progress(mut self, state: JobState, job: &str) -> Script {
+        self.progress.push(JobProgress {
+            state,
+            job: job.to_string(),
+            detail: format!("{state:?} as job {job}"),
+        });
         self
     }
 }
@@ -312,6 +326,28 @@ impl Backend for FakeBackend {
 
     fn allocates_gpus(&self) -> bool {
         self.allocates_gpus.load(Ordering::SeqCst)
+    }
+
+    fn run_observed<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        variation: &'a Variation,
+        cancel: CancellationToken,
+        progress: &'a ProgressSink<'a>,
+    ) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(async move {
+            let told = self
+                .scripts
+                .lock()
+                .unwrap()
+                .get(&spec.step)
+                .map(|s| s.progress.clone())
+                .unwrap_or_default();
+            for p in told {
+                progress(p);
+            }
+            self.run_varied(spec, variation, cancel).await
+        })
     }
 
     fn describe(&self) -> BoxFuture<'_, Result<BackendInfo>> {

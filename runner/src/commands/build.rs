@@ -226,6 +226,7 @@ fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
         "duration_ms": s.duration_ms(),
         "reason": s.reason,
         "ran_on": s.ran_on,
+        "job_ids": s.job_ids,
         "files": files,
     })
 }
