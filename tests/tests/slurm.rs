@@ -195,6 +195,18 @@ fn a_fan_out_built_on_slurm_verifies_locally_byte_for_byte() {
 #[test]
 #[ignore = "needs root, user namespaces and Slurm (ci/setup installs slurm-wlm and munge)"]
 fn cancelling_a_slurm_build_cancels_its_jobs() {
+    cancel_with("INT");
+}
+
+/// SIGTERM (a CI runner cancelling the job, systemd, `kill`) stops a
+/// build as Ctrl-C does: its Slurm jobs are cancelled, not left running.
+#[test]
+#[ignore = "needs root, user namespaces and Slurm (ci/setup installs slurm-wlm and munge)"]
+fn terminating_a_slurm_build_cancels_its_jobs() {
+    cancel_with("TERM");
+}
+
+fn cancel_with(signal: &str) {
     let c = Cluster::start();
     let r = project();
     r.write(
@@ -217,9 +229,9 @@ fn cancelling_a_slurm_build_cancels_its_jobs() {
         assert!(started.elapsed().as_secs() < 60, "no job ran: {}", c.jobs());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    nix_kill(child.id());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "interrupted");
+    nix_kill(child.id(), signal);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let started = std::time::Instant::now();
     while c.jobs().contains("repro-split") && !c.jobs().contains("CANCELLED") {
         assert!(
@@ -250,9 +262,9 @@ fn node_of(s: &serde_json::Value) -> &str {
         .unwrap_or_else(|| panic!("no node in ran_on: {s:#}"))
 }
 
-fn nix_kill(pid: u32) {
+fn nix_kill(pid: u32, signal: &str) {
     let ok = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap()
         .success();

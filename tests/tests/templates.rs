@@ -84,7 +84,10 @@ fn the_workflow_templates_pass_the_published_schemas_of_their_formats() {
 #[test]
 #[ignore = "needs shellcheck (ci/setup installs Debian's shellcheck)"]
 fn the_ci_script_passes_shellcheck() {
-    require("shellcheck", "apt-get install shellcheck (ci/setup does it)");
+    require(
+        "shellcheck",
+        "apt-get install shellcheck (ci/setup does it)",
+    );
     let out = Command::new("shellcheck").arg(script()).output().unwrap();
     assert!(
         out.status.success(),
@@ -200,7 +203,13 @@ fn the_retrain_script_builds_only_when_the_data_moved_and_verifies_independently
     assert!(out.status.success(), "{}", stderr(&out));
     // Nothing moved since the lock: nothing is built.
     let first = r.tmp.path().join("ci-1");
-    let o = run_script(&r, &verifier, &registry, &first, &["retrain", recipe, template]);
+    let o = run_script(
+        &r,
+        &verifier,
+        &registry,
+        &first,
+        &["retrain", recipe, template],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(summary(&first)["outcome"], "unchanged", "{}", stderr(&o));
     let env = std::fs::read_to_string(first.join("outputs.env")).unwrap();
@@ -217,7 +226,13 @@ fn the_retrain_script_builds_only_when_the_data_moved_and_verifies_independently
     lines.pop();
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let second = r.tmp.path().join("ci-2");
-    let o = run_script(&r, &verifier, &registry, &second, &["retrain", recipe, template]);
+    let o = run_script(
+        &r,
+        &verifier,
+        &registry,
+        &second,
+        &["retrain", recipe, template],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = summary(&second);
     assert_eq!(s["outcome"], "built", "{s:#}");
@@ -240,9 +255,11 @@ fn the_retrain_script_builds_only_when_the_data_moved_and_verifies_independently
         .storage()
         .join("docker/registry/v2/repositories/models/breast-cancer/_manifests/tags");
     assert!(
-        std::fs::read_dir(&tags)
+        std::fs::read_dir(&tags).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("1.1.0")),
+            .file_name()
+            .to_string_lossy()
+            .contains("1.1.0")),
         "no tag for {model}"
     );
     // The verifier's attestation came back into the builder's store, and
@@ -265,7 +282,13 @@ fn the_retrain_script_builds_only_when_the_data_moved_and_verifies_independently
 
     // The next scheduled run finds nothing new.
     let third = r.tmp.path().join("ci-3");
-    let o = run_script(&r, &verifier, &registry, &third, &["retrain", recipe, template]);
+    let o = run_script(
+        &r,
+        &verifier,
+        &registry,
+        &third,
+        &["retrain", recipe, template],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(summary(&third)["outcome"], "unchanged", "{}", stderr(&o));
 }

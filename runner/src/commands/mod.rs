@@ -228,10 +228,23 @@ pub fn cores() -> usize {
 /// Cancel the token on Ctrl-C, so the sandbox removes running containers.
 pub fn on_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping running steps");
-            cancel.cancel();
-        }
+        // SIGTERM too: what a CI runner, systemd or `kill` sends to stop a
+        // build, which must stop its steps (and cancel its Slurm jobs)
+        // as Ctrl-C does rather than leave them running.
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let what = tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_ok() { "interrupted" } else { return },
+            _ = term => "terminated",
+        };
+        eprintln!("{what}: stopping running steps");
+        cancel.cancel();
     });
 }
 
