@@ -335,6 +335,16 @@ impl SlurmBackend {
                     node,
                 }));
             }
+            // A job Slurm has purged (`MinJobAge` passed while we were not
+            // looking) is over: what it left decides, as for any ending.
+            if state.is_empty() && String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
+                return Ok(Some(JobEnd {
+                    job: id.to_string(),
+                    state: "UNKNOWN".into(),
+                    reason: "Slurm no longer knows the job".into(),
+                    node,
+                }));
+            }
         }
     }
 

@@ -256,3 +256,46 @@ limits = { gpus = 1 }
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains(warning), "{}", stderr(&out));
 }
+
+/// A job Slurm has already forgotten (purged after `MinJobAge`, or lost
+/// by a controller that restarted without its state) ends the wait: the
+/// build fails naming the job and why, rather than polling forever.
+#[test]
+fn a_job_slurm_no_longer_knows_ends_the_build_instead_of_a_wait_forever() {
+    let p = Project::new();
+    use std::os::unix::fs::PermissionsExt;
+    for (name, text) in [
+        ("sbatch", "#!/bin/sh\necho 7\n"),
+        (
+            "scontrol",
+            "#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n",
+        ),
+    ] {
+        let f = p.bin.join(name);
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = std::env::join_paths(std::iter::once(p.bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let mut child =
+        p.r.std_cmd()
+            .env("PATH", path)
+            .args(["build", "--executor", "slurm", "model.toml"])
+            .spawn()
+            .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("the build still waits for a job Slurm does not know");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("job 7"), "{err}");
+    assert!(err.contains("Slurm no longer knows the job"), "{err}");
+}
