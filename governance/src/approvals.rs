@@ -187,6 +187,25 @@ pub fn judge(
     digest: String,
     bytes: &[u8],
 ) -> Result<Judged> {
+    judge_at(
+        store,
+        record,
+        builder,
+        digest,
+        bytes,
+        time::OffsetDateTime::now_utc(),
+    )
+}
+
+/// As [`judge`], at the time `now` (which decides whether it has expired).
+pub fn judge_at(
+    store: &Store,
+    record: &RecordDigest,
+    builder: &str,
+    digest: String,
+    bytes: &[u8],
+    now: time::OffsetDateTime,
+) -> Result<Judged> {
     let mut j = Judged {
         digest,
         approval: None,
@@ -241,9 +260,11 @@ pub fn judge(
         ))
     } else if signer == builder {
         Some(format!("self-approval: key `{signer}` built the record"))
-    } else if let Some(expired) = p.expires.as_deref().filter(|e| {
-        repro_evidence::clock::parse(e).is_none_or(|t| t <= time::OffsetDateTime::now_utc())
-    }) {
+    } else if let Some(expired) = p
+        .expires
+        .as_deref()
+        .filter(|e| repro_evidence::clock::parse(e).is_none_or(|t| t <= now))
+    {
         Some(format!("it expired at {expired}"))
     } else if let Some(person) = same_person(store, &signer, builder)? {
         Some(format!(
@@ -269,6 +290,16 @@ pub fn same_person(store: &Store, a: &str, b: &str) -> Result<Option<String>> {
 /// Every approval stored about `record` (built by key `builder`), judged,
 /// oldest first.
 pub fn list(store: &Store, record: &RecordDigest, builder: &str) -> Result<Vec<Judged>> {
+    list_at(store, record, builder, time::OffsetDateTime::now_utc())
+}
+
+/// As [`list`], judged at the time `now` (see [`judge_at`]).
+pub fn list_at(
+    store: &Store,
+    record: &RecordDigest,
+    builder: &str,
+    now: time::OffsetDateTime,
+) -> Result<Vec<Judged>> {
     let d = dir(store, record);
     let mut out = Vec::new();
     for name in list_dir(&d)? {
@@ -291,7 +322,7 @@ pub fn list(store: &Store, record: &RecordDigest, builder: &str) -> Result<Vec<J
             });
             continue;
         }
-        out.push(judge(store, record, builder, digest, &bytes)?);
+        out.push(judge_at(store, record, builder, digest, &bytes, now)?);
     }
     out.sort_by(|a, b| {
         let t = |j: &Judged| j.approval.as_ref().map(|a| a.time.clone());

@@ -13,6 +13,7 @@
 //! | `policy.toml` | the default policy (see [`policy`]) |
 //!
 //! Every change appends an entry to the audit log ([`repro_evidence::audit`]).
+//! [`status`] reads all of it back as one overview per model (`repro status`).
 
 mod base;
 
@@ -28,5 +29,6 @@ pub mod lineage;
 pub mod policy;
 pub mod promote;
 pub mod registry;
+pub mod status;
 
 pub use base::{Error, Result, Stage};

@@ -2,6 +2,8 @@
 //! with every promotion decision.
 //!
 //! ```toml
+//! revalidate_every = "90d"           # validated and production versions are verified again this often
+//!
 //! [stages.production]
 //! from = "validated"                 # the version must be in this stage now (optional)
 //! approvals = ["model-risk", "business-owner"]   # one counting approval per role
@@ -41,6 +43,13 @@ pub fn default_path(store: &Store) -> std::path::PathBuf {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// How often a validated or production version must be verified again
+    /// (`revalidate_every = "90d"`: a duration as in a recipe's `limits`,
+    /// `ms`, `s`, `m`, `h`, `d`); `repro status` says when one is due.
+    /// Kept with its place in the file, for errors; see
+    /// [`Policy::revalidation_interval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revalidate_every: Option<toml::Spanned<String>>,
     /// The gate of each target stage (`validated`, `production`, `retired`).
     #[serde(default)]
     pub stages: BTreeMap<String, Gate>,
@@ -50,6 +59,16 @@ pub struct Policy {
     /// What follows an emergency promotion (`[emergency]`).
     #[serde(default)]
     pub emergency: Option<EmergencyRule>,
+}
+
+impl Policy {
+    /// `revalidate_every` as a duration (`None` when the policy has none;
+    /// [`parse`] refuses one that is not a duration).
+    pub fn revalidation_interval(&self) -> Option<std::time::Duration> {
+        self.revalidate_every
+            .as_ref()
+            .and_then(|s| repro_recipes::parse_duration(s.get_ref()).ok())
+    }
 }
 
 /// `[rollback]`: a rollback needs a counting approval of the target's
@@ -141,6 +160,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy> {
             e.to_string().trim_end()
         ))
     })?;
+    if let Some(every) = &policy.revalidate_every {
+        if repro_recipes::parse_duration(every.get_ref()).is_err() {
+            let at = repro_recipes::Location::from_offset(text, every.span().start);
+            return Err(Error::Invalid(format!(
+                "invalid policy `{}:{at}`: `revalidate_every = \"{}\"` is not a duration greater than zero\nhint: a number and a unit, `s`, `m`, `h` or `d`, e.g. `revalidate_every = \"90d\"` (parts add up: `1d12h`)",
+                path.display(),
+                every.get_ref().escape_debug(),
+            )));
+        }
+    }
     for (stage, gate) in &policy.stages {
         stage.parse::<super::Stage>().map_err(|_| {
             Error::Invalid(format!(
@@ -198,6 +227,23 @@ pub fn load(store: &Store, path: Option<&Path>) -> Result<Loaded> {
         digest: format!("sha256:{}", Hash::of(&bytes).hex()),
         path,
     })
+}
+
+/// The store's policy (`v1/policy.toml`: the one in force, once `repro
+/// policy set` put one there), read without writing anything; `None` when
+/// there is none.
+pub fn in_force(store: &Store) -> Result<Option<Loaded>> {
+    let path = default_path(store);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::Invalid(format!("the policy `{}` is not UTF-8", path.display())))?;
+    Ok(Some(Loaded {
+        policy: parse(&path, &text)?,
+        digest: format!("sha256:{}", Hash::of(&bytes).hex()),
+        path,
+    }))
 }
 
 /// One step of a JSON path.
@@ -308,6 +354,55 @@ thresholds = [{ step = "evaluate", file = "metrics.json", path = "overall.auc", 
         assert!(e.to_string().contains("neither `min` nor `max`"), "{e}");
         let e = parse(Path::new("p.toml"), "[stages.production]\napproval = []\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `approval`"), "{e}");
+    }
+
+    #[test]
+    fn revalidate_every_is_a_top_level_duration_and_a_bad_one_is_named_with_its_place() {
+        let p = parse(
+            Path::new("p.toml"),
+            "revalidate_every = \"90d\"\n\n[stages.production]\nreproductions = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.revalidation_interval(),
+            Some(std::time::Duration::from_secs(90 * 86400))
+        );
+        assert_eq!(
+            parse(Path::new("p.toml"), "revalidate_every = \"1d12h\"\n")
+                .unwrap()
+                .revalidation_interval(),
+            Some(std::time::Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(
+            parse(Path::new("p.toml"), "[stages.production]\n")
+                .unwrap()
+                .revalidation_interval(),
+            None
+        );
+        for (bad, shown) in [("90 days", "90 days"), ("0d", "0d"), ("", ""), ("3w", "3w")] {
+            let text = format!("# policy\nrevalidate_every = \"{bad}\"\n");
+            let e = parse(Path::new("p.toml"), &text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "invalid policy `p.toml:2:20`: `revalidate_every = \"{shown}\"` is not a duration greater than zero\nhint: "
+                )),
+                "{e}"
+            );
+            assert!(e.contains("e.g. `revalidate_every = \"90d\"`"), "{e}");
+        }
+        // Not a string, or inside a table where it means nothing: the
+        // parser names the place.
+        let e = parse(Path::new("p.toml"), "revalidate_every = 90\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1, column 20"), "{e}");
+        let e = parse(
+            Path::new("p.toml"),
+            "[stages.production]\nrevalidate_every = \"90d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `revalidate_every`"), "{e}");
     }
 
     #[test]

@@ -390,12 +390,28 @@ pub fn emergency_reviews(
     let rule = crate::policy::load(store, None)
         .ok()
         .and_then(|p| p.policy.emergency);
-    let now = time::OffsetDateTime::now_utc();
+    emergency_reviews_at(
+        history,
+        approvals,
+        rule.as_ref(),
+        time::OffsetDateTime::now_utc(),
+    )
+}
+
+/// As [`emergency_reviews`], under the policy's `[emergency]` rule `rule`
+/// (none: no review asked) and at the time `now` (which decides what is
+/// overdue).
+pub fn emergency_reviews_at(
+    history: &[HistoryEntry],
+    approvals: &[Judged],
+    rule: Option<&crate::policy::EmergencyRule>,
+    now: time::OffsetDateTime,
+) -> Vec<EmergencyReview> {
     history
         .iter()
         .filter(|h| h.action == "emergency-promote")
         .map(|h| {
-            let Some(rule) = &rule else {
+            let Some(rule) = rule else {
                 return EmergencyReview {
                     promoted_at: h.time.clone(),
                     reason: h.reason.clone(),

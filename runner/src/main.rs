@@ -41,6 +41,8 @@ enum Command {
     /// The model registry: stages (candidate, validated, production, retired) and owners
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
+    /// One overview of every model: the version in each stage, when each was verified and by whom, revalidations due, approvals expiring, emergency reviews overdue, inputs moved (`--recipe`)
+    Status(commands::status::StatusArgs),
     /// The governance root: administrators, quorum, pending changes
     #[command(subcommand)]
     Governance(commands::admin::GovernanceCommand),
@@ -115,6 +117,7 @@ impl Command {
         use commands::*;
         match self {
             Command::Registry(_) => registry::STORE,
+            Command::Status(a) => status::store_use(a),
             Command::Governance(_) => admin::STORE,
             Command::Policy(_) => policy::STORE,
             Command::Identity(_) => identity::STORE,
@@ -147,6 +150,7 @@ impl Command {
         use commands::*;
         match self {
             Command::Registry(c) => registry::run(ctx, c),
+            Command::Status(a) => status::run(ctx, a).await,
             Command::Governance(c) => admin::run(ctx, c),
             Command::Policy(c) => policy::run(ctx, c),
             Command::Identity(c) => identity::run(ctx, c),

@@ -574,3 +574,51 @@ impl World {
             .unwrap()
     }
 }
+
+impl World {
+    /// As [`World::attest`], the attestation saying it was made at `time`
+    /// (RFC 3339): a verification long ago, signed as `repro verify` signs.
+    pub fn attest_at(&self, p: &Person, version: &str, passed: bool, time: &str) {
+        use repro_evidence::attest::AttestationStatement;
+        keys::publish(&self.store, &p.key.verifying_key()).unwrap();
+        let v = Verified {
+            model: format!("{MODEL}@{version}"),
+            reproduced: passed,
+            steps: Vec::new(),
+        };
+        let record = self.record(version);
+        let env = attest::sign_verification(&v, &record, p.identity(), platform(), &p.key).unwrap();
+        let mut statement: AttestationStatement =
+            serde_json::from_slice(&env.payload_bytes().unwrap()).unwrap();
+        statement.predicate.time_verified = time.to_string();
+        let payload = serde_json::to_vec(&statement).unwrap();
+        let env = keys::sign(&p.key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
+        self.store
+            .put_attestation(&record, &env.to_vec_pretty().unwrap())
+            .unwrap();
+    }
+
+    /// Put the policy `text` in the store as its default policy
+    /// (`v1/policy.toml`, what `repro policy set` keeps there), loaded.
+    pub fn policy_in_force(&self, text: &str) -> Loaded {
+        std::fs::write(policy::default_path(&self.store), text).unwrap();
+        policy::load(&self.store, None).unwrap()
+    }
+
+    /// `p` approves `gov@<version>` in `role`, the approval counting until
+    /// `expires` (RFC 3339).
+    pub fn approve_until(&self, p: &Person, version: &str, role: &str, expires: &str) -> String {
+        approvals::approve_until(
+            &self.store,
+            &p.key,
+            &self.model(version),
+            &self.record(version),
+            &self.alice.keyid(),
+            role,
+            "looks good",
+            Some(expires),
+        )
+        .unwrap()
+        .0
+    }
+}

@@ -40,6 +40,7 @@ pub mod promote;
 pub mod push;
 pub mod registry;
 pub mod schema;
+pub mod status;
 pub mod verify;
 
 /// What a command needs of the store, declared once per command (each
