@@ -187,6 +187,8 @@ pub struct RecordedStep {
     pub key: StepKey,
     /// Its output tree.
     pub output: TreeDigest,
+    /// Its log (stdout and stderr), when the record names one.
+    pub log: Option<repro_store::BlobDigest>,
 }
 
 impl Statement {
@@ -212,10 +214,16 @@ impl Statement {
                 .ok_or_else(|| bad("step key (annotation `stepKey`)"))?;
             let output =
                 TreeDigest::from_hash(b.hash().ok_or_else(|| bad("output digest (sha256)"))?);
+            let log = b
+                .annotations
+                .get("log")
+                .and_then(|l| l.as_str())
+                .and_then(|l| l.parse().ok());
             out.push(RecordedStep {
                 name: name.to_string(),
                 key,
                 output,
+                log,
             });
         }
         Ok(out)

@@ -68,6 +68,8 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Explain what differs between two files, two output trees (`sha256:...`) or two records (`name@version`)
     Diff(commands::diff::DiffArgs),
+    /// Print a step's log (stdout and stderr) as the store keeps it: of a step of `name@version`, or by step key or log digest
+    Log(commands::log::LogArgs),
     /// Pin every floating reference of a recipe (image archives and tags, data and code folders) in `model.lock`
     Lock(commands::lock::LockArgs),
     /// Data snapshots
@@ -127,6 +129,7 @@ impl Command {
             Command::Verify(_) => verify::STORE,
             Command::Check(_) => check::STORE,
             Command::Diff(_) => diff::STORE,
+            Command::Log(_) => log::STORE,
             Command::Lock(_) => lock::STORE,
             Command::Data(_) => data::STORE,
             Command::Hash(_) => hash::STORE,
@@ -161,6 +164,7 @@ impl Command {
             Command::Verify(a) => verify::run(ctx, a).await,
             Command::Check(a) => check::run(ctx, a).await,
             Command::Diff(a) => diff::run(ctx, a),
+            Command::Log(a) => log::run(ctx, a),
             Command::Lock(a) => lock::run(ctx, a).await,
             Command::Data(c) => data::run(ctx, c),
             Command::Hash(a) => hash::run(ctx, a),

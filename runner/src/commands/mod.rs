@@ -35,6 +35,7 @@ pub mod import;
 pub mod key;
 pub mod lineage;
 pub mod lock;
+pub mod log;
 pub mod policy;
 pub mod promote;
 pub mod push;
