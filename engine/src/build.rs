@@ -22,14 +22,33 @@ mod memo;
 /// Docker tag, or snapshot a folder into the store. An archive or folder
 /// that cannot be taken is reported at the key that names it (exit 3).
 async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Result<Hash> {
+    resolve_floating(engine, recipe, f, true).await
+}
+
+/// [`resolve_one`], registering an image only when `register` is set
+/// (else its blobs are stored and no image ref is written: what `repro
+/// lock --check` asks of an image that may have moved). A folder is
+/// snapshotted either way: its blobs and tree objects go into the store,
+/// which writes no ref.
+pub(crate) async fn resolve_floating(
+    engine: &Arc<Engine>,
+    recipe: &Recipe,
+    f: &Floating,
+    register: bool,
+) -> Result<Hash> {
     let store = engine.store();
     match &f.reference {
         FloatingRef::Archive(path) => {
             let full = recipe.resolve(path);
-            engine.note(format!("importing image archive `{}`", full.display()));
+            let verb = if register { "importing" } else { "reading" };
+            engine.note(format!("{verb} image archive `{}`", full.display()));
             let shown = std::path::absolute(&full).unwrap_or_else(|_| full.clone());
             let d = tokio::task::spawn_blocking(move || {
-                repro_toolchains::import_archive(&store, &shown)
+                if register {
+                    repro_toolchains::import_archive(&store, &shown)
+                } else {
+                    repro_toolchains::archive_digest(&store, &shown)
+                }
             })
             .await?
             .map_err(|e| at_key(recipe, f, &e.to_string()))?;
@@ -37,7 +56,12 @@ async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Res
         }
         FloatingRef::Tag(tag) => {
             engine.note(format!("exporting image `{tag}` from Docker"));
-            Ok(engine.import_tag(tag).await?.hash())
+            let d = if register {
+                engine.import_tag(tag).await?
+            } else {
+                engine.tag_digest(tag).await?
+            };
+            Ok(d.hash())
         }
         FloatingRef::Path(path) => {
             let full = recipe.resolve(path);
