@@ -20,3 +20,7 @@ pub const REPRO_REGISTRY_PASSWORD: &str = "REPRO_REGISTRY_PASSWORD";
 pub const REPRO_REGISTRY_CA_FILE: &str = "REPRO_REGISTRY_CA_FILE";
 /// Docker's configuration directory (holds `config.json` with registry credentials).
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// The build time for the version placeholder `{date}` (seconds since the
+/// epoch, <https://reproducible-builds.org/specs/source-date-epoch/>);
+/// record times stay the real ones.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
