@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
-use repro_recipes::{Floating, FloatingRef, ImageRef, Kind, Lock, Pins, Recipe, TreeRef};
+use repro_recipes::{
+    Floating, FloatingRef, ImageRef, Kind, Lock, Pins, Placeholder, Recipe, TreeRef,
+    VersionTemplate,
+};
 use repro_store::{Hash, ImageDigest, Ingest, RecordDigest, Store, TreeDigest};
 
 use repro_evidence::exit::UserError;
@@ -22,14 +25,33 @@ mod memo;
 /// Docker tag, or snapshot a folder into the store. An archive or folder
 /// that cannot be taken is reported at the key that names it (exit 3).
 async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Result<Hash> {
+    resolve_floating(engine, recipe, f, true).await
+}
+
+/// [`resolve_one`], registering an image only when `register` is set
+/// (else its blobs are stored and no image ref is written: what `repro
+/// lock --check` asks of an image that may have moved). A folder is
+/// snapshotted either way: its blobs and tree objects go into the store,
+/// which writes no ref.
+pub(crate) async fn resolve_floating(
+    engine: &Arc<Engine>,
+    recipe: &Recipe,
+    f: &Floating,
+    register: bool,
+) -> Result<Hash> {
     let store = engine.store();
     match &f.reference {
         FloatingRef::Archive(path) => {
             let full = recipe.resolve(path);
-            engine.note(format!("importing image archive `{}`", full.display()));
+            let verb = if register { "importing" } else { "reading" };
+            engine.note(format!("{verb} image archive `{}`", full.display()));
             let shown = std::path::absolute(&full).unwrap_or_else(|_| full.clone());
             let d = tokio::task::spawn_blocking(move || {
-                repro_toolchains::import_archive(&store, &shown)
+                if register {
+                    repro_toolchains::import_archive(&store, &shown)
+                } else {
+                    repro_toolchains::archive_digest(&store, &shown)
+                }
             })
             .await?
             .map_err(|e| at_key(recipe, f, &e.to_string()))?;
@@ -37,7 +59,12 @@ async fn resolve_one(engine: &Arc<Engine>, recipe: &Recipe, f: &Floating) -> Res
         }
         FloatingRef::Tag(tag) => {
             engine.note(format!("exporting image `{tag}` from Docker"));
-            Ok(engine.import_tag(tag).await?.hash())
+            let d = if register {
+                engine.import_tag(tag).await?
+            } else {
+                engine.tag_digest(tag).await?
+            };
+            Ok(d.hash())
         }
         FloatingRef::Path(path) => {
             let full = recipe.resolve(path);
@@ -397,9 +424,119 @@ pub fn check_version(
         msg.push_str(&format!("\n  - {d}"));
     }
     msg.push_str(&format!(
-        "\nhint: a version keeps naming the inputs it was first built from; bump `version` in `[model]` of `{path}` to build these inputs as a new version, or restore the inputs of `{name}@{version}`"
+        "\nhint: a version keeps naming the inputs it was first built from; bump `version` in `[model]` of `{path}` (or give another `--version`) to build these inputs as a new version, or restore the inputs of `{name}@{version}`; a version with `{{inputs}}` or `{{data}}` in it, such as `--version '1.1.0+data.{{data}}'`, names new inputs by itself"
     ));
     Err(UserError(msg).into())
+}
+
+/// The version a build gets: a template (`repro build --version`, else
+/// the recipe's `model.version`) with the date the build started on, from
+/// [`version_of`]; [`BuildVersion::expand`] fills it in once the inputs are
+/// resolved.
+#[derive(Debug, Clone)]
+pub struct BuildVersion {
+    template: VersionTemplate,
+    from_flag: bool,
+    /// `{date}`'s value, when the template has it.
+    date: Option<String>,
+}
+
+/// The build's version template: `flag` (`--version`) when given, else
+/// `model.version`. Refused (exit 2) before anything is resolved: an
+/// unknown placeholder or a stray brace in `flag` (the recipe's are
+/// refused as it is parsed), a template whose expansions are not valid
+/// versions (non-empty; letters, digits and `._-+`; not starting with `.`;
+/// at most 200 bytes: a path component of the store, as
+/// [`repro_evidence::version::valid_name`] says, without `@`, which the
+/// recipe refuses), and a `SOURCE_DATE_EPOCH` that is not a time when the
+/// template has `{date}`. Each message names where the template came from:
+/// `--version`, or the recipe's file, line, column and key.
+pub fn version_of(recipe: &Recipe, flag: Option<&str>) -> Result<BuildVersion> {
+    let text = flag.unwrap_or(&recipe.model.version);
+    let hint = format!(
+        "a version is made of letters, digits and `._-+`, does not start with `.` and is at most 200 bytes; its placeholders are {}, e.g. `1.1.{{date}}` or `2.0.0+data.{{data}}`",
+        repro_recipes::placeholders_help()
+    );
+    let refuse = |why: String| -> anyhow::Error {
+        if flag.is_some() {
+            UserError(format!("`--version {text}` {why}\nhint: {hint}")).into()
+        } else {
+            repro_recipes::Error::from(
+                repro_recipes::Diagnostic::new(
+                    &recipe.path,
+                    format!("model version `{text}` {why}"),
+                )
+                .at(recipe.model.version_location)
+                .key("model.version")
+                .hint(hint.clone()),
+            )
+            .into()
+        }
+    };
+    let template = VersionTemplate::parse(text)
+        .map_err(|why| refuse(format!("is not a valid template: {why}")))?;
+    let sample = template.sample();
+    // `@` is a path component's but not a version's (the recipe refuses it).
+    let bad = sample
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-+".contains(*c)));
+    let problem = match bad {
+        Some(c) => Some(format!("it contains `{}`", c.escape_default())),
+        None => repro_evidence::version::name_problem(&sample).map(str::to_string),
+    };
+    if let Some(why) = problem {
+        let what = if template.is_plain() {
+            "is not a valid version".to_string()
+        } else {
+            format!("does not give valid versions (`{sample}` for instance)")
+        };
+        return Err(refuse(format!("{what}: {why}")));
+    }
+    let date = if template.uses(Placeholder::Date) {
+        Some(repro_evidence::clock::build_date()?)
+    } else {
+        None
+    };
+    Ok(BuildVersion {
+        template,
+        from_flag: flag.is_some(),
+        date,
+    })
+}
+
+impl BuildVersion {
+    /// The version of a build of `recipe` (its exact bytes) from `pins`:
+    /// `{date}` the build's date, `{inputs}` the first 12 hex digits of
+    /// the [`Inputs::digest`] (what [`check_version`] compares), `{data}`
+    /// those of [`data_digest`].
+    pub fn expand(&self, recipe: &Recipe, pins: &Pins) -> String {
+        self.template.expand(|p| match p {
+            Placeholder::Date => self.date.clone().unwrap_or_default(),
+            Placeholder::Inputs => {
+                Inputs::new(recipe.digest, None, pins).digest().hex()[..12].to_string()
+            }
+            Placeholder::Data => data_digest(pins).hex()[..12].to_string(),
+        })
+    }
+
+    /// Whether the version is not the recipe's `model.version` as written
+    /// (it was given with `--version`, or has placeholders).
+    pub fn is_derived(&self) -> bool {
+        self.from_flag || !self.template.is_plain()
+    }
+}
+
+/// The digest of the data snapshots alone, which `{data}` shows: SHA-256
+/// of the JSON object of every data snapshot's name and tree digest
+/// (`{"train":"sha256:..."}`, names sorted, no spaces; `{}` without data).
+pub fn data_digest(pins: &Pins) -> Hash {
+    let data: BTreeMap<&str, String> = pins
+        .data
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.to_string()))
+        .collect();
+    // A map of strings always serializes.
+    Hash::of(&serde_json::to_vec(&data).unwrap_or_default())
 }
 
 /// Store a record (`bytes`, from [`seal`]) with what it refers to: the

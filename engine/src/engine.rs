@@ -398,14 +398,29 @@ impl Engine {
 
     /// Export an image from the Docker daemon by tag and import it into the store.
     pub async fn import_tag(&self, tag: &str) -> Result<ImageDigest> {
+        self.save_tag(tag, true).await
+    }
+
+    /// The manifest digest [`Engine::import_tag`] would give, without
+    /// registering the image (see [`repro_toolchains::archive_digest`]).
+    pub async fn tag_digest(&self, tag: &str) -> Result<ImageDigest> {
+        self.save_tag(tag, false).await
+    }
+
+    async fn save_tag(&self, tag: &str, register: bool) -> Result<ImageDigest> {
         let sandbox = DockerSandbox::connect().await?;
         let scratch = self.store.scratch("docker-save-")?;
         let archive = scratch.path().join("image.tar");
         sandbox.save_image(tag, &archive).await?;
         let store = Arc::clone(&self.store);
-        let d =
-            tokio::task::spawn_blocking(move || repro_toolchains::import_archive(&store, &archive))
-                .await??;
+        let d = tokio::task::spawn_blocking(move || {
+            if register {
+                repro_toolchains::import_archive(&store, &archive)
+            } else {
+                repro_toolchains::archive_digest(&store, &archive)
+            }
+        })
+        .await??;
         drop(scratch);
         Ok(d)
     }

@@ -4,6 +4,7 @@
 //!
 //! - [`engine`]: the plan, step keys, the scheduler and the cache paths;
 //! - [`build`]: resolve floating inputs, run, and sign the record;
+//! - [`drift`]: whether the floating inputs still resolve to what the lock pins;
 //! - [`verify`]: rebuild a record from scratch and compare byte for byte;
 //! - [`check`]: run each step under controlled variations;
 //! - [`compare`] and [`diff`]: what differs between two outputs;
@@ -12,12 +13,13 @@
 //!   implemented in `repro-exchange`.
 //!
 //! Module order (a module uses only those before it): `events`, `remote`,
-//! `compare`, `engine`, `build`, `check`, `verify`, `diff`.
+//! `compare`, `engine`, `build`, `drift`, `check`, `verify`, `diff`.
 
 pub mod build;
 pub mod check;
 pub mod compare;
 pub mod diff;
+pub mod drift;
 #[allow(clippy::module_inception)]
 pub mod engine;
 pub mod events;

@@ -27,3 +27,7 @@ pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 /// `--slurm-registry` jobs (default `repro-node-store` in the node's
 /// temporary directory).
 pub const REPRO_NODE_STORE: &str = "REPRO_NODE_STORE";
+/// The build time for the version placeholder `{date}` (seconds since the
+/// epoch, <https://reproducible-builds.org/specs/source-date-epoch/>);
+/// record times stay the real ones.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";

@@ -49,11 +49,25 @@ impl std::fmt::Display for VersionRef {
 
 /// Whether `s` can be a name or version: a path component of the store.
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('.')
-        && s.len() <= 200
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
+    name_problem(s).is_none()
+}
+
+/// Why `s` cannot be a name or version ([`valid_name`]), if it cannot.
+pub fn name_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        Some("it is empty")
+    } else if s.starts_with('.') {
+        Some("it starts with `.`")
+    } else if s.len() > 200 {
+        Some("it is longer than 200 bytes")
+    } else if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
+    {
+        Some("it contains a character other than letters, digits and `._-+@`")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -316,8 +316,10 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
         .map_err(|e| CannotVerify(format!("the recorded recipe does not parse any more: {e}")))?;
     let m = &recipe.model;
     let model = ModelInfo {
-        name: m.name.clone(),
-        version: m.version.clone(),
+        // The record's: a build may have been given its version
+        // (`--version`) or filled in a template of the recipe's.
+        name: ext.name.clone(),
+        version: ext.version.clone(),
         owner: m.owner.clone(),
         purpose: m.purpose.clone(),
         intended_use: m.intended_use.clone(),

@@ -17,7 +17,8 @@
 //!
 //! 1. Leaves, using nothing of the crate: `units` (durations, sizes),
 //!    `output_path`, `error` (diagnostics), `raw` (the serde structs of the
-//!    file), `subst` (parameter values and their substitution).
+//!    file), `subst` (parameter values and their substitution), `version`
+//!    (version templates).
 //! 2. `de`: TOML to `raw` with located errors (uses `error`).
 //! 3. `recipe`: the checked recipe (uses all of the above).
 //! 4. `lock`: the lock file, and pinning a recipe with it (uses `recipe`).
@@ -31,6 +32,7 @@ mod raw;
 mod recipe;
 mod subst;
 mod units;
+mod version;
 
 pub use error::{Diagnostic, Diagnostics, Error, Location, Result};
 pub use lock::{Floating, FloatingRef, Kind, Lock, LockEntry, Pins, Resolved, LOCK_VERSION};
@@ -42,6 +44,7 @@ pub use recipe::{
 };
 pub use subst::ParamValue;
 pub use units::{parse_duration, parse_memory};
+pub use version::{placeholders_help, Placeholder, VersionTemplate};
 
 /// The JSON Schema of `model.toml` (draft 7, generated from the serde
 /// structs the parser uses). The checked-in copy is `model.schema.json`.

@@ -54,7 +54,9 @@ pub(crate) struct RawModel {
     /// The model's name: `[a-z0-9][a-z0-9._-]*`.
     #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"))]
     pub name: Spanned<String>,
-    /// The model's version: free text without `@`, `/` or whitespace.
+    /// The model's version: free text without `@`, `/` or whitespace; it
+    /// may hold the placeholders `{date}`, `{inputs}` and `{data}`, which
+    /// each build fills in (e.g. `1.1.{date}`).
     #[schemars(with = "String", regex(pattern = r"^[^@/\s]+$"))]
     pub version: Spanned<String>,
     /// Who answers for the model, e.g. `Jane Doe <jane.doe@example.com>`.

@@ -17,6 +17,7 @@ use crate::output_path::OutputPath;
 use crate::raw::{RawLimits, RawRecipe, RawStep};
 use crate::subst::{substitute, ParamValue, SubstError};
 use crate::units::{parse_duration, parse_memory};
+use crate::version::VersionTemplate;
 
 /// The default step timeout: one hour.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -80,8 +81,13 @@ pub struct Recipe {
 pub struct Model {
     /// `[a-z0-9][a-z0-9._-]*`.
     pub name: String,
-    /// Free text without `@`, `/` or whitespace.
+    /// Free text without `@`, `/` or whitespace, as written: it may be a
+    /// template with placeholders (see [`crate::VersionTemplate`]), which
+    /// the runner fills in for each build.
     pub version: String,
+    /// Where `version` is written.
+    #[serde(skip)]
+    pub version_location: Option<Location>,
     /// Who answers for the model.
     pub owner: Option<String>,
     /// What the model is for.
@@ -626,10 +632,22 @@ fn build(c: &mut Collector, path: &Path, text: &str, raw: RawRecipe) -> Recipe {
                 "versions are non-empty and contain no `@`, `/` or whitespace, e.g. `1.0.0`".into(),
             ),
         );
+    } else if let Err(why) = VersionTemplate::parse(v) {
+        c.push(
+            span(&m.version),
+            "model.version",
+            format!("model version `{v}` is not a valid template: {why}"),
+            Some(format!(
+                "the placeholders are {}, e.g. `1.1.{{date}}`",
+                crate::version::placeholders_help()
+            )),
+        );
     }
+    let version_location = Some(c.loc(span(&m.version)));
     let model = Model {
         name: m.name.into_inner(),
         version: m.version.into_inner(),
+        version_location,
         owner: m.owner,
         purpose: m.purpose,
         intended_use: m.intended_use,

@@ -33,6 +33,7 @@ fn recipe_errors_reach_the_user_exactly_with_exit_code_2() {
         "duplicate-table",
         "duplicate-key",
         "threads-not-a-number",
+        "version-placeholder",
     ] {
         let toml = std::fs::read_to_string(fixtures().join(format!("{case}.toml"))).unwrap();
         let expected = std::fs::read_to_string(fixtures().join(format!("{case}.stderr"))).unwrap();

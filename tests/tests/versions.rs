@@ -429,3 +429,218 @@ fn a_pulled_record_of_other_inputs_is_refused_and_one_of_the_same_joins_the_vers
     want.sort();
     assert_eq!(records, want);
 }
+
+/// The first 12 hex digits of `{data}` for one data snapshot `train`:
+/// SHA-256 of `{"train":"<tree digest>"}`.
+fn data_prefix(tree: &str) -> String {
+    let digest = common::sha256(format!("{{\"train\":\"{tree}\"}}").as_bytes());
+    digest.strip_prefix("sha256:").unwrap()[..12].to_string()
+}
+
+/// `repro verify name@version`: its exit code and stderr.
+fn verify(r: &Repro, model: &str) -> (Option<i32>, String) {
+    let out = r.run(&["verify", model]);
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+#[ignore = "needs root and user namespaces (native sandbox)"]
+fn a_version_template_names_the_data_and_its_builds_verify() {
+    let r = project("1.0.0", "b\na\n");
+    let tree = tree_of(&r, "data");
+    let version = format!("2.0.0+data.{}", data_prefix(&tree));
+    let model = format!("versioned@{version}");
+
+    let out = r.run(&["build", "--version", "2.0.0+data.{data}", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("version: {version}\n")), "{err}");
+    assert!(err.contains(&format!("built {model}:")), "{err}");
+    let first = latest(&r, "versioned", &version);
+    // Nothing of the recipe's own version.
+    assert!(!r.store().join("v1/refs/records/versioned/1.0.0").exists());
+    // The record, `registry show` and the card carry the expanded version.
+    let shown = shown_records(&r, &model);
+    assert_eq!(shown, [(first.clone(), true)]);
+    let cards = r.tmp.path().join("card");
+    let out = r.run(&["card", &model, "-o", cards.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let card = std::fs::read_to_string(cards.join("model-card.md")).unwrap();
+    assert!(card.contains(&version), "{card}");
+    assert!(!card.contains("1.0.0"), "the recipe's version: {card}");
+    // Verify rebuilds it from the stored recipe and reproduces it.
+    let (code, err) = verify(&r, &model);
+    assert_eq!(code, Some(0), "{err}");
+
+    // The same template and inputs again: the same version, every step
+    // from the cache, a record added to the version.
+    let (out, doc) = r.build_json(&["--version", "2.0.0+data.{data}", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["version"], version.as_str(), "{doc}");
+    assert_eq!(doc["model"], model.as_str(), "{doc}");
+    assert_eq!(common::statuses(&doc), ["fit=cached"]);
+    assert!(stderr(&out).contains(&format!("version: {version}")));
+    let second = doc["record"].as_str().unwrap().to_string();
+    assert_eq!(
+        shown_records(&r, &model),
+        [(first.clone(), false), (second.clone(), true)]
+    );
+
+    // New data: a new version of its own, no refusal, and it verifies too.
+    r.write("data/rows.txt", "b\na\nc\n");
+    let new_tree = tree_of(&r, "data");
+    let new_version = format!("2.0.0+data.{}", data_prefix(&new_tree));
+    assert_ne!(new_version, version);
+    let (out, doc) = r.build_json(&["--version", "2.0.0+data.{data}", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["version"], new_version.as_str(), "{doc}");
+    assert_eq!(common::statuses(&doc), ["fit=ran"]);
+    let (code, err) = verify(&r, &format!("versioned@{new_version}"));
+    assert_eq!(code, Some(0), "{err}");
+    // The first version still names the first data.
+    assert_eq!(latest(&r, "versioned", &version), second);
+    let mut want = vec![(model.clone(), first), (model, second)];
+    want.sort();
+    assert_eq!(users(&r, &tree), want);
+}
+
+#[test]
+#[ignore = "needs root and user namespaces (native sandbox)"]
+fn a_fixed_version_reused_on_other_data_is_refused() {
+    let r = project("1.0.0", "b\na\n");
+    let first = build(&r, &["--version", "3.0.0"]);
+    assert_eq!(latest(&r, "versioned", "3.0.0"), first);
+    let cache = action_cache(&r);
+    let lock = std::fs::read(r.work().join("model.lock")).unwrap();
+    r.write("data/rows.txt", "b\na\nc\n");
+    let out = r.run(&["build", "--version", "3.0.0", "model.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`versioned@3.0.0`"), "{err}");
+    assert!(err.contains("data `train`"), "{err}");
+    assert!(err.contains("--version"), "the hint names the flag: {err}");
+    assert_eq!(action_cache(&r), cache, "a step ran");
+    assert_eq!(std::fs::read(r.work().join("model.lock")).unwrap(), lock);
+    assert_eq!(latest(&r, "versioned", "3.0.0"), first);
+}
+
+#[test]
+#[ignore = "needs root and user namespaces (native sandbox)"]
+fn a_recipe_template_takes_the_date_from_source_date_epoch_and_inputs_from_the_record() {
+    let r = project("1.1.{date}", "b\na\n");
+    // 2026-03-05T00:00:00Z.
+    let out = r
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1772668800")
+        .args(["build", "model.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("version: 1.1.20260305\n"),
+        "{}",
+        stderr(&out)
+    );
+    let record = latest(&r, "versioned", "1.1.20260305");
+    // Verify parses the stored recipe (template and all) and reproduces.
+    let (code, err) = verify(&r, "versioned@1.1.20260305");
+    assert_eq!(code, Some(0), "{err}");
+    // The record's external parameters hold the expanded version.
+    let out = r.run(&["lineage", "versioned@1.1.20260305", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&record));
+
+    // A value that is not a time is refused, naming the variable.
+    let out = r
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "last tuesday")
+        .args(["build", "model.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`SOURCE_DATE_EPOCH`"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `{inputs}` is the inputs digest the version's history keeps.
+    r.write("model.toml", &recipe("4.0.0+in.{inputs}"));
+    let (out, doc) = r.build_json(&["model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let version = doc["version"].as_str().unwrap().to_string();
+    let prefix = version.strip_prefix("4.0.0+in.").unwrap();
+    let history = r
+        .store()
+        .join("v1/refs/record-history/versioned")
+        .join(&version);
+    let entry = std::fs::read_dir(&history)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let kept = std::fs::read_to_string(entry.path()).unwrap();
+    assert!(
+        kept.contains(&format!("sha256:{prefix}")),
+        "{prefix} is not the start of the inputs digest in {kept}"
+    );
+}
+
+/// Refused before anything is resolved or built: no sandbox needed.
+#[test]
+fn unknown_placeholders_and_invalid_versions_are_refused_with_exit_2() {
+    let r = Repro::with_key();
+    r.write("model.toml", &recipe("1.0.0"));
+    r.write("data/rows.txt", "b\na\n");
+    for (flag, why) in [
+        (
+            "1.{time}",
+            "is not a valid template: unknown placeholder `{time}`",
+        ),
+        (
+            "1.{date",
+            "is not a valid template: a `{` without its closing `}`",
+        ),
+        (
+            "1~{data}",
+            "does not give valid versions (`1~000000000000` for instance): it contains `~`",
+        ),
+        (
+            ".{date}",
+            "does not give valid versions (`.00000000` for instance): it starts with `.`",
+        ),
+        ("a@b", "is not a valid version: it contains `@`"),
+    ] {
+        let out = r.run(&["build", "--version", flag, "model.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("`--version {flag}` {why}")), "{err}");
+        assert!(
+            err.contains("`{date}`") && err.contains("`{inputs}`") && err.contains("`{data}`"),
+            "lists the placeholders: {err}"
+        );
+    }
+    // In the recipe: at its file, line, column and key.
+    r.write("model.toml", &recipe("1.{when}"));
+    let out = r.run(&["build", "model.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: model version `1.{when}` is not a valid template: unknown placeholder `{when}`\n  --> model.toml:4:11\n  = key: model.version\n  = hint: the placeholders are `{date}`"),
+        "{err}"
+    );
+    r.write("model.toml", &recipe("1~{data}"));
+    let out = r.run(&["build", "model.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: model version `1~{data}` does not give valid versions (`1~000000000000` for instance)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--> model.toml:4:11\n  = key: model.version"),
+        "{err}"
+    );
+    // Nothing was resolved: no lock, no snapshot.
+    assert!(!r.work().join("model.lock").exists());
+}

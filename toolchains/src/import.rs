@@ -42,6 +42,19 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// (`docker save` output, as a tar or unpacked). Importing the same archive
 /// twice gives the same digest.
 pub fn import_archive(store: &Store, path: &Path) -> Result<ImageDigest> {
+    read_archive(store, path, true)
+}
+
+/// The manifest digest [`import_archive`] would give for the archive at
+/// `path`, without registering the image: its blobs (and the manifest's)
+/// go into the store as unreferenced blobs, but no image ref is written
+/// and the store's `index.json` is not rewritten. For telling whether an
+/// archive still holds the image a lock pins (`repro lock --check`).
+pub fn archive_digest(store: &Store, path: &Path) -> Result<ImageDigest> {
+    read_archive(store, path, false)
+}
+
+fn read_archive(store: &Store, path: &Path, register: bool) -> Result<ImageDigest> {
     let meta = fs::metadata(path).map_err(io_err("inspect", path))?;
     let layout = if meta.is_dir() {
         Layout::Dir(path.to_path_buf())
@@ -52,6 +65,7 @@ pub fn import_archive(store: &Store, path: &Path) -> Result<ImageDigest> {
         store,
         path,
         layout,
+        register,
     };
     if src.exists("oci-layout") {
         src.import_oci()
@@ -270,9 +284,22 @@ struct Source<'a> {
     store: &'a Store,
     path: &'a Path,
     layout: Layout,
+    /// Register the image (else only tell its digest).
+    register: bool,
 }
 
 impl Source<'_> {
+    /// The image of `manifest` (every blob it names already stored):
+    /// registered, or only its digest.
+    fn finish(&self, manifest: &[u8]) -> Result<ImageDigest> {
+        if self.register {
+            return Ok(self.store.put_image(manifest)?);
+        }
+        Ok(ImageDigest::from_hash(
+            self.store.put_bytes(manifest)?.hash(),
+        ))
+    }
+
     fn invalid(&self, why: impl Into<String>) -> Error {
         Error::Invalid {
             path: self.path.to_path_buf(),
@@ -418,7 +445,7 @@ impl Source<'_> {
         for layer in &m.layers {
             self.fetch(layer)?;
         }
-        Ok(self.store.put_image(&bytes)?)
+        self.finish(&bytes)
     }
 
     fn import_docker(&self) -> Result<ImageDigest> {
@@ -471,9 +498,7 @@ impl Source<'_> {
             platform: None,
             annotations: None,
         };
-        Ok(self
-            .store
-            .put_image(&oci_manifest_bytes(&config, &layers))?)
+        self.finish(&oci_manifest_bytes(&config, &layers))
     }
 
     /// Sniff a stored layer's compression and check it against its diff ID

@@ -11,4 +11,4 @@ mod import;
 pub mod registry;
 
 pub use error::{Error, Result};
-pub use import::import_archive;
+pub use import::{archive_digest, import_archive};

@@ -39,6 +39,9 @@ pub struct BuildArgs {
     /// Print one JSON document with each step's key, status, timing and outputs
     #[arg(long)]
     json: bool,
+    /// The version to build, instead of the recipe's `model.version`; it (and the recipe's) may hold `{date}`, `{inputs}` and `{data}`, e.g. `1.1.0+data.{data}`
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
     /// The signing key [default: $XDG_CONFIG_HOME/repro/signing.key or ~/.config/repro/signing.key]
     #[arg(long, env = env_vars::REPRO_KEY, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -56,8 +59,10 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
     let verbosity = ctx.verbosity;
     let key_file = key_path(args.key)?;
     let key = keys::load(&key_file)?;
-    let recipe = repro_recipes::parse_file(&args.recipe)?;
+    let mut recipe = repro_recipes::parse_file(&args.recipe)?;
     let graph = engine::check_graph(&recipe)?;
+    // Refused before anything is resolved; filled in once it is.
+    let version = build::version_of(&recipe, args.version.as_deref())?;
     let lock_path = recipe.lock_path();
     let verbosity = if args.json {
         Verbosity::Quiet
@@ -86,10 +91,13 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
     );
     let (pins, lock_bytes) = if args.locked {
         let pins = build::resolve_locked(&engine, &recipe).await?;
+        recipe.model.version = version.expand(&recipe, &pins);
         let bytes = std::fs::read(&lock_path).ok();
         (pins, bytes)
     } else {
         let (pins, lock) = build::resolve(&engine, &recipe).await?;
+        // The version every record, ref, message and audit entry uses.
+        recipe.model.version = version.expand(&recipe, &pins);
         let text = lock.to_toml_string();
         let bytes = (!recipe.floating().is_empty()).then(|| text.clone().into_bytes());
         // A version keeps naming the inputs it was first built from: other
@@ -103,6 +111,11 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
         }
         (pins, bytes)
     };
+    // Shown on every build's progress, and also beside `--json` when it
+    // is not the recipe's as written.
+    if !ctx.quiet && (!args.json || version.is_derived()) {
+        eprintln!("version: {}", recipe.model.version);
+    }
     build::fetch_registry_images(&engine, &recipe).await?;
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or_else(cores),
@@ -123,6 +136,7 @@ pub async fn run(ctx: &Ctx, args: BuildArgs) -> Result<u8> {
     if args.json {
         let doc = serde_json::json!({
             "model": format!("{}@{}", recipe.model.name, recipe.model.version),
+            "version": recipe.model.version,
             "ok": built.report.ok(),
             "record": built.record.as_ref().map(|(d, _)| d.to_string()),
             "steps": built.report.steps.iter().map(|s| step_json(&store, s)).collect::<Vec<_>>(),
