@@ -152,7 +152,12 @@ cmd_retrain() {
     mapfile -t reg < <(registry_args)
     "$repro" pull "$what" --from "${reg[@]}"
     local result=unknown
-    [[ -f "$out/verifier/verify.json" ]] && result=$(field "$out/verifier/verify.json" result)
+    if [[ -f "$out/verifier/verify.json" ]]; then
+        case "$(field "$out/verifier/verify.json" reproduced)" in
+            true) result=reproduced ;;
+            false) result="not reproduced" ;;
+        esac
+    fi
     summary outcome=built recipe="$recipe" model="$what" verification="$result" \
         registry="${reg[0]}" card="$out/card/model-card.html" >/dev/null
     cat "$out/summary.json"

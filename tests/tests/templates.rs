@@ -222,8 +222,11 @@ fn the_retrain_script_builds_only_when_the_data_moved_and_verifies_independently
     // pushed, rebuilt independently from the registry, and attested.
     let csv = example.join("data/breast_cancer.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
     lines.pop();
+    // The header counts the cases (`569,30,malignant,benign`).
+    let rest = lines[0].split_once(',').unwrap().1.to_string();
+    lines[0] = format!("{},{rest}", lines.len() - 1);
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let second = r.tmp.path().join("ci-2");
     let o = run_script(
