@@ -633,14 +633,20 @@ fn statement(
     if let Some(l) = lock_digest {
         deps.push(ResourceDescriptor::sha256("lock", l));
     }
+    // Each input's `uri` means the same on any machine: the content
+    // address a repro store or bundle holds it under (`urn:repro:image:` /
+    // `urn:repro:tree:` and its SHA-256), or the registry reference it is
+    // pulled by. Where it came from on the build machine (a path relative to
+    // the recipe, a Docker tag) is only an annotation.
     for (name, d) in &pins.toolchains {
         let info = store.get_image(d)?;
         let mut r = ResourceDescriptor::sha256(format!("toolchains.{name}"), d)
             .with("config", info.config.to_string());
+        r.uri = Some(format!("{IMAGE_URI_PREFIX}{d}"));
         if let Some(tc) = recipe.toolchains.get(name) {
             match &tc.reference {
-                ImageRef::Archive(p) => r.uri = Some(format!("file:{}", p.display())),
-                ImageRef::Tag(t) => r.uri = Some(format!("docker:{t}")),
+                ImageRef::Archive(p) => r = r.with("path", p.display().to_string()),
+                ImageRef::Tag(t) => r = r.with("dockerTag", t),
                 ImageRef::Registry { repository, digest } => {
                     r.uri = Some(format!("oci://{repository}@{digest}"))
                 }
@@ -651,6 +657,7 @@ fn statement(
     }
     for (name, d) in &pins.data {
         let mut r = ResourceDescriptor::sha256(format!("data.{name}"), d);
+        r.uri = Some(format!("{TREE_URI_PREFIX}{d}"));
         if let Some(ds) = recipe.data.get(name) {
             if let Some(desc) = &ds.description {
                 r = r.with("description", desc);
@@ -659,19 +666,20 @@ fn statement(
                 r = r.with("source", src);
             }
             if let TreeRef::Path(p) = &ds.reference {
-                r.uri = Some(format!("file:{}", p.display()));
+                r = r.with("path", p.display().to_string());
             }
         }
         deps.push(r);
     }
     for (name, d) in &pins.code {
         let mut r = ResourceDescriptor::sha256(format!("code.{name}"), d);
+        r.uri = Some(format!("{TREE_URI_PREFIX}{d}"));
         if let Some(c) = recipe.code.get(name) {
             if let Some(g) = &c.git_commit {
                 r = r.with("gitCommit", g);
             }
             if let TreeRef::Path(p) = &c.reference {
-                r.uri = Some(format!("file:{}", p.display()));
+                r = r.with("path", p.display().to_string());
             }
         }
         deps.push(r);

@@ -49,6 +49,10 @@ pub struct Verification {
     pub steps: Vec<StepCheck>,
     /// Whether everything reproduced.
     pub reproduced: bool,
+    /// The output files the record names (its subjects), which the
+    /// attestation names too.
+    #[serde(skip)]
+    pub outputs: Vec<repro_evidence::record::ResourceDescriptor>,
 }
 
 impl Verification {
@@ -58,6 +62,7 @@ impl Verification {
         repro_evidence::attest::Verified {
             model: self.model.clone(),
             reproduced: self.reproduced,
+            outputs: self.outputs.clone(),
             steps: self
                 .steps
                 .iter()
@@ -177,6 +182,7 @@ pub async fn verify(
         signed_by: opened.signed_by,
         steps,
         reproduced,
+        outputs: st.subject.clone(),
     })
 }
 

@@ -4,10 +4,23 @@
 //! An attestation is an in-toto Statement v1 in a DSSE envelope, signed with
 //! ed25519, whose predicate is a SLSA Verification Summary (v1):
 //! `verificationResult` is `PASSED` when every output was rebuilt byte for
-//! byte, `FAILED` otherwise. Its subject is the record it checked. Beyond the
-//! SLSA fields, the predicate's `repro` section holds the verifier's identity
-//! (key id, and the name and e-mail given at `repro key generate`), the
-//! verifier's platform and the result of every step and differing file.
+//! byte, `FAILED` otherwise. Its subjects are the record it checked (first)
+//! and every output file the record names (`<step>/<path>` with its
+//! SHA-256).
+//!
+//! The predicate holds only the fields of the VSA v1 schema as the
+//! in-toto-attestation library defines it, so that a strict parser (one that
+//! refuses unknown fields) accepts it. What `repro` adds — the verifier's
+//! identity (key id, and the name and e-mail given at `repro key generate`),
+//! its version, the verifier's platform, the levels verified and the result
+//! of every step and differing file ([`ReproDetails`]) — is the annotation
+//! `repro` of the record's subject, the one place of the statement that
+//! such a parser leaves open.
+//!
+//! Attestations written before this shape kept those details in the
+//! predicate itself (`predicate.repro`, `verifier.version`,
+//! `verifiedLevels`, `inputAttestations[].name`); they are read as they were
+//! ([`AttestationStatement::details`] finds them in either place).
 //!
 //! Attestations live in the store as blobs, listed under
 //! `v1/refs/attestations/<record>/`.
@@ -34,6 +47,9 @@ pub const VERIFIER_ID: &str = "urn:repro:verifier";
 pub const POLICY_URI: &str = "urn:repro:policy:rebuild-byte-for-byte:v1";
 /// The level an attestation claims when everything reproduced.
 pub const LEVEL_REPRODUCED: &str = "REPRO_REBUILT_BYTE_FOR_BYTE";
+/// What an attestation's `inputAttestations` entry calls the record it
+/// checked: this prefix and `<name>@<version>` (with the record's digest).
+pub const RECORD_URI_PREFIX: &str = "urn:repro:record:";
 
 /// Who signs: written by `repro key generate --name --email` beside the key
 /// (`<key>.identity.json`). Self-asserted; it is bound to the key by the
@@ -102,7 +118,8 @@ pub fn identity_of(key_path: &Path, key: &SigningKey) -> Identity {
     }
 }
 
-/// The predicate of a verification attestation.
+/// The predicate of a verification attestation: the fields of the SLSA VSA
+/// v1 schema, and (read only) the ones attestations of the old shape had.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationSummary {
@@ -115,13 +132,18 @@ pub struct VerificationSummary {
     /// [`POLICY_URI`].
     pub policy: Policy,
     /// The record checked.
-    pub input_attestations: Vec<ResourceDescriptor>,
+    pub input_attestations: Vec<InputAttestation>,
     /// `PASSED` or `FAILED`.
     pub verification_result: String,
-    /// [`LEVEL_REPRODUCED`] when passed.
+    /// The old shape's levels (now [`ReproDetails::verified_levels`]): the
+    /// library's VSA v1 schema has this field as one string where SLSA's
+    /// has a list, so it is no longer written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified_levels: Vec<String>,
-    /// What `repro` adds: identity, platform, per-step results.
-    pub repro: ReproDetails,
+    /// The old shape's `repro` section (now the record subject's
+    /// annotation `repro`); never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repro: Option<ReproDetails>,
 }
 
 /// The verifier.
@@ -129,7 +151,10 @@ pub struct VerificationSummary {
 pub struct Verifier {
     /// [`VERIFIER_ID`].
     pub id: String,
-    /// `{"repro": "<version>"}`.
+    /// The old shape's `{"repro": "<version>"}` (now
+    /// [`ReproDetails::verifier_version`]): the library's VSA v1 schema has
+    /// no `verifier.version`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub version: BTreeMap<String, String>,
 }
 
@@ -140,7 +165,25 @@ pub struct Policy {
     pub uri: String,
 }
 
-/// `repro`'s section of the predicate.
+/// An attestation the verifier relied on: the record it checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputAttestation {
+    /// `urn:repro:record:<name>@<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The old shape's `record:<name>@<version>` (the schema has no `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `{"sha256": "<hex>"}` of the record's envelope.
+    pub digest: BTreeMap<String, String>,
+}
+
+/// The annotation of the record's subject that holds [`ReproDetails`].
+pub const DETAILS_ANNOTATION: &str = "repro";
+
+/// What `repro` states beyond the VSA fields: the record subject's
+/// annotation `repro` (in the old shape, the predicate's `repro` section,
+/// with the version and levels in the predicate).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReproDetails {
     /// Who signed.
@@ -151,6 +194,16 @@ pub struct ReproDetails {
     pub model: String,
     /// Every step's result.
     pub steps: Vec<StepSummary>,
+    /// `{"repro": "<version>"}`: SLSA's `verifier.version`.
+    #[serde(
+        rename = "verifierVersion",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub verifier_version: BTreeMap<String, String>,
+    /// [`LEVEL_REPRODUCED`] when passed, else empty: SLSA's `verifiedLevels`.
+    #[serde(rename = "verifiedLevels", default)]
+    pub verified_levels: Vec<String>,
 }
 
 /// One step's result in an attestation.
@@ -196,9 +249,38 @@ pub struct AttestationStatement {
 }
 
 impl AttestationStatement {
-    /// The record this attestation is about.
+    /// The record this attestation is about: its first subject.
     pub fn record(&self) -> Option<RecordDigest> {
         self.subject.first()?.sha256_text()?.parse().ok()
+    }
+
+    /// What `repro` states beyond the VSA fields, from wherever this
+    /// attestation's shape keeps it: the record subject's annotation
+    /// `repro`, or (the old shape) the predicate's `repro` section with
+    /// `verifier.version` and `verifiedLevels`.
+    pub fn details(&self) -> std::result::Result<ReproDetails, String> {
+        if let Some(old) = &self.predicate.repro {
+            let mut d = old.clone();
+            if d.verifier_version.is_empty() {
+                d.verifier_version = self.predicate.verifier.version.clone();
+            }
+            if d.verified_levels.is_empty() {
+                d.verified_levels = self.predicate.verified_levels.clone();
+            }
+            return Ok(d);
+        }
+        let annotation = self
+            .subject
+            .first()
+            .and_then(|s| s.annotations.get(DETAILS_ANNOTATION))
+            .ok_or_else(|| {
+                format!("its record subject has no annotation `{DETAILS_ANNOTATION}` (the verifier, platform and steps)")
+            })?;
+        serde_json::from_value(annotation.clone()).map_err(|e| {
+            format!(
+                "the annotation `{DETAILS_ANNOTATION}` of its record subject does not parse: {e}"
+            )
+        })
     }
 }
 
@@ -211,6 +293,9 @@ pub struct Verified {
     pub reproduced: bool,
     /// Each step's outcome.
     pub steps: Vec<StepSummary>,
+    /// The output files the record names (its subjects: `<step>/<path>`
+    /// with their SHA-256), each a subject of the attestation too.
+    pub outputs: Vec<ResourceDescriptor>,
 }
 
 /// Build and sign the attestation of `v`, which checked `record`.
@@ -221,38 +306,53 @@ pub fn sign_verification(
     platform: Platform,
     key: &SigningKey,
 ) -> Result<Envelope> {
-    let steps = v.steps.clone();
-    let record_desc = ResourceDescriptor::sha256(format!("record:{}", v.model), record);
+    let details = ReproDetails {
+        identity,
+        platform,
+        model: v.model.clone(),
+        steps: v.steps.clone(),
+        verifier_version: BTreeMap::from([(
+            "repro".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]),
+        verified_levels: if v.reproduced {
+            vec![LEVEL_REPRODUCED.to_string()]
+        } else {
+            Vec::new()
+        },
+    };
+    let record_desc = ResourceDescriptor::sha256(format!("record:{}", v.model), record)
+        .with(DETAILS_ANNOTATION, &details);
+    let mut subject = vec![record_desc];
+    // The files, as the record names them: name and digest only.
+    subject.extend(v.outputs.iter().map(|o| ResourceDescriptor {
+        name: o.name.clone(),
+        digest: o.digest.clone(),
+        uri: None,
+        annotations: serde_json::Map::new(),
+    }));
     let statement = AttestationStatement {
         type_: STATEMENT_TYPE.to_string(),
-        subject: vec![record_desc.clone()],
+        subject,
         predicate_type: VSA_PREDICATE_TYPE.to_string(),
         predicate: VerificationSummary {
             verifier: Verifier {
                 id: VERIFIER_ID.to_string(),
-                version: BTreeMap::from([(
-                    "repro".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]),
+                version: BTreeMap::new(),
             },
             time_verified: crate::clock::now(),
             resource_uri: format!("repro:{}", v.model),
             policy: Policy {
                 uri: POLICY_URI.to_string(),
             },
-            input_attestations: vec![record_desc],
+            input_attestations: vec![InputAttestation {
+                uri: Some(format!("{RECORD_URI_PREFIX}{}", v.model)),
+                name: None,
+                digest: BTreeMap::from([("sha256".to_string(), record.hex())]),
+            }],
             verification_result: if v.reproduced { "PASSED" } else { "FAILED" }.to_string(),
-            verified_levels: if v.reproduced {
-                vec![LEVEL_REPRODUCED.to_string()]
-            } else {
-                Vec::new()
-            },
-            repro: ReproDetails {
-                identity,
-                platform,
-                model: v.model.clone(),
-                steps,
-            },
+            verified_levels: Vec::new(),
+            repro: None,
         },
     };
     let payload = serde_json::to_vec(&statement)?;
@@ -260,24 +360,29 @@ pub fn sign_verification(
 }
 
 /// An attestation read back and checked.
+#[derive(Debug)]
 pub struct Checked {
     /// Its digest in the store (or of the file's bytes).
     pub digest: BlobDigest,
     /// The statement.
     pub statement: AttestationStatement,
+    /// What `repro` states beyond the VSA fields (from either shape).
+    pub details: ReproDetails,
     /// Whether its signature checks out with a key we know.
     pub signature: std::result::Result<String, String>,
 }
 
 /// Parse and check an attestation envelope. `lookup` finds public keys by id.
 /// The signature's verdict is `Ok(key id)` or why it does not check out.
-pub fn check(
-    bytes: &[u8],
-    lookup: impl Fn(&str) -> Option<VerifyingKey>,
-) -> Result<(AttestationStatement, std::result::Result<String, String>)> {
+pub fn check(bytes: &[u8], lookup: impl Fn(&str) -> Option<VerifyingKey>) -> Result<Checked> {
     let (envelope, signature) = open(bytes, lookup)?;
-    let statement = statement_of(&envelope)?;
-    Ok((statement, signature.map_err(|e| signature_problem(&e))))
+    let (statement, details) = statement_of(&envelope)?;
+    Ok(Checked {
+        digest: BlobDigest::from_hash(repro_store::Hash::of(bytes)),
+        statement,
+        details,
+        signature: signature.map_err(|e| signature_problem(&e)),
+    })
 }
 
 /// The envelope in `bytes` and whether its signature checks out.
@@ -302,8 +407,9 @@ fn signature_problem(e: &EnvelopeError) -> String {
     }
 }
 
-/// The statement of an attestation envelope, which must be a verification summary.
-fn statement_of(envelope: &Envelope) -> Result<AttestationStatement> {
+/// The statement of an attestation envelope, which must be a verification
+/// summary, and its details (from either shape).
+fn statement_of(envelope: &Envelope) -> Result<(AttestationStatement, ReproDetails)> {
     let payload = base64_payload(envelope)?;
     let statement: AttestationStatement = serde_json::from_slice(&payload)
         .map_err(|e| CannotVerify(format!("the attestation's statement does not parse: {e}")))?;
@@ -314,7 +420,10 @@ fn statement_of(envelope: &Envelope) -> Result<AttestationStatement> {
         ))
         .into());
     }
-    Ok(statement)
+    let details = statement
+        .details()
+        .map_err(|e| CannotVerify(format!("the attestation's statement does not parse: {e}")))?;
+    Ok((statement, details))
 }
 
 fn base64_payload(envelope: &Envelope) -> Result<Vec<u8>> {
@@ -330,11 +439,10 @@ pub fn list(store: &Store, record: &RecordDigest) -> Result<Vec<Checked>> {
         let bytes = store
             .read_blob(&d)
             .with_context(|| format!("attestation {d} of record {record} cannot be read"))?;
-        let (statement, signature) = check(&bytes, |id| keys::lookup_in_store(store, id))?;
+        let checked = check(&bytes, |id| keys::lookup_in_store(store, id))?;
         out.push(Checked {
             digest: d,
-            statement,
-            signature,
+            ..checked
         });
     }
     out.sort_by(|a, b| {
@@ -376,13 +484,13 @@ pub fn import(
     bytes: &[u8],
     key: Option<VerifyingKey>,
     expect: Option<RecordDigest>,
-) -> Result<(BlobDigest, AttestationStatement)> {
+) -> Result<Checked> {
     let (envelope, signature) = open(bytes, |id| match key {
         Some(k) => (keys::key_id(&k).to_string() == id).then_some(k),
         None => keys::lookup_in_store(store, id),
     })?;
-    match signature {
-        Ok(_) => {}
+    let signed_by = match signature {
+        Ok(k) => k,
         // Forged or edited: evidence tampered with, not a wrong argument.
         Err(e @ EnvelopeError::BadSignature(_)) => {
             return Err(Tampered(format!(
@@ -398,8 +506,8 @@ pub fn import(
             ))
             .into());
         }
-    }
-    let statement = statement_of(&envelope)?;
+    };
+    let (statement, details) = statement_of(&envelope)?;
     let record = statement
         .record()
         .ok_or_else(|| UserError("refused: the attestation names no record".into()))?;
@@ -420,8 +528,13 @@ pub fn import(
     if let Some(k) = key {
         keys::publish(store, &k)?;
     }
-    let d = store.put_attestation(&record, bytes)?;
-    Ok((d, statement))
+    let digest = store.put_attestation(&record, bytes)?;
+    Ok(Checked {
+        digest,
+        statement,
+        details,
+        signature: Ok(signed_by),
+    })
 }
 
 #[cfg(test)]
@@ -429,9 +542,8 @@ mod tests {
     use super::*;
     use crate::exit;
 
-    /// An attestation of `record` signed by `key`, as `repro verify` writes it.
-    fn signed(key: &SigningKey, record: &RecordDigest) -> Vec<u8> {
-        let platform = Platform {
+    fn platform() -> Platform {
+        Platform {
             arch: "x86_64".into(),
             os: "linux".into(),
             kernel: "6.1".into(),
@@ -439,36 +551,233 @@ mod tests {
             cpu_flags: Vec::new(),
             cpus: 1,
             backend: "native".into(),
+        }
+    }
+
+    fn verified(reproduced: bool) -> Verified {
+        Verified {
+            model: "m@1".into(),
+            reproduced,
+            steps: vec![StepSummary {
+                step: "train".into(),
+                expected: format!("sha256:{}", "cd".repeat(32)),
+                actual: Some(format!("sha256:{}", "ef".repeat(32))),
+                reproduced,
+                files: vec![FileSummary {
+                    path: "model.bin".into(),
+                    expected: Some(format!("sha256:{}", "01".repeat(32))),
+                    actual: Some(format!("sha256:{}", "02".repeat(32))),
+                }],
+            }],
+            outputs: vec![
+                ResourceDescriptor::sha256("train/model.bin", "01".repeat(32)),
+                ResourceDescriptor::sha256("train/metrics/loss.json", "03".repeat(32)),
+            ],
+        }
+    }
+
+    /// An attestation of `record` signed by `key`, as `repro verify` writes it.
+    fn signed(key: &SigningKey, record: &RecordDigest) -> Vec<u8> {
+        let identity = Identity {
+            keyid: keys::key_id(&key.verifying_key()).to_string(),
+            name: Some("Alice".into()),
+            email: None,
         };
-        let desc = ResourceDescriptor::sha256("record:m@1", record);
-        let statement = AttestationStatement {
-            type_: STATEMENT_TYPE.into(),
-            subject: vec![desc.clone()],
-            predicate_type: VSA_PREDICATE_TYPE.into(),
-            predicate: VerificationSummary {
-                verifier: Verifier {
-                    id: VERIFIER_ID.into(),
-                    version: BTreeMap::new(),
-                },
-                time_verified: "2026-01-01T00:00:00Z".into(),
-                resource_uri: "repro:m@1".into(),
-                policy: Policy {
-                    uri: POLICY_URI.into(),
-                },
-                input_attestations: vec![desc],
-                verification_result: "PASSED".into(),
-                verified_levels: vec![LEVEL_REPRODUCED.into()],
-                repro: ReproDetails {
-                    identity: Identity::default(),
-                    platform,
-                    model: "m@1".into(),
-                    steps: Vec::new(),
-                },
-            },
-        };
+        let envelope =
+            sign_verification(&verified(true), record, identity, platform(), key).unwrap();
+        serde_json::to_vec_pretty(&envelope).unwrap()
+    }
+
+    /// An attestation of `record` in the shape `repro verify` wrote before
+    /// the details moved to the record subject's annotation: `repro` in the
+    /// predicate, `verifier.version`, `verifiedLevels` and a named
+    /// `inputAttestations` entry.
+    fn signed_old_shape(key: &SigningKey, record: &RecordDigest) -> Vec<u8> {
+        let hex = record.hex();
+        let statement = serde_json::json!({
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": "record:m@1", "digest": {"sha256": hex}}],
+            "predicateType": VSA_PREDICATE_TYPE,
+            "predicate": {
+                "verifier": {"id": VERIFIER_ID, "version": {"repro": "0.0.9"}},
+                "timeVerified": "2026-01-01T00:00:00.5Z",
+                "resourceUri": "repro:m@1",
+                "policy": {"uri": POLICY_URI},
+                "inputAttestations": [{"name": "record:m@1", "digest": {"sha256": hex}}],
+                "verificationResult": "PASSED",
+                "verifiedLevels": [LEVEL_REPRODUCED],
+                "repro": {
+                    "identity": {"keyid": keys::key_id(&key.verifying_key()).to_string(), "name": "Olga"},
+                    "platform": {"arch": "x86_64", "os": "linux", "kernel": "5.10", "cpuModel": "old cpu",
+                                 "cpuFlags": [], "cpus": 2, "backend": "native 0.0.9"},
+                    "model": "m@1",
+                    "steps": [{"step": "train", "expected": format!("sha256:{}", "cd".repeat(32)),
+                               "actual": format!("sha256:{}", "cd".repeat(32)), "reproduced": true}]
+                }
+            }
+        });
         let payload = serde_json::to_vec(&statement).unwrap();
         let envelope = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
         serde_json::to_vec_pretty(&envelope).unwrap()
+    }
+
+    /// The statement of an envelope, as JSON.
+    fn statement_json(bytes: &[u8]) -> serde_json::Value {
+        let env: Envelope = serde_json::from_slice(bytes).unwrap();
+        serde_json::from_slice(&env.payload_bytes().unwrap()).unwrap()
+    }
+
+    /// The keys of a JSON object.
+    fn keys_of(v: &serde_json::Value) -> Vec<&str> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"))
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn the_predicate_holds_only_fields_of_the_vsa_v1_schema_and_the_details_ride_on_the_record_subject(
+    ) {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        for reproduced in [true, false] {
+            let identity = Identity {
+                keyid: keys::key_id(&key.verifying_key()).to_string(),
+                name: Some("Alice".into()),
+                email: Some("alice@example.com".into()),
+            };
+            let env =
+                sign_verification(&verified(reproduced), &record(), identity, platform(), &key)
+                    .unwrap();
+            let st = statement_json(&env.to_vec_pretty().unwrap());
+            let p = &st["predicate"];
+            // The fields of the in-toto-attestation library's VSA v1 proto
+            // (a strict parser refuses any other), less the two it types
+            // otherwise than SLSA does or repro has nothing for.
+            let schema = [
+                "verifier",
+                "timeVerified",
+                "resourceUri",
+                "policy",
+                "inputAttestations",
+                "verificationResult",
+            ];
+            assert_eq!(keys_of(p), {
+                let mut k = schema.to_vec();
+                k.sort();
+                k
+            });
+            assert_eq!(keys_of(&p["verifier"]), ["id"]);
+            assert_eq!(keys_of(&p["policy"]), ["uri"]);
+            let inputs = p["inputAttestations"].as_array().unwrap();
+            assert_eq!(inputs.len(), 1);
+            assert_eq!(keys_of(&inputs[0]), ["digest", "uri"]);
+            assert_eq!(inputs[0]["uri"], "urn:repro:record:m@1");
+            assert_eq!(inputs[0]["digest"]["sha256"], "ab".repeat(32));
+            let want = if reproduced { "PASSED" } else { "FAILED" };
+            assert_eq!(p["verificationResult"], want);
+
+            // Subjects: the record (first), then every output file.
+            let names: Vec<&str> = st["subject"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                ["record:m@1", "train/model.bin", "train/metrics/loss.json"]
+            );
+            assert_eq!(st["subject"][1]["digest"]["sha256"], "01".repeat(32));
+            assert_eq!(keys_of(&st["subject"][1]), ["digest", "name"]);
+
+            // The details: the record subject's annotation `repro`.
+            let d = &st["subject"][0]["annotations"]["repro"];
+            assert_eq!(d["identity"]["name"], "Alice");
+            assert_eq!(d["platform"]["cpuModel"], "cpu");
+            assert_eq!(d["model"], "m@1");
+            assert_eq!(d["steps"][0]["files"][0]["path"], "model.bin");
+            assert_eq!(d["verifierVersion"]["repro"], env!("CARGO_PKG_VERSION"));
+            let levels: &[&str] = if reproduced { &[LEVEL_REPRODUCED] } else { &[] };
+            assert_eq!(d["verifiedLevels"], serde_json::json!(levels));
+
+            // And read back as they were written.
+            let c = check(&env.to_vec_pretty().unwrap(), |_| Some(key.verifying_key())).unwrap();
+            assert_eq!(
+                c.signature,
+                Ok(keys::key_id(&key.verifying_key()).to_string())
+            );
+            assert_eq!(c.statement.record(), Some(record()));
+            assert_eq!(
+                c.details.identity.email.as_deref(),
+                Some("alice@example.com")
+            );
+            assert_eq!(c.details.steps, verified(reproduced).steps);
+            assert_eq!(c.details.verified_levels, levels);
+        }
+    }
+
+    #[test]
+    fn an_attestation_of_the_old_shape_reads_with_its_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        keys::publish(&store, &key.verifying_key()).unwrap();
+        let r = record();
+        let old = store
+            .put_attestation(&r, &signed_old_shape(&key, &r))
+            .unwrap();
+        let new = store.put_attestation(&r, &signed(&key, &r)).unwrap();
+        let listed = list(&store, &r).unwrap();
+        assert_eq!(listed.len(), 2);
+        // Sorted by time: the old one first.
+        assert_eq!(listed[0].digest, old);
+        assert_eq!(listed[1].digest, new);
+        let o = &listed[0];
+        assert!(o.signature.is_ok(), "{:?}", o.signature);
+        assert_eq!(o.statement.record(), Some(r));
+        assert_eq!(o.statement.predicate.verification_result, "PASSED");
+        assert_eq!(o.details.identity.name.as_deref(), Some("Olga"));
+        assert_eq!(o.details.platform.cpu_model, "old cpu");
+        assert_eq!(o.details.model, "m@1");
+        assert_eq!(o.details.steps.len(), 1);
+        assert!(o.details.steps[0].reproduced);
+        assert_eq!(o.details.verifier_version["repro"], "0.0.9");
+        assert_eq!(o.details.verified_levels, [LEVEL_REPRODUCED]);
+        assert_eq!(listed[1].details.identity.name.as_deref(), Some("Alice"));
+
+        // Re-serialized (as `attest list --json` shows it), the old shape
+        // stays the old shape.
+        let shown = serde_json::to_value(&o.statement).unwrap();
+        assert_eq!(shown["predicate"]["repro"]["identity"]["name"], "Olga");
+        assert_eq!(
+            shown["predicate"]["inputAttestations"][0]["name"],
+            "record:m@1"
+        );
+    }
+
+    #[test]
+    fn an_attestation_without_its_details_is_refused_as_not_parsing() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let mut st = statement_json(&signed(&key, &record()));
+        st["subject"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        let env = keys::sign(
+            &key,
+            keys::IN_TOTO_PAYLOAD_TYPE,
+            &serde_json::to_vec(&st).unwrap(),
+        );
+        let err = check(&env.to_vec_pretty().unwrap(), |_| Some(key.verifying_key()))
+            .err()
+            .unwrap();
+        assert_eq!(exit::classify(&err), exit::CANNOT, "{err:#}");
+        assert!(
+            err.to_string()
+                .contains("its record subject has no annotation `repro`"),
+            "{err:#}"
+        );
     }
 
     /// `bytes` with its result turned from `PASSED` to `FAILED`, the

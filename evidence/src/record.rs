@@ -6,6 +6,15 @@
 //! digests and every resolved input; `runDetails.byproducts` holds one entry
 //! per step with its key and output tree; the platform sits in
 //! `internalParameters`.
+//!
+//! A resolved input's `uri` means the same wherever the record goes: its
+//! content address (`urn:repro:image:sha256:<hex>`,
+//! `urn:repro:tree:sha256:<hex>`) or its registry reference (`oci://`); the
+//! path on the build machine is the annotation `path`. Records written
+//! before held `file:<path>` and `docker:<tag>` URIs; nothing reads an
+//! input's identity from its `uri` (the name and digest are the identity),
+//! so they read and verify as before ([`ResourceDescriptor::origin`] shows
+//! either shape).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +39,14 @@ pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 pub const BUILD_TYPE: &str = "urn:repro:build:v1";
 /// The builder id of the `repro` runner.
 pub const BUILDER_ID: &str = "urn:repro:runner";
+/// The `uri` of a toolchain image in `resolvedDependencies`: this prefix and
+/// its manifest digest (`sha256:<hex>`), the address a store or bundle keeps
+/// it under. An image pulled from a registry has its `oci://` reference
+/// instead.
+pub const IMAGE_URI_PREFIX: &str = "urn:repro:image:";
+/// The `uri` of a data snapshot or code tree in `resolvedDependencies`: this
+/// prefix and its tree digest (`sha256:<hex>`).
+pub const TREE_URI_PREFIX: &str = "urn:repro:tree:";
 
 /// An in-toto Statement v1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +99,23 @@ impl ResourceDescriptor {
     /// The SHA-256 digest as `sha256:<hex>`.
     pub fn sha256_text(&self) -> Option<String> {
         self.digest.get("sha256").map(|h| format!("sha256:{h}"))
+    }
+
+    /// Where an input came from, for people: `file:<path>` (as the recipe
+    /// gave it, relative to the recipe on the machine that built; the
+    /// annotation `path`), `docker:<tag>` (the annotation `dockerTag`), or
+    /// the `uri` when it is more than a content address (`oci://...`).
+    /// Records written before inputs had content-address URIs held
+    /// `file:<path>` and `docker:<tag>` in `uri` itself: read as they are.
+    pub fn origin(&self) -> Option<String> {
+        let text = |k: &str| self.annotations.get(k).and_then(|v| v.as_str());
+        if let Some(p) = text("path") {
+            return Some(format!("file:{p}"));
+        }
+        if let Some(t) = text("dockerTag") {
+            return Some(format!("docker:{t}"));
+        }
+        self.uri.clone().filter(|u| !u.starts_with("urn:repro:"))
     }
 
     /// Add an annotation.

@@ -924,10 +924,10 @@ pub mod v1 {
                 what: format!("attestation `{}`", a.attestation),
                 why,
             };
-            let (st, sig) =
+            let checked =
                 repro_evidence::attest::check(&bytes, lookup).map_err(|e| bad(format!("{e:#}")))?;
-            sig.map_err(bad)?;
-            if st.record() != Some(a.record)
+            checked.signature.map_err(bad)?;
+            if checked.statement.record() != Some(a.record)
                 || !manifest.records.iter().any(|r| r.record == a.record)
             {
                 return Err(bad(format!(

@@ -372,21 +372,22 @@ pub fn gather(store: &Store, what: &str) -> Result<Card> {
         .into_iter()
         .map(|c| {
             let p = &c.statement.predicate;
+            let d = &c.details;
             let why_not = judged
                 .get(&c.digest.to_string())
                 .cloned()
                 .unwrap_or_else(|| Some("it was not judged".to_string()));
             Reproduction {
                 result: p.verification_result.clone(),
-                verifier: p.repro.identity.to_string(),
+                verifier: d.identity.to_string(),
                 time: p.time_verified.clone(),
                 platform: format!(
                     "{}, {} {}, kernel {}, {}",
-                    p.repro.platform.cpu_model,
-                    p.repro.platform.os,
-                    p.repro.platform.arch,
-                    p.repro.platform.kernel,
-                    p.repro.platform.backend
+                    d.platform.cpu_model,
+                    d.platform.os,
+                    d.platform.arch,
+                    d.platform.kernel,
+                    d.platform.backend
                 ),
                 signature_ok: c.signature.is_ok(),
                 status: match &why_not {

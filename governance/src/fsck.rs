@@ -675,6 +675,16 @@ impl Fsck<'_> {
                     Ok(s)
                         if s.type_ == STATEMENT_TYPE && s.predicate_type == VSA_PREDICATE_TYPE =>
                     {
+                        if let Err(e) = s.details() {
+                            self.envelope_malformed(
+                                "attestation",
+                                att.to_string(),
+                                &by,
+                                &path,
+                                format!("its statement does not parse: {e}"),
+                            );
+                            continue;
+                        }
                         s.record()
                     }
                     Ok(s) => {
@@ -1278,9 +1288,7 @@ mod tests {
 
     use super::*;
     use crate::approvals;
-    use repro_evidence::attest::{
-        Identity, Policy, ReproDetails, StepSummary, VerificationSummary, Verifier,
-    };
+    use repro_evidence::attest::{sign_verification, Identity, StepSummary, Verified};
     use repro_evidence::platform::Platform;
     use repro_evidence::record::{
         BuildDefinition, Builder, ExternalParameters, InternalParameters, Metadata, Provenance,
@@ -1441,40 +1449,23 @@ mod tests {
             under: &RecordDigest,
             key: &SigningKey,
         ) -> BlobDigest {
-            let statement = AttestationStatement {
-                type_: STATEMENT_TYPE.into(),
-                subject: vec![ResourceDescriptor::sha256(
-                    format!("record:{MODEL}"),
-                    record,
-                )],
-                predicate_type: VSA_PREDICATE_TYPE.into(),
-                predicate: VerificationSummary {
-                    verifier: Verifier {
-                        id: repro_evidence::attest::VERIFIER_ID.into(),
-                        version: BTreeMap::new(),
-                    },
-                    time_verified: "2026-01-02T00:00:00Z".into(),
-                    resource_uri: format!("repro:{MODEL}"),
-                    policy: Policy {
-                        uri: repro_evidence::attest::POLICY_URI.into(),
-                    },
-                    input_attestations: Vec::new(),
-                    verification_result: "PASSED".into(),
-                    verified_levels: Vec::new(),
-                    repro: ReproDetails {
-                        identity: Identity::default(),
-                        platform: platform(),
-                        model: MODEL.into(),
-                        steps: vec![StepSummary {
-                            step: "train".into(),
-                            expected: self.output.to_string(),
-                            actual: Some(self.output.to_string()),
-                            reproduced: true,
-                            files: Vec::new(),
-                        }],
-                    },
-                },
+            let verified = Verified {
+                model: MODEL.into(),
+                reproduced: true,
+                steps: vec![StepSummary {
+                    step: "train".into(),
+                    expected: self.output.to_string(),
+                    actual: Some(self.output.to_string()),
+                    reproduced: true,
+                    files: Vec::new(),
+                }],
+                outputs: Vec::new(),
             };
+            let env =
+                sign_verification(&verified, record, Identity::default(), platform(), key).unwrap();
+            let mut statement: AttestationStatement =
+                serde_json::from_slice(&env.payload_bytes().unwrap()).unwrap();
+            statement.predicate.time_verified = "2026-01-02T00:00:00Z".into();
             let payload = serde_json::to_vec(&statement).unwrap();
             let env = keys::sign(key, keys::IN_TOTO_PAYLOAD_TYPE, &payload);
             self.store

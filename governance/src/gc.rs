@@ -735,9 +735,13 @@ pub fn add_attestation_roots(
     for k in keyids(&bytes) {
         roots.blob(k, || Origin::of("signing key", of()));
     }
-    match payload::<AttestationStatement>(&bytes) {
-        Ok(a) => {
-            for step in &a.predicate.repro.steps {
+    // Either shape: the steps are in the record subject's annotation, or
+    // (the old shape) in the predicate.
+    match payload::<AttestationStatement>(&bytes)
+        .and_then(|a| a.details().map_err(anyhow::Error::msg))
+    {
+        Ok(details) => {
+            for step in &details.steps {
                 let owner = || format!("step `{}` in {}", step.step, of());
                 if let Ok(t) = step.expected.parse::<TreeDigest>() {
                     roots.tree(t, || Origin::of("recorded output", owner()));

@@ -43,7 +43,9 @@ pub struct DataNode {
     pub description: Option<String>,
     /// The source system it came from.
     pub source: Option<String>,
-    /// Where it was snapshotted from (`file:<path>`), when floating.
+    /// Where it was snapshotted from (`file:<path>`, the path as the
+    /// recipe gave it), when floating: see
+    /// [`repro_evidence::record::ResourceDescriptor::origin`].
     pub uri: Option<String>,
 }
 
@@ -56,7 +58,7 @@ pub struct CodeNode {
     pub digest: String,
     /// The git commit, when the recipe gave one.
     pub git_commit: Option<String>,
-    /// Where it was snapshotted from, when floating.
+    /// Where it was snapshotted from (`file:<path>`), when floating.
     pub uri: Option<String>,
 }
 
@@ -232,20 +234,20 @@ fn graph_of(
                 digest,
                 description: annotation(d, "description"),
                 source: annotation(d, "source"),
-                uri: d.uri.clone(),
+                uri: d.origin(),
             });
         } else if let Some(n) = d.name.strip_prefix("code.") {
             code.push(CodeNode {
                 name: n.to_string(),
                 digest,
                 git_commit: annotation(d, "gitCommit"),
-                uri: d.uri.clone(),
+                uri: d.origin(),
             });
         } else if let Some(n) = d.name.strip_prefix("toolchains.") {
             images.push(ImageNode {
                 name: n.to_string(),
                 digest,
-                uri: d.uri.clone(),
+                uri: d.origin(),
             });
         }
     }

@@ -272,7 +272,7 @@ pub fn reproductions(
         out.push(Reproduction {
             attestation: c.digest.to_string(),
             result: p.verification_result.clone(),
-            verifier: p.repro.identity.clone(),
+            verifier: c.details.identity.clone(),
             time: p.time_verified.clone(),
             signed_by,
             counts: why_not.is_none(),

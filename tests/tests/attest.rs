@@ -50,6 +50,11 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// The attestation blobs of the store, newest last.
 fn attestation_files(r: &Repro) -> Vec<std::path::PathBuf> {
     let refs = r.store().join("v1/refs/attestations");
@@ -92,11 +97,27 @@ fn verify_signs_an_attestation_that_lists_the_verifier_and_result() {
         "https://slsa.dev/verification_summary/v1"
     );
     assert_eq!(st["predicate"]["verificationResult"], "PASSED");
-    assert_eq!(st["predicate"]["repro"]["steps"][0]["reproduced"], true);
-    assert!(st["predicate"]["repro"]["platform"]["backend"]
+    // What repro adds to the VSA rides on the record's subject (first);
+    // the model file follows it.
+    assert_eq!(st["subject"][0]["name"], "record:attested@1");
+    let details = &st["subject"][0]["annotations"]["repro"];
+    assert_eq!(details["steps"][0]["reproduced"], true);
+    assert!(details["platform"]["backend"]
         .as_str()
         .unwrap()
         .starts_with("native"));
+    assert_eq!(details["identity"]["name"], "Alice");
+    assert_eq!(
+        details["verifiedLevels"],
+        serde_json::json!(["REPRO_REBUILT_BYTE_FOR_BYTE"])
+    );
+    assert_eq!(st["subject"][1]["name"], "write/hello.txt");
+    assert_eq!(
+        st["subject"][1]["digest"]["sha256"],
+        sha256_hex(b"hello\n").as_str()
+    );
+    assert_eq!(st["subject"].as_array().unwrap().len(), 2);
+    assert!(st["predicate"].get("repro").is_none(), "{st}");
     assert_eq!(docs[0]["signature"]["ok"], true);
 }
 

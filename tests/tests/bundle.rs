@@ -268,6 +268,62 @@ fn the_format_1_fixture_imports_and_exports_again_byte_for_byte() {
     assert!(out.status.success(), "import .tar.gz: {}", stderr(&out));
 }
 
+/// The fixture was written before attestations kept repro's details on the
+/// record's subject and before records named their inputs by content
+/// address: its record has `file:data`, `file:src` and `file:image` URIs and
+/// its attestation `predicate.repro`. Both read as they did.
+#[test]
+fn the_format_1_fixtures_old_record_and_attestation_read_as_before() {
+    let r = Repro::new();
+    let out = r.run(&["import", fixture_path().to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", stderr(&out));
+
+    // The old attestation: its verifier, platform and steps still show.
+    let list = stdout(&r.run(&["attest", "list", "bundled@1"]));
+    assert!(list.starts_with("PASSED"), "{list}");
+    assert!(list.contains(" on AMD EPYC ("), "{list}");
+    assert!(list.contains("[signature ok]"), "{list}");
+    let out = r.run(&["attest", "list", "--json", "bundled@1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &docs[0]["statement"];
+    assert_eq!(st["predicate"]["repro"]["model"], "bundled@1", "{st}");
+    assert_eq!(
+        st["predicate"]["verifiedLevels"][0],
+        "REPRO_REBUILT_BYTE_FOR_BYTE"
+    );
+
+    // The old record's `file:` URIs: lineage shows them as the origins.
+    let out = r.run(&["lineage", "bundled@1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("snapshot of: file:data"), "{text}");
+    assert!(text.contains("snapshot of: file:src"), "{text}");
+    assert!(text.contains(" (file:image)"), "{text}");
+
+    // Garbage collection and fsck read both (the old attestation's steps
+    // name output trees gc keeps): a kept version loses nothing, nothing is
+    // flagged.
+    let out = r.run(&["pin", "bundled@1"]);
+    assert!(out.status.success(), "pin: {}", stderr(&out));
+    let out = r.run(&["gc", "--keep-days", "0"]);
+    assert!(out.status.success(), "gc: {}", stderr(&out));
+    let out = r.run(&["fsck"]);
+    assert!(
+        out.status.success(),
+        "fsck: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = r.run(&["export", "bundled@1", "-o", "again.tar"]);
+    assert!(out.status.success(), "export after gc: {}", stderr(&out));
+    let again = std::fs::read(r.work().join("again.tar")).unwrap();
+    assert!(
+        again == std::fs::read(fixture_tar(&r)).unwrap(),
+        "the bundle exported after gc differs from the fixture"
+    );
+}
+
 #[test]
 #[ignore = "needs root and user namespaces (native sandbox)"]
 fn the_format_1_fixture_verifies_after_import() {
@@ -279,6 +335,48 @@ fn the_format_1_fixture_verifies_after_import() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("reproduced: bundled@1"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The record written with `file:` URIs verified; its old attestation
+    // and the new one (the new shape, naming the model files) are listed
+    // side by side, and lineage still reads the record.
+    let out = r.run(&["attest", "list", "--json", "bundled@1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let docs = docs.as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let old = &docs[0]["statement"];
+    assert!(old["predicate"]["repro"].is_object(), "{old}");
+    let new = &docs[1]["statement"];
+    assert!(new["predicate"].get("repro").is_none(), "{new}");
+    assert_eq!(new["predicate"]["verificationResult"], "PASSED");
+    assert!(
+        new["subject"][0]["annotations"]["repro"]["steps"].is_array(),
+        "{new}"
+    );
+    let names: Vec<&str> = new["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "record:bundled@1",
+            "count/counts.txt",
+            "count/reports/sorted.txt",
+            "summarize/summary.txt"
+        ]
+    );
+    let list = stdout(&r.run(&["attest", "list", "bundled@1"]));
+    assert_eq!(list.matches("PASSED").count(), 2, "{list}");
+    let out = r.run(&["lineage", "bundled@1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("snapshot of: file:data"),
         "{}",
         stdout(&out)
     );

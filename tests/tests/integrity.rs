@@ -283,7 +283,7 @@ fn attest_list_over_a_forged_attestation_is_tampering() {
     let bytes = std::fs::read(r.blob_path(&genuine)).unwrap();
     // The statement now claims another platform: the signature no longer fits.
     let forged = forge(&bytes, |st| {
-        let kernel = &mut st["predicate"]["repro"]["platform"]["kernel"];
+        let kernel = &mut st["subject"][0]["annotations"]["repro"]["platform"]["kernel"];
         let was = kernel.as_str().expect("the statement names its kernel");
         *kernel = format!("forged {was}").into();
     });

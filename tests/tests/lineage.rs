@@ -106,6 +106,17 @@ fn json(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
+/// The statement of the record `digest` in `r`'s store.
+fn record_statement(r: &Repro, digest: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(digest)).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
 #[test]
 #[ignore = "needs root and user namespaces (native sandbox)"]
 fn lineage_of_the_model_file_reaches_the_data_snapshot_its_source_and_the_code() {
@@ -136,6 +147,41 @@ fn lineage_of_the_model_file_reaches_the_data_snapshot_its_source_and_the_code()
         "{text}"
     );
     assert!(text.contains("image toolchains.bb sha256:"), "{text}");
+    // Where the inputs came from on the build machine: shown from the
+    // record's `path` annotations.
+    assert!(text.contains("snapshot of: file:data"), "{text}");
+    assert!(text.contains("snapshot of: file:src"), "{text}");
+    assert!(text.contains(" (file:image)"), "{text}");
+
+    // The record's inputs are named by URIs that mean the same anywhere:
+    // their content addresses; the paths are annotations only.
+    let record = doc["record"].as_str().unwrap();
+    let deps = record_statement(&r, record)["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .clone();
+    let dep = |name: &str| {
+        deps.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {deps}"))
+            .clone()
+    };
+    let rows = dep("data.rows");
+    assert_eq!(rows["uri"], format!("urn:repro:tree:{data}").as_str());
+    assert_eq!(rows["annotations"]["path"], "data");
+    let src = dep("code.src");
+    assert_eq!(src["uri"], format!("urn:repro:tree:{code}").as_str());
+    assert_eq!(src["annotations"]["path"], "src");
+    let bb = dep("toolchains.bb");
+    assert_eq!(
+        bb["uri"],
+        format!(
+            "urn:repro:image:sha256:{}",
+            bb["digest"]["sha256"].as_str().unwrap()
+        )
+        .as_str()
+    );
+    assert_eq!(bb["annotations"]["path"], "image");
 
     let l = json(&r.run(&["lineage", "--json", &model]));
     assert_eq!(l["file"], model.as_str());
@@ -149,7 +195,9 @@ fn lineage_of_the_model_file_reaches_the_data_snapshot_its_source_and_the_code()
         "warehouse.loans snapshot 2024-01-01"
     );
     assert_eq!(g["data"][0]["description"], "Loan applications, ten rows");
+    assert_eq!(g["data"][0]["uri"], "file:data");
     assert_eq!(g["code"][0]["digest"], code.as_str());
+    assert_eq!(g["code"][0]["uri"], "file:src");
     let steps: Vec<&str> = g["steps"]
         .as_array()
         .unwrap()

@@ -112,6 +112,7 @@ fn attestation_at(key: &Path, record: &str, time: &str) -> Vec<u8> {
     let v = Verified {
         model: "gov@1".into(),
         reproduced: true,
+        outputs: Vec::new(),
         steps: Vec::new(),
     };
     let platform = repro_evidence::platform::Platform {

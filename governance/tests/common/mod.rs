@@ -397,6 +397,7 @@ impl World {
         let v = Verified {
             model: format!("{MODEL}@{version}"),
             reproduced: passed,
+            outputs: Vec::new(),
             steps: vec![StepSummary {
                 step: "evaluate".into(),
                 expected: "sha256:0".into(),
@@ -584,6 +585,7 @@ impl World {
         let v = Verified {
             model: format!("{MODEL}@{version}"),
             reproduced: passed,
+            outputs: Vec::new(),
             steps: Vec::new(),
         };
         let record = self.record(version);

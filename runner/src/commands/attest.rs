@@ -76,6 +76,7 @@ fn list(ctx: &Ctx, record: String, json: bool) -> Result<u8> {
     }
     for c in &found {
         let p = &c.statement.predicate;
+        let d = &c.details;
         let sig = match &c.signature {
             Ok(_) => "signature ok".to_string(),
             Err(e) => format!("SIGNATURE NOT VERIFIED: {e}"),
@@ -84,10 +85,10 @@ fn list(ctx: &Ctx, record: String, json: bool) -> Result<u8> {
             "{}  {}  by {}  on {} ({}, {})  [{sig}]  {}",
             p.verification_result,
             p.time_verified,
-            p.repro.identity,
-            p.repro.platform.cpu_model,
-            p.repro.platform.kernel,
-            p.repro.platform.backend,
+            d.identity,
+            d.platform.cpu_model,
+            d.platform.kernel,
+            d.platform.backend,
             c.digest.short(),
         );
     }
@@ -113,21 +114,22 @@ fn import(
     let expect = for_record
         .map(|r| resolve_record_ref(&store, &r))
         .transpose()?;
-    let (d, st) = attest::import(&store, &bytes, key, expect)?;
+    let c = attest::import(&store, &bytes, key, expect)?;
+    let (st, details) = (&c.statement, &c.details);
     let event = audit::Event::new(
         "attest-import",
-        st.predicate.repro.model.clone(),
+        details.model.clone(),
         serde_json::json!({
-            "attestation": d.to_string(),
+            "attestation": c.digest.to_string(),
             "record": st.record().map(|r| r.to_string()),
             "result": st.predicate.verification_result,
-            "by": st.predicate.repro.identity,
+            "by": details.identity,
         }),
     );
     audit::log(&store, None, event)?;
     println!(
-        "imported {d}: {} of {} by {}",
-        st.predicate.verification_result, st.predicate.repro.model, st.predicate.repro.identity
+        "imported {}: {} of {} by {}",
+        c.digest, st.predicate.verification_result, details.model, details.identity
     );
     Ok(exit::OK)
 }
