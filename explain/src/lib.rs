@@ -253,12 +253,13 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Keeps at most `max` lines; the last kept line says how many were dropped.
+/// Keeps at most `max` lines; the last kept line says how many lines were
+/// dropped.
 fn bound_lines(mut lines: Vec<String>, max: usize) -> Vec<String> {
     if lines.len() > max {
         let more = lines.len() - (max - 1);
         lines.truncate(max - 1);
-        lines.push(format!("... {more} more"));
+        lines.push(format!("... {more} more lines"));
     }
     lines
 }
@@ -272,6 +273,6 @@ mod tests {
         let lines: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         let b = bound_lines(lines, 10);
         assert_eq!(b.len(), 10);
-        assert_eq!(b[9], "... 91 more");
+        assert_eq!(b[9], "... 91 more lines");
     }
 }

@@ -557,3 +557,73 @@ fn diffoscope_is_none_or_a_report() {
         Some(Err(e)) => panic!("diffoscope failed: {e}"),
     }
 }
+
+#[test]
+fn json_list_permutation_is_order_only() {
+    let e = explain(
+        "classes.json",
+        br#"{"classes": ["cat", "dog", {"id": 3, "tags": ["a", "b"]}]}"#,
+        br#"{"classes": [{"tags": ["b", "a"], "id": 3}, "cat", "dog"]}"#,
+    );
+    assert_eq!(e.class, Class::OrderOnly);
+    assert_eq!(e.summary, "order only: JSON list order");
+    assert!(
+        e.details
+            .iter()
+            .any(|l| l == "`$.classes`: same elements, another order"),
+        "{:#?}",
+        e.details
+    );
+}
+
+#[test]
+fn hex_dump_says_where_a_side_ends_and_counts_what_it_cuts() {
+    let a: Vec<u8> = (0..100u8).map(|x| x | 0x80).collect();
+    let e = explain("model.bin", &a, &[]);
+    assert_eq!(
+        e.details.last().map(String::as_str),
+        Some("actual: (empty, 0 bytes)")
+    );
+    assert!(
+        !e.details.iter().any(|l| l == "actual:"),
+        "{:#?}",
+        e.details
+    );
+    let e = explain("model.bin", &a, &a[..70]);
+    assert!(e.details.contains(&"actual: (ends at byte 70)".to_string()));
+
+    // Four entries whose dumps are 11 lines of `expected:` and then
+    // `actual:`: the per-entry cut used to leave `actual:` bare at the end.
+    let x: Vec<u8> = (0..128u8).map(|v| v | 0x80).collect();
+    let mut y = x.clone();
+    for off in [48, 64, 80] {
+        y[off] ^= 1;
+    }
+    let names = [
+        "model/data/0",
+        "model/data/1",
+        "model/data/2",
+        "model/data/3",
+    ];
+    let za = zip_of(&names.map(|n| (n, x.as_slice())), time(1), None);
+    let zb = zip_of(&names.map(|n| (n, y.as_slice())), time(1), None);
+    let e = explain("bundle.zip", &za, &zb);
+    assert_eq!(e.summary, "unknown: 4 entries differ");
+    for n in names {
+        assert!(
+            e.details
+                .iter()
+                .any(|l| l.starts_with(&format!("entry `{n}`: unknown: 3 bytes differ"))),
+            "{:#?}",
+            e.details
+        );
+    }
+    assert!(
+        !e.details.iter().any(|l| l.trim_end().ends_with("actual:")),
+        "{:#?}",
+        e.details
+    );
+    for l in e.details.iter().filter(|l| l.contains("... ")) {
+        assert!(l.ends_with(" more lines"), "{l}");
+    }
+}
