@@ -216,7 +216,7 @@ fn cancel_with(signal: &str) {
             "sleep 300",
         ),
     );
-    let mut child = r
+    let child = r
         .std_cmd()
         .env("SLURM_CONF", &c.conf)
         .args(["build", "--executor", "slurm", "model.toml"])
