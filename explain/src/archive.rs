@@ -16,6 +16,11 @@ use crate::error::{side, Error, Result};
 const ENTRY_LIMIT: u64 = 512 << 20;
 /// Differing entries explained in detail; the rest are only named.
 const EXPLAINED: usize = 20;
+/// Detail lines of one entry's explanation shown at most.
+const ENTRY_LINES: usize = 12;
+/// Detail lines of all entries' explanations shown at most (each differing
+/// entry's summary line is shown besides).
+const ENTRIES_LINES: usize = 30;
 /// Extra field ids that only hold timestamps (extended timestamp, NTFS).
 const TIME_FIELDS: [u16; 2] = [0x5455, 0x000a];
 
@@ -50,7 +55,11 @@ fn open(d: &[u8], i: usize) -> Result<(Archive<'_>, Vec<Entry>)> {
             size: f.size(),
             compressed: f.compressed_size(),
             method: f.compression().to_string(),
-            mtime: f.last_modified().map(|t| t.to_string()).unwrap_or_default(),
+            // torch and others write 0, which is no valid DOS date.
+            mtime: f
+                .last_modified()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "(none)".into()),
             mode: f.unix_mode(),
             extra: f.extra_data().map(<[u8]>::to_vec).unwrap_or_default(),
             comment: f.comment().to_string(),
@@ -190,12 +199,15 @@ pub(crate) fn explain(
         other_meta.insert("archive comment");
     }
 
-    let mut details = Vec::new();
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
     let mut class = Class::Identical;
     let mut explained = Vec::new();
     for name in &content {
         if explained.len() >= EXPLAINED {
-            details.push(format!("entry `{name}`: content differs (not examined)"));
+            blocks.push((
+                format!("entry `{name}`: content differs (not examined)"),
+                Vec::new(),
+            ));
             class = class.combine(Class::Unknown);
             continue;
         }
@@ -218,8 +230,10 @@ pub(crate) fn explain(
             sub
         };
         class = class.combine(sub.class);
-        details.push(format!("entry `{name}`: {}", sub.summary()));
-        details.extend(sub.details.iter().take(12).map(|l| format!("  {l}")));
+        blocks.push((
+            format!("entry `{name}`: {}", sub.summary()),
+            sub.details.clone(),
+        ));
         explained.push(json!({
             "name": name,
             "format": sub.format.as_str(),
@@ -228,6 +242,7 @@ pub(crate) fn explain(
             "facts": sub.facts,
         }));
     }
+    let mut details = layout(blocks);
     for n in &removed {
         details.push(format!("entry `{n}`: removed"));
     }
@@ -308,9 +323,76 @@ pub(crate) fn explain(
     Ok(f)
 }
 
+/// Every differing entry's summary line, each followed by as many of its
+/// detail lines as fit ([`ENTRY_LINES`] per entry, [`ENTRIES_LINES`] in
+/// all). A cut is said, with the number of lines left out, and never falls
+/// right after a heading such as `actual:` (which would then stand empty).
+fn layout(blocks: Vec<(String, Vec<String>)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut budget = ENTRIES_LINES;
+    for (head, sub) in blocks {
+        out.push(head);
+        let room = sub.len().min(ENTRY_LINES).min(budget);
+        let mut keep = if room < sub.len() {
+            room.saturating_sub(1)
+        } else {
+            sub.len()
+        };
+        while keep > 0 && keep < sub.len() && sub[keep - 1].ends_with(':') {
+            keep -= 1;
+        }
+        out.extend(sub[..keep].iter().map(|l| format!("  {l}")));
+        let mut used = keep;
+        if keep < sub.len() {
+            out.push(format!("  ... {} more lines", sub.len() - keep));
+            used += 1;
+        }
+        budget = budget.saturating_sub(used);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_are_counted_and_never_leave_a_heading_alone() {
+        let dump: Vec<String> = ["expected:", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]
+            .iter()
+            .chain(&["e9", "actual:", "a1", "a2", "a3"])
+            .map(|s| s.to_string())
+            .collect();
+        let out = layout(vec![("entry `x`: 2 bytes differ".into(), dump.clone())]);
+        // 12 lines fit: 11 kept and a count, but line 11 is `actual:`, so
+        // the cut moves before it.
+        assert_eq!(out.len(), 12);
+        assert_eq!(out[10], "  e9");
+        assert_eq!(out[11], "  ... 4 more lines");
+        // Many entries: every summary line is there, the details run out.
+        let blocks: Vec<(String, Vec<String>)> = (0..6)
+            .map(|i| (format!("entry `{i}`: differs"), dump.clone()))
+            .collect();
+        let out = layout(blocks);
+        for i in 0..6 {
+            assert!(out.contains(&format!("entry `{i}`: differs")), "{out:#?}");
+        }
+        let mores: usize = out
+            .iter()
+            .filter_map(|l| l.strip_prefix("  ... "))
+            .map(|l| {
+                l.trim_end_matches(" more lines")
+                    .parse::<usize>()
+                    .expect("count")
+            })
+            .sum();
+        let shown = out.len() - 6 - out.iter().filter(|l| l.starts_with("  ... ")).count();
+        assert_eq!(shown + mores, 6 * dump.len());
+        assert!(
+            !out.iter().any(|l| l.trim_end().ends_with("actual:")),
+            "{out:#?}"
+        );
+    }
 
     #[test]
     fn extra_fields_with_only_time_blocks_count_as_timestamps() {

@@ -25,12 +25,25 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Finding {
     let line = first / WIDTH * WIDTH;
     let start = line.saturating_sub(CONTEXT * WIDTH);
     let end = line + (CONTEXT + 1) * WIDTH;
-    f.details.push("expected:".to_string());
-    f.details.extend(window(a, b, start, end));
-    f.details.push("actual:".to_string());
-    f.details.extend(window(b, a, start, end));
+    for (name, d, other) in [("expected", a, b), ("actual", b, a)] {
+        f.details.push(heading(name, d.len(), other.len(), end));
+        f.details.extend(window(d, other, start, end));
+    }
     f.facts = json!({ "differing_bytes": differing, "window_start": start });
     f
+}
+
+/// `actual:`, saying so when the side is empty, or shorter than the other
+/// and ends inside the window (the window starts at or before the first
+/// difference, so a side never ends before it).
+fn heading(name: &str, len: usize, other: usize, end: usize) -> String {
+    if len == 0 {
+        format!("{name}: (empty, 0 bytes)")
+    } else if len < other && len < end {
+        format!("{name}: (ends at byte {len})")
+    } else {
+        format!("{name}:")
+    }
 }
 
 /// Hex lines of `d` between `start` and `end`; bytes that differ from
@@ -74,6 +87,29 @@ fn window(d: &[u8], other: &[u8], start: usize, end: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_side_that_ends_is_said_to_end() {
+        let a: Vec<u8> = (0u8..40).collect();
+        // Empty: there used to be a bare `actual:` with no line under it.
+        let f = explain(&a, &[]);
+        let at = f.details.iter().position(|l| l.starts_with("actual"));
+        assert_eq!(
+            at.map(|i| f.details[i..].to_vec()),
+            Some(vec!["actual: (empty, 0 bytes)".to_string()])
+        );
+        assert_eq!(f.details[0], "expected:");
+        // A prefix: the shorter side's last line, and where it ends.
+        let f = explain(&a, &a[..20]);
+        assert_eq!(f.what, "20 bytes differ, first at byte 20");
+        assert!(f.details.contains(&"actual: (ends at byte 20)".to_string()));
+        assert!(f.details.contains(&"expected:".to_string()));
+        let f = explain(&a[..20], &a);
+        assert!(f
+            .details
+            .contains(&"expected: (ends at byte 20)".to_string()));
+        assert!(f.details.contains(&"actual:".to_string()));
+    }
 
     #[test]
     fn hex_window_marks_the_difference() {

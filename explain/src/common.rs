@@ -21,6 +21,14 @@ pub enum Format {
     Npz,
     /// A Python pickle or a joblib file, possibly zlib or gzip compressed.
     Pickle,
+    /// A PyTorch `torch.save` file: a zip holding `<folder>/data.pkl` and
+    /// one raw storage per tensor under `<folder>/data/`.
+    Torch,
+    /// A safetensors file: a JSON header naming each tensor's dtype, shape
+    /// and byte range, then the raw data.
+    Safetensors,
+    /// An ONNX model (a protobuf `ModelProto`).
+    Onnx,
     /// A JSON document.
     Json,
     /// A CSV or TSV table.
@@ -39,6 +47,9 @@ impl Format {
             Format::Npy => "npy",
             Format::Npz => "npz",
             Format::Pickle => "pickle",
+            Format::Torch => "torch",
+            Format::Safetensors => "safetensors",
+            Format::Onnx => "onnx",
             Format::Json => "json",
             Format::Csv => "csv",
             Format::Text => "text",
@@ -168,6 +179,10 @@ impl Finding {
         }
     }
 }
+
+/// Explains two versions of an archive entry, given its name: the
+/// dispatcher, handed down to the archive formats.
+pub(crate) type ExplainEntry<'a> = dyn Fn(&str, &[u8], &[u8]) -> Finding + 'a;
 
 /// Valid UTF-8 without NUL bytes.
 pub(crate) fn is_text(d: &[u8]) -> bool {

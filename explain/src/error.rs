@@ -39,6 +39,32 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Not a PyTorch file this crate can read.
+    #[error("not a readable torch file ({side}): {reason}")]
+    Torch {
+        /// `expected` or `actual`.
+        side: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not a readable safetensors file.
+    #[error("not a readable safetensors file ({side}): {reason}")]
+    Safetensors {
+        /// `expected` or `actual`.
+        side: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not a readable ONNX model.
+    #[error("not a readable ONNX model ({side}) at byte {offset}: {reason}")]
+    Onnx {
+        /// `expected` or `actual`.
+        side: &'static str,
+        /// Byte offset in the file.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Not valid JSON.
     #[error("not valid JSON ({side}): {source}")]
     Json {

@@ -152,6 +152,66 @@ fn key_sequence(d: &[u8]) -> Vec<&[u8]> {
     keys
 }
 
+/// A rendering of `v` in which every list is sorted (by the rendering of
+/// its elements) and object keys are in sorted order: two values have the
+/// same rendering when they hold the same elements at every depth, lists in
+/// any order.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Array(items) => {
+            let mut parts: Vec<String> = items.iter().map(canonical).collect();
+            parts.sort_unstable();
+            format!("[{}]", parts.join(","))
+        }
+        Value::Object(m) => {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical(v)))
+                .collect();
+            parts.sort_unstable();
+            format!("{{{}}}", parts.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The paths of the lists whose elements are the same in another order
+/// (`a` and `b` have the same [`canonical`] rendering). A list whose
+/// elements differ only inside (each pair the same up to order) is not
+/// itself reordered: its elements are visited instead.
+fn permuted_lists(path: &mut String, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                if let Some(vb) = y.get(k) {
+                    let len = path.len();
+                    push_key(path, k);
+                    permuted_lists(path, va, vb, out);
+                    path.truncate(len);
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            let pairwise =
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| canonical(p) == canonical(q));
+            if pairwise {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    permuted_lists(path, p, q, out);
+                    path.truncate(len);
+                }
+            } else {
+                out.push(path.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Compares two JSON documents.
 pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
     if a.len() > STRUCTURE_LIMIT || b.len() > STRUCTURE_LIMIT {
@@ -176,6 +236,23 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
                 .push("same keys and values, keys in another order".to_string());
             f
         });
+    }
+    if canonical(&va) == canonical(&vb) {
+        let mut lists = Vec::new();
+        permuted_lists(&mut "$".to_string(), &va, &vb, &mut lists);
+        let mut f = Finding::new(Format::Json, Class::OrderOnly, "JSON list order");
+        f.details.push(format!(
+            "same elements in another order in {} lists",
+            lists.len()
+        ));
+        f.details.extend(
+            lists
+                .iter()
+                .take(KEEP)
+                .map(|p| format!("`{p}`: same elements, another order")),
+        );
+        f.facts = json!({ "reordered_lists": lists.iter().take(50).collect::<Vec<_>>() });
+        return Ok(f);
     }
     let mut w = Walk::default();
     w.walk(&mut "$".to_string(), &va, &vb);
@@ -237,6 +314,32 @@ mod tests {
     fn reads_keys_in_document_order() {
         let keys = key_sequence(br#"{"a": {"b\"c": 1}, "d": ["e", "f:"]}"#);
         assert_eq!(keys, vec![&b"a"[..], &br#"b\"c"#[..], &b"d"[..]]);
+    }
+
+    #[test]
+    fn lists_that_are_permutations_at_any_depth_are_order_only() {
+        let f = explain(
+            br#"{"labels": ["cat", "dog", "emu"], "runs": [{"seeds": [1, 2]}, {"seeds": [3]}]}"#,
+            br#"{"runs": [{"seeds": [3]}, {"seeds": [2, 1]}], "labels": ["emu", "cat", "dog"]}"#,
+        )
+        .expect("explain");
+        assert_eq!(f.summary(), "order only: JSON list order");
+        assert_eq!(
+            f.details,
+            vec![
+                "same elements in another order in 2 lists",
+                "`$.labels`: same elements, another order",
+                "`$.runs`: same elements, another order",
+            ]
+        );
+        // The same order outside, one list permuted inside.
+        let f = explain(br#"[[1, 2], [3, 4]]"#, br#"[[2, 1], [3, 4]]"#).expect("explain");
+        assert_eq!(f.details[1], "`$[0]`: same elements, another order");
+        // A multiset, not a set: a repeated element must repeat as often.
+        let f = explain(br#"[1, 1, 2]"#, br#"[1, 2, 2]"#).expect("explain");
+        assert_ne!(f.class, Class::OrderOnly);
+        let f = explain(br#"[1, 2]"#, br#"[2, 1, 1]"#).expect("explain");
+        assert_eq!(f.class, Class::Unknown);
     }
 
     #[test]

@@ -2,11 +2,33 @@
 //! output file differ.
 //!
 //! [`explain`] picks the file's [`Format`] from its name and magic bytes,
-//! compares the structure both versions hold (zip entries, NumPy arrays,
-//! pickle object graphs, JSON values, CSV rows, text lines, or raw bytes) and
-//! sorts the difference into a [`Class`]: metadata only, order only, numeric
-//! (with magnitudes) or unknown. It never fails: input it cannot parse is
-//! explained as text or bytes, and the reason is kept in the details.
+//! compares the structure both versions hold and sorts the difference into a
+//! [`Class`]: metadata only, order only, numeric (with magnitudes) or
+//! unknown. It never fails: input it cannot parse is explained as text or
+//! bytes (a PyTorch file as a zip), and the reason is kept in the details.
+//!
+//! The formats:
+//!
+//! - zip archives (`.zip`, `.keras`, ...): entries added, removed, reordered
+//!   or with other timestamps; differing entries explained by their format;
+//! - PyTorch `torch.save` files (a zip with `data.pkl`, whatever the name):
+//!   the pickled object is rebuilt without running it, each tensor named by
+//!   its state_dict key or path (`fc1.weight`, `model.fc1.weight`,
+//!   `history[1]`) and compared element by element through its dtype,
+//!   shape, strides and storage offset; the other pickled values by path;
+//! - safetensors files: tensors by name, `__metadata__` and layout as
+//!   metadata;
+//! - ONNX models: initializers by name; nodes, inputs and outputs as the
+//!   graph's structure; producer and doc fields as metadata;
+//! - NumPy `.npy` / `.npz`: dtype, shape and elements;
+//! - pickles and joblib files: the object graph by path;
+//! - JSON: values by path, with key order, formatting and lists that are
+//!   permutations of each other told apart; CSV: rows and columns; text:
+//!   lines; anything else: a hex window.
+//!
+//! Tensors and arrays are compared the same way: how many elements differ,
+//! the largest absolute and relative difference and, for floats (float16,
+//! bfloat16, float32, float64), the largest distance in ULPs.
 //!
 //! ```
 //! let e = repro_explain::explain("metrics.json", br#"{"auc": 0.91}"#, br#"{"auc": 0.92}"#);
@@ -14,8 +36,10 @@
 //! ```
 //!
 //! Memory stays within a few times the inputs: zip entries are read one pair
-//! at a time, arrays are compared in place, and formats that build a tree
-//! (JSON, CSV, text) are only parsed below [`STRUCTURE_LIMIT`] bytes.
+//! at a time, arrays are compared in place (a PyTorch file's storages are
+//! held for both sides, and only strided views are copied), and formats that
+//! build a tree (JSON, CSV, text) are only parsed below [`STRUCTURE_LIMIT`]
+//! bytes.
 //!
 //! # Module order
 //!
@@ -27,10 +51,14 @@
 //! 2. `numeric`: uses `common`.
 //! 3. `binary` uses `common`; `text`, `table`, `npy` use `common`, `error`
 //!    and `numeric`.
-//! 4. `json` also uses `text`; `pickle` also uses `npy`; `archive` uses
-//!    `common` and `error`, and explains its entries through a closure it is
-//!    handed rather than by calling the dispatcher.
-//! 5. `lib.rs`: the dispatcher ([`explain`]), which uses every format
+//! 4. `json` also uses `text`; `pickle` also uses `npy`; `tensors` (named
+//!    tensors compared by name) uses `common`, `numeric` and `npy`;
+//!    `archive` uses `common` and `error`, and explains its entries through
+//!    a closure it is handed rather than by calling the dispatcher.
+//! 5. `safetensors` and `onnx` use `common`, `error` and `tensors`; `torch`
+//!    also uses `pickle` (its object graph) and `archive` (for zip header
+//!    metadata), and is handed the same closure.
+//! 6. `lib.rs`: the dispatcher ([`explain`]), which uses every format
 //!    module, and the public API, re-exported from `common` and `error`.
 
 mod archive;
@@ -40,9 +68,13 @@ mod error;
 mod json;
 mod npy;
 mod numeric;
+mod onnx;
 mod pickle;
+mod safetensors;
 mod table;
+mod tensors;
 mod text;
+mod torch;
 
 use std::path::Path;
 
@@ -129,12 +161,25 @@ fn explain_finding(path: &str, a: &[u8], b: &[u8], depth: usize) -> Finding {
         return Finding::new(format, Class::Identical, "");
     }
     let parsed = match format {
-        Format::Zip | Format::Npz if depth < MAX_DEPTH => {
-            archive::explain(path, a, b, |name, x, y| {
-                explain_finding(name, x, y, depth + 1)
+        Format::Zip | Format::Npz | Format::Torch if depth >= MAX_DEPTH => Err(Error::TooDeep),
+        Format::Zip | Format::Npz => archive::explain(path, a, b, |name, x, y| {
+            explain_finding(name, x, y, depth + 1)
+        }),
+        Format::Torch => {
+            let entry = |name: &str, x: &[u8], y: &[u8]| explain_finding(name, x, y, depth + 1);
+            torch::explain(path, a, b, &entry).or_else(|err| {
+                // Still a zip: explain it entry by entry, saying why not as torch.
+                archive::explain(path, a, b, entry).map(|mut f| {
+                    f.details.insert(
+                        0,
+                        format!("could not compare as torch: {err}; compared as zip"),
+                    );
+                    f
+                })
             })
         }
-        Format::Zip | Format::Npz => Err(Error::TooDeep),
+        Format::Safetensors => safetensors::explain(a, b),
+        Format::Onnx => onnx::explain(a, b),
         Format::Npy => npy::explain(a, b),
         Format::Pickle => pickle::explain(a, b),
         Format::Json => json::explain(a, b),
@@ -178,9 +223,11 @@ fn detect(path: &str, a: &[u8], b: &[u8]) -> Format {
     match ext {
         "npz" => return Format::Npz,
         "zip" | "keras" | "pt" | "pth" | "mar" | "nemo" if is_zip(a) || is_zip(b) => {
-            return Format::Zip
+            return zip_kind(a, b)
         }
         "npy" => return Format::Npy,
+        "safetensors" => return Format::Safetensors,
+        "onnx" => return Format::Onnx,
         "pkl" | "pickle" | "joblib" | "sav" => return Format::Pickle,
         "json" | "ipynb" => return Format::Json,
         "csv" | "tsv" => return Format::Csv,
@@ -188,9 +235,13 @@ fn detect(path: &str, a: &[u8], b: &[u8]) -> Format {
     }
     let magic = |f: fn(&[u8]) -> bool| f(a) || f(b);
     if magic(is_zip) {
-        Format::Zip
+        zip_kind(a, b)
     } else if magic(npy::is_npy) {
         Format::Npy
+    } else if magic(safetensors::is_safetensors) {
+        // Before pickles: a header of 0x280 bytes starts `\x80\x02`, as a
+        // protocol 2 pickle does.
+        Format::Safetensors
     } else if magic(pickle::is_pickle) {
         Format::Pickle
     } else if is_text(a) && is_text(b) {
@@ -212,6 +263,16 @@ fn detect(path: &str, a: &[u8], b: &[u8]) -> Format {
         }
     } else {
         Format::Binary
+    }
+}
+
+/// A zip holding a `data.pkl` is a PyTorch file (whatever its extension:
+/// `.pt`, `.pth`, `.ckpt`, `pytorch_model.bin`).
+fn zip_kind(a: &[u8], b: &[u8]) -> Format {
+    if (is_zip(a) && torch::is_torch(a)) || (is_zip(b) && torch::is_torch(b)) {
+        Format::Torch
+    } else {
+        Format::Zip
     }
 }
 
@@ -253,12 +314,13 @@ fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Keeps at most `max` lines; the last kept line says how many were dropped.
+/// Keeps at most `max` lines; the last kept line says how many lines were
+/// dropped.
 fn bound_lines(mut lines: Vec<String>, max: usize) -> Vec<String> {
     if lines.len() > max {
         let more = lines.len() - (max - 1);
         lines.truncate(max - 1);
-        lines.push(format!("... {more} more"));
+        lines.push(format!("... {more} more lines"));
     }
     lines
 }
@@ -272,6 +334,6 @@ mod tests {
         let lines: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         let b = bound_lines(lines, 10);
         assert_eq!(b.len(), 10);
-        assert_eq!(b[9], "... 91 more");
+        assert_eq!(b[9], "... 91 more lines");
     }
 }

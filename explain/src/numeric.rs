@@ -10,6 +10,8 @@ use crate::common::{finite_or_null, fmax, Class};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Float,
+    /// bfloat16: the upper half of a float32.
+    BFloat,
     Int,
     Uint,
     Bool,
@@ -56,6 +58,13 @@ impl Dtype {
         })
     }
 
+    /// bfloat16, which NumPy has no type string for.
+    pub(crate) const BFLOAT16: Dtype = Dtype {
+        kind: Kind::BFloat,
+        size: 2,
+        big_endian: false,
+    };
+
     fn read_u64(&self, b: &[u8]) -> u64 {
         let mut v = 0u64;
         if self.big_endian {
@@ -68,6 +77,11 @@ impl Dtype {
             }
         }
         v
+    }
+
+    /// The element in `b` (`size` bytes) as a number.
+    pub(crate) fn number(&self, b: &[u8]) -> f64 {
+        self.value(b).0
     }
 
     /// The element as a number, and for floats its position on the ordered
@@ -84,6 +98,10 @@ impl Dtype {
                 Some(ordered(bits, 31)),
             ),
             (Kind::Float, _) => (f16_to_f64(bits as u16), Some(ordered(bits, 15))),
+            (Kind::BFloat, _) => (
+                f64::from(f32::from_bits((bits as u32) << 16)),
+                Some(ordered(bits, 15)),
+            ),
             (Kind::Int, n) => {
                 let shift = 64 - 8 * n as u32;
                 (((bits << shift) as i64 >> shift) as f64, None)
@@ -197,10 +215,18 @@ impl Stats {
 
     /// `12 of 4096 elements differ, max abs 3.1e-7, max rel 2.4e-6, max 3 ULP`.
     pub(crate) fn describe(&self, noun: &str) -> String {
-        let mut s = format!(
-            "{} of {} {noun} differ, max abs {}, max rel {}",
+        format!(
+            "{} of {} {noun} differ, {}",
             self.differing,
             self.total,
+            self.magnitudes()
+        )
+    }
+
+    /// `max abs 3.1e-7, max rel 2.4e-6, max 3 ULP` (and NaNs on one side).
+    pub(crate) fn magnitudes(&self) -> String {
+        let mut s = format!(
+            "max abs {}, max rel {}",
             fmt_num(self.max_abs),
             fmt_sci(self.max_rel)
         );
@@ -340,6 +366,17 @@ mod tests {
         assert_eq!(f16_to_f64(0x3c00), 1.0);
         assert_eq!(f16_to_f64(0xc000), -2.0);
         assert!(f16_to_f64(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn bfloat16_reads_the_upper_half_of_a_float32() {
+        let one = (1.0f32.to_bits() >> 16) as u16;
+        let a = one.to_le_bytes();
+        let b = (one + 2).to_le_bytes();
+        let s = compare(Dtype::BFLOAT16, &a, &b, 0, 2);
+        assert_eq!((s.differing, s.max_ulp), (1, Some(2)));
+        // bfloat16 has 7 fraction bits: 2 ULP above 1.0 is 1 + 2/128.
+        assert_eq!(s.max_abs, 2.0 / 128.0);
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn is_memo_get(code: u8) -> bool {
     matches!(code, b'g' | b'h' | b'j')
 }
 
-type Id = usize;
+pub(crate) type Id = usize;
 
 /// A NumPy dtype read from a pickled `numpy.dtype`.
 #[derive(Debug, Clone, PartialEq)]
@@ -1072,6 +1072,97 @@ impl Machine {
             }
         }
         best.map(|(_, p)| p)
+    }
+}
+
+/// A pickle's rebuilt object graph, read-only, for formats that embed a
+/// pickle (PyTorch's `data.pkl`). Nothing is executed: calls are kept as
+/// [`Object::Call`] with their arguments.
+pub(crate) struct Graph(Machine);
+
+/// One object of a [`Graph`].
+#[derive(Debug)]
+pub(crate) enum Object<'a> {
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    List(&'a [Id]),
+    Tuple(&'a [Id]),
+    Set(&'a [Id]),
+    Dict(&'a [(Id, Id)]),
+    /// `module.name`.
+    Global(&'a str, &'a str),
+    /// `callable(*args)` (REDUCE, NEWOBJ, INST, OBJ), then `items` appended,
+    /// `entries` set and `state` applied (BUILD).
+    Call {
+        callable: Id,
+        args: Option<Id>,
+        state: Option<Id>,
+        items: &'a [Id],
+        entries: &'a [(Id, Id)],
+    },
+    /// `persistent_load(pid)` (BINPERSID).
+    Persistent(Id),
+    /// Anything else: `None`, booleans, integers too large for `i64`, NumPy
+    /// arrays, extension codes; [`Graph::show`] renders them.
+    Other,
+}
+
+impl Graph {
+    /// Runs the pickle stream `d` (uncompressed) and keeps its objects.
+    pub(crate) fn parse(d: Vec<u8>, side: usize) -> Result<Graph> {
+        Machine::parse(d, side).map(Graph)
+    }
+
+    /// The object the stream returns.
+    pub(crate) fn root(&self) -> Id {
+        self.0.root
+    }
+
+    /// The object `id`.
+    pub(crate) fn get(&self, id: Id) -> Object<'_> {
+        let m = &self.0;
+        match &m.nodes[id].0 {
+            Node::Int(n) => Object::Int(*n),
+            Node::Float(x) => Object::Float(*x),
+            Node::Str(s) => Object::Str(s),
+            Node::Bytes(s, n) => Object::Bytes(m.bytes((*s, *n))),
+            Node::List(v) => Object::List(v),
+            Node::Tuple(v) => Object::Tuple(v),
+            Node::Set(v) => Object::Set(v),
+            Node::Dict(v) => Object::Dict(v),
+            Node::Global(a, b) => Object::Global(a, b),
+            Node::Obj {
+                callable,
+                args: Some(pid),
+                ..
+            } if matches!(&m.nodes[*callable].0, Node::Opaque(o) if o == "persistent_load") => {
+                Object::Persistent(*pid)
+            }
+            Node::Obj {
+                callable,
+                args,
+                state,
+                items,
+                entries,
+            } => Object::Call {
+                callable: *callable,
+                args: *args,
+                state: *state,
+                items,
+                entries,
+            },
+            Node::None | Node::Bool(_) | Node::Big(_) | Node::Array { .. } | Node::Opaque(_) => {
+                Object::Other
+            }
+        }
+    }
+
+    /// The object as shown in messages: `1200`, `"cpu"`, `dict of 3`,
+    /// `torch.FloatStorage`, `OrderedDict object`.
+    pub(crate) fn show(&self, id: Id) -> String {
+        self.0.show(id)
     }
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of `explain` on real files: fixtures made with NumPy,
-//! scikit-learn and joblib (see `fixtures/generate.py`), and files the tests
-//! write themselves.
+//! scikit-learn and joblib (see `fixtures/generate.py`), with PyTorch and
+//! ONNX (see `fixtures/make_model_fixtures.py`; the tests only read the
+//! committed files and need neither), and files the tests write themselves.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -556,4 +557,419 @@ fn diffoscope_is_none_or_a_report() {
         Some(Ok(report)) => assert!(report.contains("two"), "{report}"),
         Some(Err(e)) => panic!("diffoscope failed: {e}"),
     }
+}
+
+// PyTorch, safetensors and ONNX: fixtures made with torch and onnx (see
+// `fixtures/make_model_fixtures.py`).
+
+fn detail<'a>(e: &'a Explanation, prefix: &str) -> &'a str {
+    e.details
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no detail starting with {prefix:?}: {:#?}", e.details))
+}
+
+/// The entries of a zip fixture, in order.
+fn unzip(name: &str) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let d = fixture(name);
+    let mut ar = zip::ZipArchive::new(std::io::Cursor::new(d)).expect("zip fixture");
+    (0..ar.len())
+        .map(|i| {
+            let mut f = ar.by_index(i).expect("entry");
+            let mut out = Vec::new();
+            f.read_to_end(&mut out).expect("read entry");
+            (f.name().to_string(), out)
+        })
+        .collect()
+}
+
+fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let borrowed: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    zip_of(&borrowed, time(1), None)
+}
+
+#[test]
+fn torch_state_dict_noise_is_numeric_and_names_the_tensors() {
+    let e = pair("mlp_a.pt", "mlp_b.pt");
+    assert_eq!(e.format, Format::Torch);
+    let (abs, rel) = numeric(&e);
+    assert!((abs - 2.98e-8).abs() < 1e-10, "{abs}");
+    assert!((rel - 3.34e-7).abs() < 1e-9, "{rel}");
+    assert_eq!(
+        e.summary,
+        "numeric: 2 of 9 tensors differ (fc1.weight, fc2.bias), max abs 3.0e-8, \
+         max rel 3.3e-7, max 4 ULP"
+    );
+    assert_eq!(
+        detail(&e, "fc1.weight "),
+        "fc1.weight float32 (8, 4): 2 of 32 elements differ, max abs 3.0e-8, max rel 1.1e-7, \
+         max 1 ULP; first at [0, 1]: 2.682218e-1 vs 2.6822183e-1"
+    );
+    assert_eq!(
+        detail(&e, "fc2.bias "),
+        "fc2.bias float32 (3,): 1 of 3 elements differ, max abs 1.5e-8, max rel 3.3e-7, \
+         max 4 ULP; first at [1]: -4.462458e-2 vs -4.4624593e-2"
+    );
+    // No hex dump of the storages any more.
+    assert!(
+        !e.details.iter().any(|l| l.contains("expected:")),
+        "{:#?}",
+        e.details
+    );
+    let facts = &e.json["facts"]["tensors"];
+    assert_eq!(facts["differing_count"], 2);
+    assert_eq!(facts["differing"][0]["name"], "fc1.weight");
+    assert_eq!(facts["differing"][1]["elements"]["max_ulp"], "4");
+    assert_eq!(e.json["format"], "torch");
+}
+
+#[test]
+fn torch_shape_change_is_structure() {
+    let e = pair("mlp_a.pt", "mlp_shape.pt");
+    assert_eq!(e.class, Class::Unknown);
+    assert_eq!(
+        e.summary,
+        "unknown: 2 of 9 tensors changed dtype or shape (fc2.weight, fc2.bias)"
+    );
+    assert_eq!(
+        detail(&e, "fc2.weight"),
+        "fc2.weight: dtype float32, shape (3, 8) vs (4, 8)"
+    );
+    assert_eq!(
+        detail(&e, "fc2.bias"),
+        "fc2.bias: dtype float32, shape (3,) vs (4,)"
+    );
+}
+
+#[test]
+fn torch_zip_timestamps_only_are_metadata() {
+    let e = pair("mlp_a.pt", "mlp_time.pt");
+    assert_eq!(e.format, Format::Torch);
+    assert_eq!(e.summary, "metadata only: zip entry timestamps");
+    assert!(
+        e.details
+            .iter()
+            .any(|l| l == "entry `model/data/0`: time (none) vs 2024-05-01 12:00:00"),
+        "{:#?}",
+        e.details
+    );
+}
+
+#[test]
+fn torch_checkpoint_reads_every_dtype_views_and_plain_values() {
+    let e = pair("ckpt_a.pt", "ckpt_b.pt");
+    numeric(&e);
+    assert_eq!(
+        e.summary,
+        "numeric: 5 of 11 tensors differ (model.w, model.w_t, model.half, +2 more), \
+         max abs 2.0e-3, max rel 4.5e-3, max 1 ULP; other value `lr` differs"
+    );
+    // bfloat16 and float16, 1 ULP each.
+    assert_eq!(
+        detail(&e, "model.bf16 "),
+        "model.bf16 bfloat16 (8,): 1 of 8 elements differ, max abs 2.0e-3, max rel 4.5e-3, \
+         max 1 ULP; first at [5]: 4.2773438e-1 vs 4.296875e-1"
+    );
+    assert!(
+        detail(&e, "model.half ")
+            .ends_with("max 1 ULP; first at [3]: -2.8564453e-1 vs -2.8588867e-1"),
+        "{:#?}",
+        e.details
+    );
+    // One storage, read as a 4x6 matrix, its transpose and a slice at an offset.
+    assert!(detail(&e, "model.w ").contains("first at [1, 3]: 1.1712008e0 vs 1.1712009e0"));
+    assert!(detail(&e, "model.w_t float32 (6, 4)").contains("first at [3, 1]: "));
+    assert!(detail(&e, "history[1] float32 (5,)").contains("first at [1]: "));
+    assert_eq!(detail(&e, "`lr`"), "`lr`: 0.001 vs 0.0010000001");
+    // The other dtypes were read and compared equal.
+    let tensors = &e.json["facts"]["tensors"];
+    assert_eq!(tensors["count"]["expected"], 11);
+    assert_eq!(tensors["changed"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn torch_pickle_that_does_not_parse_falls_back_to_zip() {
+    let mut entries = unzip("mlp_b.pt");
+    for (name, data) in &mut entries {
+        if name.ends_with("data.pkl") {
+            data.truncate(data.len() / 2);
+        }
+    }
+    let a = rezip(&unzip("mlp_a.pt"));
+    let e = explain("model.pt", &a, &rezip(&entries));
+    assert_eq!(e.format, Format::Zip);
+    assert_eq!(e.class, Class::Unknown);
+    assert!(
+        detail(&e, "could not compare as torch: ")
+            .starts_with("could not compare as torch: not a readable pickle (actual) at byte "),
+        "{:#?}",
+        e.details
+    );
+    assert!(
+        e.summary.starts_with("unknown: 3 entries differ"),
+        "{}",
+        e.summary
+    );
+}
+
+#[test]
+fn torch_format_records_and_folder_name_are_metadata() {
+    let with_id = |id: &str| {
+        let mut entries = unzip("mlp_a.pt");
+        entries.push((
+            "model/.data/serialization_id".into(),
+            id.as_bytes().to_vec(),
+        ));
+        rezip(&entries)
+    };
+    let e = explain("model.pt", &with_id("1234"), &with_id("5678"));
+    assert_eq!(e.format, Format::Torch);
+    assert_eq!(
+        e.summary,
+        "metadata only: format records (.data/serialization_id)"
+    );
+    assert!(e.details.iter().any(|l| {
+        l
+        == "entry `.data/serialization_id`: 1234 vs 5678 (records the format, not the saved object)"
+    }));
+
+    let renamed: Vec<(String, Vec<u8>)> = unzip("mlp_a.pt")
+        .into_iter()
+        .map(|(n, d)| (n.replacen("model/", "weights/", 1), d))
+        .collect();
+    let e = explain("model.pt", &rezip(&unzip("mlp_a.pt")), &rezip(&renamed));
+    assert_eq!(
+        e.summary,
+        "metadata only: archive folder name (`model/` vs `weights/`)"
+    );
+    // With the noise, under another folder name: still per tensor.
+    let renamed_b: Vec<(String, Vec<u8>)> = unzip("mlp_b.pt")
+        .into_iter()
+        .map(|(n, d)| (n.replacen("model/", "weights/", 1), d))
+        .collect();
+    let e = explain("model.pt", &fixture("mlp_a.pt"), &rezip(&renamed_b));
+    assert!(
+        e.summary
+            .starts_with("numeric: 2 of 9 tensors differ (fc1.weight, fc2.bias)"),
+        "{}",
+        e.summary
+    );
+}
+
+#[test]
+fn torch_files_are_found_by_content_whatever_their_name() {
+    let e = explain(
+        "pytorch_model.bin",
+        &fixture("mlp_a.pt"),
+        &fixture("mlp_b.pt"),
+    );
+    assert_eq!(e.format, Format::Torch);
+}
+
+#[test]
+fn safetensors_noise_shape_and_detection_by_header() {
+    let e = pair("mlp_a.safetensors", "mlp_b.safetensors");
+    assert_eq!(e.format, Format::Safetensors);
+    numeric(&e);
+    assert_eq!(
+        e.summary,
+        "numeric: 2 of 9 tensors differ (fc1.weight, fc2.bias), max abs 3.0e-8, \
+         max rel 3.3e-7, max 4 ULP"
+    );
+    assert!(detail(&e, "fc2.bias float32 (3,): ").contains("max 4 ULP"));
+    let e = pair("mlp_a.safetensors", "mlp_shape.safetensors");
+    assert_eq!(
+        e.summary,
+        "unknown: 2 of 9 tensors changed dtype or shape (fc2.weight, fc2.bias)"
+    );
+    let e = explain(
+        "weights.bin",
+        &fixture("mlp_a.safetensors"),
+        &fixture("mlp_b.safetensors"),
+    );
+    assert_eq!(e.format, Format::Safetensors);
+}
+
+#[test]
+fn onnx_initializers_are_compared_by_name() {
+    let e = pair("mlp_a.onnx", "mlp_b.onnx");
+    assert_eq!(e.format, Format::Onnx);
+    numeric(&e);
+    assert_eq!(
+        e.summary,
+        "numeric: 1 of 4 initializers differ (fc1.weight), max abs 4.7e-10, max rel 1.2e-7, \
+         max 2 ULP"
+    );
+    assert_eq!(
+        detail(&e, "fc1.weight"),
+        "fc1.weight float32 (8, 4): 1 of 32 elements differ, max abs 4.7e-10, max rel 1.2e-7, \
+         max 2 ULP; first at [0, 0]: -3.74341e-3 vs -3.7434106e-3"
+    );
+    // Initializers stored as float_data and int64_data rather than raw_data.
+    let e = pair("helper_a.onnx", "helper_b.onnx");
+    assert_eq!(
+        e.summary,
+        "numeric: 1 of 2 initializers differ (w), max abs 1.5e-8, max rel 7.5e-8, max 1 ULP"
+    );
+    assert!(detail(&e, "w float32 (2, 3): ").contains("first at [1, 1]: 2e-1 vs 2.0000002e-1"));
+}
+
+#[test]
+fn onnx_graph_change_is_structure() {
+    let e = pair("mlp_a.onnx", "mlp_graph.onnx");
+    assert_eq!(e.class, Class::Unknown);
+    assert_eq!(
+        e.summary,
+        "unknown: graph differs (node 1 `/act/Relu` (Relu) vs `/act/Tanh` (Tanh))"
+    );
+    assert_eq!(
+        detail(&e, "graph node"),
+        "graph node 1: `/act/Relu` (Relu) vs `/act/Tanh` (Tanh)"
+    );
+}
+
+#[test]
+fn json_list_permutation_is_order_only() {
+    let e = explain(
+        "classes.json",
+        br#"{"classes": ["cat", "dog", {"id": 3, "tags": ["a", "b"]}]}"#,
+        br#"{"classes": [{"tags": ["b", "a"], "id": 3}, "cat", "dog"]}"#,
+    );
+    assert_eq!(e.class, Class::OrderOnly);
+    assert_eq!(e.summary, "order only: JSON list order");
+    assert!(
+        e.details
+            .iter()
+            .any(|l| l == "`$.classes`: same elements, another order"),
+        "{:#?}",
+        e.details
+    );
+}
+
+#[test]
+fn hex_dump_says_where_a_side_ends_and_counts_what_it_cuts() {
+    let a: Vec<u8> = (0..100u8).map(|x| x | 0x80).collect();
+    let e = explain("model.bin", &a, &[]);
+    assert_eq!(
+        e.details.last().map(String::as_str),
+        Some("actual: (empty, 0 bytes)")
+    );
+    assert!(
+        !e.details.iter().any(|l| l == "actual:"),
+        "{:#?}",
+        e.details
+    );
+    let e = explain("model.bin", &a, &a[..70]);
+    assert!(e.details.contains(&"actual: (ends at byte 70)".to_string()));
+
+    // Four entries whose dumps are 11 lines of `expected:` and then
+    // `actual:`: the per-entry cut used to leave `actual:` bare at the end.
+    let x: Vec<u8> = (0..128u8).map(|v| v | 0x80).collect();
+    let mut y = x.clone();
+    for off in [48, 64, 80] {
+        y[off] ^= 1;
+    }
+    let names = [
+        "model/data/0",
+        "model/data/1",
+        "model/data/2",
+        "model/data/3",
+    ];
+    let za = zip_of(&names.map(|n| (n, x.as_slice())), time(1), None);
+    let zb = zip_of(&names.map(|n| (n, y.as_slice())), time(1), None);
+    let e = explain("bundle.zip", &za, &zb);
+    assert_eq!(e.summary, "unknown: 4 entries differ");
+    for n in names {
+        assert!(
+            e.details
+                .iter()
+                .any(|l| l.starts_with(&format!("entry `{n}`: unknown: 3 bytes differ"))),
+            "{:#?}",
+            e.details
+        );
+    }
+    assert!(
+        !e.details.iter().any(|l| l.trim_end().ends_with("actual:")),
+        "{:#?}",
+        e.details
+    );
+    for l in e.details.iter().filter(|l| l.contains("... ")) {
+        assert!(l.ends_with(" more lines"), "{l}");
+    }
+}
+
+#[test]
+fn torch_whole_module_names_tensors_as_its_state_dict_does() {
+    let e = pair("whole_a.pt", "whole_b.pt");
+    assert_eq!(e.format, Format::Torch);
+    assert_eq!(
+        e.summary,
+        "numeric: 1 of 9 tensors differ (fc2.weight), max abs 2.2e-8, max rel 2.1e-7, max 3 ULP"
+    );
+    assert!(
+        detail(&e, "fc2.weight float32 (3, 8): ").contains("first at [2, 7]: "),
+        "{:#?}",
+        e.details
+    );
+}
+
+#[test]
+fn torch_plain_values_are_compared_by_path() {
+    // The same checkpoint with only `lr` (a pickled float) moved by 1 ULP.
+    let mut entries = unzip("ckpt_a.pt");
+    let (_, pkl) = entries
+        .iter_mut()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .expect("data.pkl");
+    let mut lr = vec![b'G'];
+    lr.extend_from_slice(&0.001f64.to_be_bytes());
+    let at = pkl
+        .windows(9)
+        .position(|w| w == lr.as_slice())
+        .expect("lr as BINFLOAT");
+    let bumped = f64::from_bits(0.001f64.to_bits() + 1);
+    pkl[at + 1..at + 9].copy_from_slice(&bumped.to_be_bytes());
+    let e = explain("ckpt.pt", &rezip(&unzip("ckpt_a.pt")), &rezip(&entries));
+    assert_eq!(e.format, Format::Torch);
+    numeric(&e);
+    assert_eq!(
+        e.summary,
+        "numeric: other value `lr` differs, max abs 2.2e-19, max rel 2.2e-16, max 1 ULP"
+    );
+    assert_eq!(detail(&e, "`lr`"), format!("`lr`: 0.001 vs {bumped:?}"));
+}
+
+#[test]
+fn torch_tensor_order_only() {
+    let e = pair("mlp_a.pt", "mlp_order.pt");
+    assert_eq!(e.class, Class::OrderOnly);
+    assert_eq!(e.summary, "order only: tensor order (storages renumbered)");
+    assert!(
+        detail(&e, "tensor order: ").starts_with("tensor order: fc1.weight, fc1.bias, bn.weight"),
+        "{:#?}",
+        e.details
+    );
+}
+
+#[test]
+fn torch_pickle_differences_outside_values_are_named() {
+    // fc1.weight saved with requires_grad=True: NEWFALSE becomes NEWTRUE.
+    let mut entries = unzip("mlp_a.pt");
+    let (_, pkl) = entries
+        .iter_mut()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .expect("data.pkl");
+    let at = pkl.iter().position(|&b| b == 0x89).expect("NEWFALSE");
+    pkl[at] = 0x88;
+    let e = explain("model.pt", &rezip(&unzip("mlp_a.pt")), &rezip(&entries));
+    assert_eq!(e.format, Format::Torch);
+    assert_eq!(
+        e.summary,
+        "unknown: data.pkl: 1 objects differ, first at `OrderedDict[\"fc1.weight\"].__args__[4]`: \
+         False vs True (same tensors and values)"
+    );
 }
