@@ -158,6 +158,11 @@ pub struct UnstableFile {
     pub class: String,
     /// One line on what differs.
     pub summary: String,
+    /// Lines for a person on what differs inside the file (for a model
+    /// file, one per tensor that differs); empty when the format says no
+    /// more than the summary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 /// What a check found for one step.
@@ -308,20 +313,25 @@ pub async fn check(engine: &Arc<Engine>, plan: &Plan, model: String) -> Result<C
             Some(Ok(t)) => diff_trees(&store, &base, t, CompareOptions::default())?
                 .into_iter()
                 .map(|f| {
-                    let (class, summary) = match &f.explanation {
-                        Some(e) => (e.class.clone(), e.summary.clone()),
-                        None if f.actual.is_none() => {
-                            ("absent".into(), "not written in the varied run".into())
-                        }
-                        None if f.expected.is_none() => {
-                            ("absent".into(), "written only in the varied run".into())
-                        }
-                        None => ("unknown".into(), "differs".into()),
+                    let (class, summary, details) = match f.explanation {
+                        Some(e) => (e.class, e.summary, e.details),
+                        None if f.actual.is_none() => (
+                            "absent".into(),
+                            "not written in the varied run".into(),
+                            vec![],
+                        ),
+                        None if f.expected.is_none() => (
+                            "absent".into(),
+                            "written only in the varied run".into(),
+                            vec![],
+                        ),
+                        None => ("unknown".into(), "differs".into(), vec![]),
                     };
                     UnstableFile {
                         path: f.path,
                         class,
                         summary,
+                        details,
                     }
                 })
                 .collect(),
@@ -329,6 +339,7 @@ pub async fn check(engine: &Arc<Engine>, plan: &Plan, model: String) -> Result<C
                 path: String::new(),
                 class: "failure".into(),
                 summary: format!("the step failed under the variation: {why}"),
+                details: vec![],
             }],
         };
         steps.push(StepCheck {
@@ -424,6 +435,14 @@ pub fn render(report: &CheckReport) -> String {
             } else {
                 rows.push([String::new(), String::new(), String::new(), what]);
             }
+            for d in &f.details {
+                rows.push([
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("  {d}"),
+                ]);
+            }
         }
     }
     let widths: Vec<usize> = (0..3)
@@ -456,4 +475,57 @@ pub fn render(report: &CheckReport) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(details: Vec<String>) -> CheckReport {
+        CheckReport {
+            model: "digits@1.0.0".into(),
+            steps: vec![StepCheck {
+                step: "train".into(),
+                stable: false,
+                causes: vec!["CPU count".into()],
+                files: vec![UnstableFile {
+                    path: "model.pt".into(),
+                    class: "numeric".into(),
+                    summary: "numeric: 1 of 9 tensors differ (fc2.weight)".into(),
+                    details,
+                }],
+                runs: 2,
+                error: None,
+            }],
+            stable: false,
+        }
+    }
+
+    #[test]
+    fn the_table_lists_each_detail_under_its_file() {
+        let text = render(&report(vec![
+            "fc2.weight: float32 [10, 32]: 3 of 320 values differ".into(),
+        ]));
+        let lines: Vec<&str> = text.lines().collect();
+        let file = lines
+            .iter()
+            .position(|l| l.contains("`model.pt`: numeric"))
+            .expect(&text);
+        assert!(
+            lines[file + 1].ends_with("  fc2.weight: float32 [10, 32]: 3 of 320 values differ"),
+            "{text}"
+        );
+        assert!(lines[file + 1].starts_with(' '), "{text}");
+    }
+
+    #[test]
+    fn json_carries_details_only_when_there_are_some() {
+        let with = serde_json::to_value(report(vec!["fc2.weight: differs".into()])).unwrap();
+        assert_eq!(
+            with["steps"][0]["files"][0]["details"],
+            serde_json::json!(["fc2.weight: differs"])
+        );
+        let without = serde_json::to_value(report(vec![])).unwrap();
+        assert!(without["steps"][0]["files"][0].get("details").is_none());
+    }
 }
