@@ -1,6 +1,6 @@
 //! The CI templates of `ci/templates/`: the workflow files pass the JSON
 //! schemas of their formats (GitHub Actions, GitLab CI) with a real
-//! validator, the shared script passes shellcheck, and the script, run end
+//! validator, every shell script of the project passes shellcheck, and the script, run end
 //! to end on the example, retrains only when the data moved: it builds a
 //! new version, verifies it independently from the registry, and the
 //! version shows as a candidate in `repro status`.
@@ -83,17 +83,53 @@ fn the_workflow_templates_pass_the_published_schemas_of_their_formats() {
 
 #[test]
 #[ignore = "needs shellcheck (ci/setup installs Debian's shellcheck)"]
-fn the_ci_script_passes_shellcheck() {
+fn every_shell_script_of_the_project_passes_shellcheck() {
     require(
         "shellcheck",
         "apt-get install shellcheck (ci/setup does it)",
     );
-    let out = Command::new("shellcheck").arg(script()).output().unwrap();
+    let scripts = shell_scripts();
+    for expected in [
+        script(),
+        repo().join("ci/setup"),
+        repo().join("ci/slurm-cluster"),
+    ] {
+        assert!(
+            scripts.contains(&expected),
+            "{expected:?} not found among {scripts:?}"
+        );
+    }
+    let out = Command::new("shellcheck").args(&scripts).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// The shell scripts people and CI run: `ci/*`, `ci/templates/*.sh`,
+/// `.ci/run` and the image builders, each recognised by its `#!` line.
+fn shell_scripts() -> Vec<PathBuf> {
+    let mut candidates = vec![repo().join(".ci/run")];
+    for dir in ["ci", "ci/templates"] {
+        for e in std::fs::read_dir(repo().join(dir)).unwrap() {
+            candidates.push(e.unwrap().path());
+        }
+    }
+    for e in std::fs::read_dir(repo().join("examples/images")).unwrap() {
+        candidates.push(e.unwrap().path().join("build"));
+    }
+    let mut scripts: Vec<PathBuf> = candidates
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| {
+                let first = t.lines().next().unwrap_or("");
+                first.starts_with("#!") && (first.ends_with("bash") || first.ends_with("/sh"))
+            })
+        })
+        .collect();
+    scripts.sort();
+    scripts
 }
 
 /// The script's subcommands, from its `case` dispatch.
