@@ -175,6 +175,25 @@ fn check_passes_a_deterministic_recipe_and_verify_classifies_a_zip_timestamp() {
         stdout(&out)
     );
 
+    // A version template is named as the build fills it in, not as written.
+    let recipe = std::fs::read_to_string(r.work().join("model.toml")).unwrap();
+    r.write(
+        "model.toml",
+        &recipe.replace("version = \"1\"", "version = \"1.{inputs}\""),
+    );
+    let out = r.run(&["check", "--json", "model.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = r.run(&["build", "--json", "model.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = built["version"].as_str().unwrap();
+    assert!(
+        version.starts_with("1.") && !version.contains('{'),
+        "{built}"
+    );
+    assert_eq!(checked["model"], format!("fixtures@{version}"), "{checked}");
+
     let r = setup(&[("zipstamp", "bundle.zip")]);
     let out = r.run(&["build", "model.toml"]);
     assert!(out.status.success(), "{}", stderr(&out));

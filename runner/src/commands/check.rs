@@ -37,6 +37,8 @@ pub async fn run(ctx: &Ctx, args: CheckArgs) -> Result<u8> {
     let verbosity = ctx.verbosity;
     let recipe = repro_recipes::parse_file(&args.recipe)?;
     engine::check_graph(&recipe)?;
+    // A template (`1.1.{date}`) is named as a build would fill it in.
+    let version = build::version_of(&recipe, None)?;
     let verbosity = if args.json {
         Verbosity::Quiet
     } else {
@@ -60,7 +62,7 @@ pub async fn run(ctx: &Ctx, args: CheckArgs) -> Result<u8> {
     };
     build::fetch_registry_images(&engine, &recipe).await?;
     let plan = engine::Plan::new(&recipe, &pins)?;
-    let model = format!("{}@{}", recipe.model.name, recipe.model.version);
+    let model = format!("{}@{}", recipe.model.name, version.expand(&recipe, &pins));
     let report = repro_engine::check::check(&engine, &plan, model).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
