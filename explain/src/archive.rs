@@ -4,12 +4,12 @@
 //! explained by their own format (a `.npy` member of an `.npz` as an array).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 
 use serde_json::json;
 use zip::ZipArchive;
 
-use crate::common::{clip, Class, Finding, Format};
+use crate::common::{clip, Budget, Class, Finding, Format};
 use crate::error::{side, Error, Result};
 
 /// Largest entry decompressed for a comparison of its content.
@@ -38,7 +38,7 @@ struct Entry {
     comment: String,
 }
 
-type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
+pub(crate) type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
 fn open(d: &[u8], i: usize) -> Result<(Archive<'_>, Vec<Entry>)> {
     let zerr = |source| Error::Zip {
@@ -98,17 +98,27 @@ fn extra_differs_only_in_time(a: &[u8], b: &[u8]) -> bool {
     strip(a) == strip(b)
 }
 
-fn read_entry(ar: &mut Archive<'_>, name: &str, i: usize) -> Result<Vec<u8>> {
+/// Reads the entry `name` of an archive of `len` bytes: at most
+/// [`ENTRY_LIMIT`] bytes of it, and no more than `budget` has left.
+pub(crate) fn read_entry(
+    ar: &mut Archive<'_>,
+    name: &str,
+    len: usize,
+    budget: &Budget,
+    i: usize,
+) -> Result<Vec<u8>> {
     let zerr = |source| Error::Zip {
         side: side(i),
         source,
     };
     let f = ar.by_name(name).map_err(zerr)?;
-    let mut out = Vec::with_capacity(f.size().min(ENTRY_LIMIT) as usize);
-    f.take(ENTRY_LIMIT)
-        .read_to_end(&mut out)
-        .map_err(|e| zerr(e.into()))?;
-    Ok(out)
+    let claimed = f.size();
+    budget
+        .read_to_end(f, ENTRY_LIMIT, claimed, len as u64)
+        .map_err(|e| zerr(e.into()))?
+        .ok_or(Error::Expansion {
+            limit: budget.limit(),
+        })
 }
 
 /// Compares two zip archives; `entry` explains two versions of one entry
@@ -117,6 +127,7 @@ pub(crate) fn explain(
     path: &str,
     a: &[u8],
     b: &[u8],
+    budget: &Budget,
     entry: impl Fn(&str, &[u8], &[u8]) -> Finding,
 ) -> Result<Finding> {
     let (mut ara, ea) = open(a, 0)?;
@@ -211,7 +222,10 @@ pub(crate) fn explain(
             class = class.combine(Class::Unknown);
             continue;
         }
-        let sub = match (read_entry(&mut ara, name, 0), read_entry(&mut arb, name, 1)) {
+        let sub = match (
+            read_entry(&mut ara, name, a.len(), budget, 0),
+            read_entry(&mut arb, name, b.len(), budget, 1),
+        ) {
             (Ok(x), Ok(y)) => entry(name, &x, &y),
             (Err(e), _) | (_, Err(e)) => {
                 let mut f = Finding::new(Format::Binary, Class::Unknown, "entry unreadable");

@@ -2,13 +2,92 @@
 //! [`Class`], [`Finding`]) and the small helpers they share. A leaf: it uses
 //! no other module of the crate.
 
+use std::cell::Cell;
 use std::fmt;
+use std::io::Read;
 
 use serde_json::json;
 
 /// Largest input (per side) parsed into a tree for JSON, CSV and text; larger
 /// files of these formats are compared as bytes.
 pub const STRUCTURE_LIMIT: usize = 64 << 20;
+
+/// Bytes that one explanation may decompress or lay out beyond its inputs:
+/// a fixed allowance plus [`EXPANSION_RATIO`] times the inputs' length.
+const EXPANSION_FLOOR: u64 = 64 << 20;
+/// See [`EXPANSION_FLOOR`].
+const EXPANSION_RATIO: u64 = 16;
+
+/// How many bytes one explanation may still produce from its inputs:
+/// decompressed zip entries and joblib streams, PyTorch views laid out
+/// contiguously. Shared by every nested archive of one comparison, so that
+/// a zip bomb, however deeply nested, costs at most
+/// `64 MiB + 16 * (expected + actual)` bytes of work and memory.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: u64,
+    left: Cell<u64>,
+}
+
+impl Budget {
+    /// The budget for comparing `a` with `b`.
+    pub(crate) fn for_inputs(a: &[u8], b: &[u8]) -> Budget {
+        let inputs = (a.len() as u64).saturating_add(b.len() as u64);
+        Budget::new(EXPANSION_FLOOR.saturating_add(inputs.saturating_mul(EXPANSION_RATIO)))
+    }
+
+    pub(crate) fn new(limit: u64) -> Budget {
+        Budget {
+            limit,
+            left: Cell::new(limit),
+        }
+    }
+
+    /// The whole budget, for messages.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Takes `n` bytes from the budget; false (and nothing taken) when
+    /// fewer are left.
+    pub(crate) fn take(&self, n: u64) -> bool {
+        match self.left.get().checked_sub(n) {
+            Some(rest) => {
+                self.left.set(rest);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads `r` to its end, or to `max` bytes (what is past `max` is left
+    /// unread, as a per-entry cap). `hint` is the size the input claims and
+    /// `real` a bound the real size cannot exceed for a stored input (the
+    /// length of the file it comes from): the first allocation is the
+    /// smaller of the two. `None` when the budget runs out first.
+    pub(crate) fn read_to_end(
+        &self,
+        r: impl Read,
+        max: u64,
+        hint: u64,
+        real: u64,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        let left = self.left.get();
+        let cap = max.min(left);
+        let mut out = Vec::with_capacity(usize::try_from(hint.min(real).min(cap)).unwrap_or(0));
+        // One byte more than the budget allows tells a stream that does not
+        // fit from one that fits exactly.
+        let extra = u64::from(cap < max);
+        r.take(cap + extra).read_to_end(&mut out)?;
+        let n = out.len() as u64;
+        if n > cap {
+            self.left.set(0);
+            return Ok(None);
+        }
+        self.left.set(left - n);
+        Ok(Some(out))
+    }
+}
 
 /// The file format an explanation was made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -210,12 +289,11 @@ pub fn first_difference(a: &[u8], b: &[u8]) -> Option<u64> {
 }
 
 /// Shortens `s` to about `max` characters, marking the cut.
+/// Takes time in `max`, not in the length of `s`.
 pub(crate) fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(max).collect();
-        format!("{head}...")
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}...", &s[..end]),
     }
 }
 

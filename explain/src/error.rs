@@ -13,6 +13,12 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// Decompressing (or laying out) more than the inputs' size allows.
+    #[error("expands past {limit} bytes, the most read for inputs of this size")]
+    Expansion {
+        /// The budget in bytes.
+        limit: u64,
+    },
     /// Not a readable zip archive.
     #[error("not a readable zip archive ({side}): {source}")]
     Zip {

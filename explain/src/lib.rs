@@ -41,6 +41,15 @@
 //! build a tree (JSON, CSV, text) are only parsed below [`STRUCTURE_LIMIT`]
 //! bytes.
 //!
+//! The files may be an attacker's, so nothing a file claims is believed
+//! before it is checked against the bytes really there: sizes, shapes,
+//! strides, offsets and lengths are multiplied and added with overflow
+//! checks; everything decompressed (zip entries, nested archives, joblib
+//! streams) or laid out (strided PyTorch views) in one explanation shares
+//! one budget of 64 MiB plus 16 times the inputs' size; nesting is bounded
+//! (pickled objects, pickle streams, zip archives) and so is the work spent
+//! on objects a pickle shares through its memo.
+//!
 //! # Module order
 //!
 //! A module uses items defined only in modules below it, so no two files
@@ -49,9 +58,9 @@
 //! 1. `common` (the vocabulary: `Format`, `Class`, `Finding`, shared helpers)
 //!    and `error`: leaves, they use no other module of the crate.
 //! 2. `numeric`: uses `common`.
-//! 3. `binary` uses `common`; `text`, `table`, `npy` use `common`, `error`
-//!    and `numeric`.
-//! 4. `json` also uses `text`; `pickle` also uses `npy`; `tensors` (named
+//! 3. `binary` uses `common`; `text`, `npy` use `common`, `error` and
+//!    `numeric`.
+//! 4. `json` and `table` also use `text`; `pickle` also uses `npy`; `tensors` (named
 //!    tensors compared by name) uses `common`, `numeric` and `npy`;
 //!    `archive` uses `common` and `error`, and explains its entries through
 //!    a closure it is handed rather than by calling the dispatcher.
@@ -81,7 +90,7 @@ use std::path::Path;
 use serde_json::json;
 
 pub use common::{first_difference, Class, Format, STRUCTURE_LIMIT};
-use common::{is_text, Finding};
+use common::{is_text, Budget, Finding};
 pub use error::Error;
 
 /// Most detail lines an [`Explanation`] carries; the last one says how many
@@ -118,7 +127,8 @@ pub struct Explanation {
 /// that does not parse as its format is explained as text or bytes and the
 /// parse error is kept in the details. Never panics.
 pub fn explain(path: &str, expected: &[u8], actual: &[u8]) -> Explanation {
-    let finding = explain_finding(path, expected, actual, 0);
+    let budget = Budget::for_inputs(expected, actual);
+    let finding = explain_finding(path, expected, actual, 0, &budget);
     let first = first_difference(expected, actual);
     let summary = finding.summary();
     let mut details = Vec::new();
@@ -154,22 +164,24 @@ pub fn explain(path: &str, expected: &[u8], actual: &[u8]) -> Explanation {
 }
 
 /// The format-specific part of [`explain`]; also used, through a closure
-/// handed to [`archive::explain`], for zip entries.
-fn explain_finding(path: &str, a: &[u8], b: &[u8], depth: usize) -> Finding {
+/// handed to [`archive::explain`], for zip entries. `budget` bounds what all
+/// the nested levels decompress together.
+fn explain_finding(path: &str, a: &[u8], b: &[u8], depth: usize, budget: &Budget) -> Finding {
     let format = detect(path, a, b);
     if a == b {
         return Finding::new(format, Class::Identical, "");
     }
     let parsed = match format {
         Format::Zip | Format::Npz | Format::Torch if depth >= MAX_DEPTH => Err(Error::TooDeep),
-        Format::Zip | Format::Npz => archive::explain(path, a, b, |name, x, y| {
-            explain_finding(name, x, y, depth + 1)
+        Format::Zip | Format::Npz => archive::explain(path, a, b, budget, |name, x, y| {
+            explain_finding(name, x, y, depth + 1, budget)
         }),
         Format::Torch => {
-            let entry = |name: &str, x: &[u8], y: &[u8]| explain_finding(name, x, y, depth + 1);
-            torch::explain(path, a, b, &entry).or_else(|err| {
+            let entry =
+                |name: &str, x: &[u8], y: &[u8]| explain_finding(name, x, y, depth + 1, budget);
+            torch::explain(path, a, b, budget, &entry).or_else(|err| {
                 // Still a zip: explain it entry by entry, saying why not as torch.
-                archive::explain(path, a, b, entry).map(|mut f| {
+                archive::explain(path, a, b, budget, entry).map(|mut f| {
                     f.details.insert(
                         0,
                         format!("could not compare as torch: {err}; compared as zip"),
@@ -181,7 +193,7 @@ fn explain_finding(path: &str, a: &[u8], b: &[u8], depth: usize) -> Finding {
         Format::Safetensors => safetensors::explain(a, b),
         Format::Onnx => onnx::explain(a, b),
         Format::Npy => npy::explain(a, b),
-        Format::Pickle => pickle::explain(a, b),
+        Format::Pickle => pickle::explain(a, b, budget),
         Format::Json => json::explain(a, b),
         Format::Csv => table::explain(path, a, b),
         Format::Text => text::explain(a, b),

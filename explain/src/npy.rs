@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::{Class, Finding, Format};
+use crate::common::{clip, Class, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::numeric::{self, Dtype};
 
@@ -76,9 +76,18 @@ pub(crate) fn parse(d: &[u8], i: usize) -> Result<Npy<'_>> {
         _ => return Err(bad(i, "header has no `shape` tuple")),
     };
     let data = &d[start + len..];
-    let count = shape.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n));
-    let size = itemsize(&descr);
-    if let (Some(count), Some(size)) = (count, size) {
+    // No array holds 2^64 elements: a shape that multiplies past it is a lie
+    // whatever the dtype (object arrays included, whose size is not checked).
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| {
+            bad(
+                i,
+                format!("shape {} overflows", clip(&fmt_shape(&shape), 100)),
+            )
+        })?;
+    if let Some(size) = itemsize(&descr) {
         let want = count.checked_mul(size as u64);
         if want != Some(data.len() as u64) && !descr.contains('O') {
             return Err(bad(
@@ -108,7 +117,11 @@ pub(crate) fn itemsize(descr: &str) -> Option<usize> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     let n: usize = digits.parse().ok()?;
-    Some(if code == 'U' { n * 4 } else { n })
+    if code == 'U' {
+        n.checked_mul(4)
+    } else {
+        Some(n)
+    }
 }
 
 /// Renders a shape like Python does: `(3,)`, `(8, 8)`, `()`.
@@ -213,7 +226,13 @@ pub(crate) fn compare_arrays(x: &Npy<'_>, y: &Npy<'_>, format: Format) -> Findin
             (stats.class(), stats.describe(noun), Some(stats))
         }
         None => {
-            let count = x.shape.iter().product::<u64>().max(1) as usize;
+            let count = x
+                .shape
+                .iter()
+                .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+                .and_then(|c| usize::try_from(c).ok())
+                .unwrap_or(1)
+                .max(1);
             let size = itemsize(&x.descr)
                 .filter(|s| *s > 0)
                 .unwrap_or_else(|| (x.data.len() / count).max(1));

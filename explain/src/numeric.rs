@@ -286,8 +286,9 @@ pub(crate) fn compare(dtype: Dtype, a: &[u8], b: &[u8], offset: usize, stride: u
     let mut stats = Stats::default();
     let mut pos = offset;
     let mut index = 0u64;
-    while pos + size <= n {
-        let (ea, eb) = (&a[pos..pos + size], &b[pos..pos + size]);
+    // Offsets and strides come from the file: nothing here may overflow.
+    while let Some(end) = pos.checked_add(size).filter(|&end| end <= n) {
+        let (ea, eb) = (&a[pos..end], &b[pos..end]);
         stats.total += 1;
         if ea != eb {
             let (va, oa) = dtype.value(ea);
@@ -298,7 +299,10 @@ pub(crate) fn compare(dtype: Dtype, a: &[u8], b: &[u8], offset: usize, stride: u
             };
             stats.add(index, va, vb, ulp);
         }
-        pos += stride;
+        let Some(next) = pos.checked_add(stride) else {
+            break;
+        };
+        pos = next;
         index += 1;
     }
     stats
@@ -359,6 +363,15 @@ mod tests {
             2,
         );
         assert_eq!(s.max_abs, 12.0);
+    }
+
+    #[test]
+    fn offsets_and_strides_near_the_end_of_memory_stop_the_comparison() {
+        let f8 = Dtype::parse("<f8").expect("dtype");
+        let (a, b) = ([0u8; 16], [1u8; 16]);
+        assert_eq!(compare(f8, &a, &b, usize::MAX, 8).total, 0);
+        assert_eq!(compare(f8, &a, &b, usize::MAX - 3, 8).total, 0);
+        assert_eq!(compare(f8, &a, &b, 0, usize::MAX).total, 1);
     }
 
     #[test]

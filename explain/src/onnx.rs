@@ -7,7 +7,7 @@
 //! differs"); the producer, version, domain and doc fields are metadata.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
@@ -386,8 +386,24 @@ fn graph_field(num: u64) -> String {
     }
 }
 
-fn by_num<'f, 'a>(fs: &'f [Field<'a>], num: u64) -> Vec<&'f Field<'a>> {
-    fs.iter().filter(|f| f.num == num).collect()
+/// The fields grouped by number, in their order within each group: one
+/// pass, however many distinct numbers a hostile message uses.
+fn by_num<'f, 'a>(fs: &'f [Field<'a>]) -> BTreeMap<u64, Vec<&'f Field<'a>>> {
+    let mut out: BTreeMap<u64, Vec<&'f Field<'a>>> = BTreeMap::new();
+    for f in fs {
+        out.entry(f.num).or_default().push(f);
+    }
+    out
+}
+
+/// The fields numbered `num` on either side.
+fn pair<'m, 'f, 'a>(
+    x: &'m BTreeMap<u64, Vec<&'f Field<'a>>>,
+    y: &'m BTreeMap<u64, Vec<&'f Field<'a>>>,
+    num: u64,
+) -> (&'m [&'f Field<'a>], &'m [&'f Field<'a>]) {
+    let get = |m: &'m BTreeMap<u64, Vec<&'f Field<'a>>>| m.get(&num).map_or(&[][..], Vec::as_slice);
+    (get(x), get(y))
 }
 
 fn shown(fs: &[&Field<'_>]) -> String {
@@ -409,20 +425,21 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
     let mut structure = Vec::new();
     let mut structure_details = Vec::new();
 
-    let nums = |fs: &[Field<'_>]| fs.iter().map(|f| f.num).collect::<BTreeSet<u64>>();
-    for num in nums(&x.top).union(&nums(&y.top)) {
+    let (xt, yt) = (by_num(&x.top), by_num(&y.top));
+    let nums: BTreeSet<u64> = xt.keys().chain(yt.keys()).copied().collect();
+    for num in &nums {
         if *num == 7 {
             continue;
         }
-        let (p, q) = (by_num(&x.top, *num), by_num(&y.top, *num));
-        let same = p.len() == q.len() && p.iter().zip(&q).all(|(f, g)| f.raw == g.raw);
+        let (p, q) = pair(&xt, &yt, *num);
+        let same = p.len() == q.len() && p.iter().zip(q).all(|(f, g)| f.raw == g.raw);
         if same {
             continue;
         }
         match model_metadata(*num) {
             Some(name) => {
                 meta.push(name.to_string());
-                meta_details.push(format!("{name}: {} vs {}", shown(&p), shown(&q)));
+                meta_details.push(format!("{name}: {} vs {}", shown(p), shown(q)));
             }
             None => {
                 let name = model_field(*num);
@@ -431,12 +448,14 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
             }
         }
     }
-    for num in nums(&x.graph).union(&nums(&y.graph)) {
-        let (p, q) = (by_num(&x.graph, *num), by_num(&y.graph, *num));
+    let (xg, yg) = (by_num(&x.graph), by_num(&y.graph));
+    let nums: BTreeSet<u64> = xg.keys().chain(yg.keys()).copied().collect();
+    for num in &nums {
+        let (p, q) = pair(&xg, &yg, *num);
         match num {
             5 => continue,
             1 => {
-                let (kp, kq) = (node_keys(&p, 0), node_keys(&q, 1));
+                let (kp, kq) = (node_keys(p, 0), node_keys(q, 1));
                 let first = kp.iter().zip(&kq).position(|(u, v)| u.0 != v.0);
                 match first {
                     Some(i) => {
@@ -459,7 +478,7 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
                             kq.len()
                         ));
                     }
-                    None if p.iter().zip(&q).any(|(f, g)| f.raw != g.raw) => {
+                    None if p.iter().zip(q).any(|(f, g)| f.raw != g.raw) => {
                         meta.push("node doc strings".into());
                         meta_details.push("graph nodes differ only in doc_string".into());
                     }
@@ -467,14 +486,14 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
                 }
             }
             2 | 10 => {
-                if p.len() != q.len() || p.iter().zip(&q).any(|(f, g)| f.raw != g.raw) {
+                if p.len() != q.len() || p.iter().zip(q).any(|(f, g)| f.raw != g.raw) {
                     let name = format!("graph {}", graph_field(*num));
-                    meta_details.push(format!("{name}: {} vs {}", shown(&p), shown(&q)));
+                    meta_details.push(format!("{name}: {} vs {}", shown(p), shown(q)));
                     meta.push(name);
                 }
             }
             n => {
-                if p.len() != q.len() || p.iter().zip(&q).any(|(f, g)| f.raw != g.raw) {
+                if p.len() != q.len() || p.iter().zip(q).any(|(f, g)| f.raw != g.raw) {
                     let name = graph_field(*n);
                     structure.push(format!("{name} differ"));
                     structure_details.push(format!(

@@ -10,22 +10,45 @@
 //! machine reads them the way joblib's unpickler does. zlib- and
 //! gzip-compressed joblib files are decompressed first.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 use serde_json::json;
 
-use crate::common::{clip, Class, Finding, Format};
+use crate::common::{clip, Budget, Class, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::npy;
 use crate::numeric::{self, Dtype, Stats};
 
 /// Most opcodes (and objects) read per stream.
 const MAX_OPS: usize = 8_000_000;
-/// Largest decompressed joblib stream.
+/// Largest decompressed joblib stream (less when the budget of the
+/// comparison is smaller).
 const MAX_INFLATED: u64 = 1 << 30;
-/// Object pairs visited by the comparison.
-const VISIT_BUDGET: usize = 4_000_000;
+/// Objects visited by the comparison: each pair of objects compared, and
+/// each child either of them has, counts once.
+const VISIT_BUDGET: usize = 8_000_000;
+/// Deepest object compared, and deepest object whose path is searched: an
+/// attacker can nest a tuple a million deep in a megabyte, and neither the
+/// stack nor paths that long can follow.
+const MAX_NESTING: usize = 200;
+/// Steps of work (dict entries searched, shape and state elements read,
+/// bytes of field names kept) spent reading NumPy dtypes and shapes, per
+/// byte of the stream: objects shared through the memo are read again
+/// each time an array uses them, and must not cost more than the stream's
+/// size allows.
+const WORK_PER_BYTE: u64 = 16;
+/// Fields of a structured dtype read at most.
+const MAX_FIELDS: usize = 1024;
+/// Longest module or class name kept from a GLOBAL (an attacker's
+/// megabyte-long name, shared through the memo, would be copied and
+/// compared wherever the class is met).
+const NAME_CHARS: usize = 256;
+/// Most pickle streams nested in one another (joblib writes an object
+/// array as a stream inside the stream; one within another is not written
+/// by joblib, only by hand).
+const MAX_STREAMS: usize = 8;
 /// Differences kept for the details.
 const KEEP: usize = 200;
 
@@ -214,12 +237,16 @@ struct Machine {
     /// Opcodes holding an array's data, and the array they became.
     array_ops: HashMap<usize, Id>,
     root: Id,
+    /// Work left for reading dtypes and shapes ([`WORK_PER_BYTE`]).
+    work: Cell<u64>,
 }
 
 struct Runner<'m> {
     m: &'m mut Machine,
     pos: usize,
     side: usize,
+    /// Streams being run: 1 in the outermost one.
+    streams: usize,
 }
 
 impl Runner<'_> {
@@ -388,6 +415,18 @@ impl Runner<'_> {
     /// Runs one pickle stream from the current position to its STOP and
     /// returns the object it builds.
     fn run(&mut self) -> Result<Id> {
+        if self.streams >= MAX_STREAMS {
+            return Err(self.err(format!(
+                "pickle streams nested more than {MAX_STREAMS} deep"
+            )));
+        }
+        self.streams += 1;
+        let res = self.run_stream();
+        self.streams -= 1;
+        res
+    }
+
+    fn run_stream(&mut self) -> Result<Id> {
         let mut stack: Vec<Item> = Vec::new();
         let mut memo: HashMap<u64, Id> = HashMap::new();
         loop {
@@ -522,13 +561,13 @@ impl Runner<'_> {
                 }
                 b'c' => {
                     let Arg::Pair(m, n) = arg else { continue };
-                    self.push(&mut stack, Node::Global(m, n))?;
+                    self.push(&mut stack, global(&m, &n))?;
                 }
                 0x93 => {
                     let name = self.pop(&mut stack)?;
                     let module = self.pop(&mut stack)?;
                     let s = |id: Id| match &self.m.nodes[id].0 {
-                        Node::Str(s) => s.clone(),
+                        Node::Str(s) => clip(s, NAME_CHARS),
                         _ => "?".to_string(),
                     };
                     let g = Node::Global(s(module), s(name));
@@ -537,7 +576,7 @@ impl Runner<'_> {
                 b'i' => {
                     let Arg::Pair(m, n) = arg else { continue };
                     let v = self.pop_mark(&mut stack)?;
-                    let callable = self.node(Node::Global(m, n))?;
+                    let callable = self.node(global(&m, &n))?;
                     let args = self.node(Node::Tuple(v))?;
                     self.push_obj(&mut stack, callable, Some(args))?;
                 }
@@ -809,6 +848,11 @@ impl Runner<'_> {
     }
 }
 
+/// A GLOBAL's `module.name`, both clipped to [`NAME_CHARS`].
+fn global(module: &str, name: &str) -> Node {
+    Node::Global(clip(module, NAME_CHARS), clip(name, NAME_CHARS))
+}
+
 impl Machine {
     fn parse(d: Vec<u8>, side: usize) -> Result<Machine> {
         let mut m = Machine {
@@ -817,21 +861,45 @@ impl Machine {
             nodes: Vec::new(),
             array_ops: HashMap::new(),
             root: 0,
+            work: Cell::new(0),
         };
+        m.work.set(
+            (m.d.len() as u64)
+                .saturating_mul(WORK_PER_BYTE)
+                .saturating_add(1 << 20),
+        );
         let mut r = Runner {
             m: &mut m,
             pos: 0,
             side,
+            streams: 0,
         };
         let root = r.run()?;
         m.root = root;
         Ok(m)
     }
 
+    /// Spends `n` steps of work; false when there are not that many left.
+    fn charge(&self, n: usize) -> bool {
+        match self.work.get().checked_sub(n as u64) {
+            Some(left) => {
+                self.work.set(left);
+                true
+            }
+            None => {
+                self.work.set(0);
+                false
+            }
+        }
+    }
+
     fn dict_get(&self, dict: Id, key: &str) -> Option<Id> {
         let Node::Dict(items) = &self.nodes[dict].0 else {
             return None;
         };
+        if !self.charge(items.len()) {
+            return None;
+        }
         items
             .iter()
             .find(|(k, _)| matches!(&self.nodes[*k].0, Node::Str(s) if s == key))
@@ -840,7 +908,7 @@ impl Machine {
 
     fn shape(&self, id: Id) -> Option<Vec<u64>> {
         match &self.nodes[id].0 {
-            Node::Tuple(t) | Node::List(t) => t
+            Node::Tuple(t) | Node::List(t) if self.charge(t.len()) => t
                 .iter()
                 .map(|&x| match self.nodes[x].0 {
                     Node::Int(n) => u64::try_from(n).ok(),
@@ -859,7 +927,7 @@ impl Machine {
     }
 
     fn dtype_depth(&self, id: Id, depth: usize) -> Option<DtypeInfo> {
-        if depth > 8 {
+        if depth > 8 || !self.charge(1) {
             return None;
         }
         let Node::Obj {
@@ -883,20 +951,22 @@ impl Machine {
         let Node::Str(typestr) = &self.nodes[*a.first()?].0 else {
             return None;
         };
-        let st: Vec<Id> = match state.map(|s| &self.nodes[s].0) {
-            Some(Node::Tuple(t)) => t.clone(),
-            _ => Vec::new(),
+        let st: &[Id] = match state.map(|s| &self.nodes[s].0) {
+            Some(Node::Tuple(t)) => t,
+            _ => &[],
         };
         let node_str = |k: usize| match st.get(k).map(|&i| &self.nodes[i].0) {
-            Some(Node::Str(s)) => Some(s.clone()),
+            Some(Node::Str(s)) => Some(clip(s, 8)),
             _ => None,
         };
         let order = node_str(1).unwrap_or_else(|| "|".to_string());
         let order = if order == "=" { "<".to_string() } else { order };
         let letter = typestr.chars().next()?;
+        // A size has at most 20 digits; more do not parse anyway.
         let digits: String = typestr
             .chars()
             .skip(1)
+            .take(21)
             .take_while(char::is_ascii_digit)
             .collect();
         let elsize = match st.get(5).map(|&i| &self.nodes[i].0) {
@@ -908,10 +978,16 @@ impl Machine {
         let mut object = letter == 'O';
         if let (Some(&names), Some(&fmap)) = (st.get(3), st.get(4)) {
             if let Node::Tuple(names) = &self.nodes[names].0 {
+                if names.len() > MAX_FIELDS || !self.charge(names.len()) {
+                    return None;
+                }
                 for &n in names {
                     let Node::Str(fname) = &self.nodes[n].0 else {
                         continue;
                     };
+                    if !self.charge(fname.len()) {
+                        return None;
+                    }
                     let Some(spec) = self.dict_get(fmap, fname) else {
                         continue;
                     };
@@ -924,13 +1000,21 @@ impl Machine {
                     let Some(fdt) = self.dtype_depth(fd, depth + 1) else {
                         continue;
                     };
-                    let Node::Int(off) = self.nodes[off].0 else {
+                    // A negative offset makes no field.
+                    let Some(off) = (match self.nodes[off].0 {
+                        Node::Int(off) => usize::try_from(off).ok(),
+                        _ => None,
+                    }) else {
                         continue;
                     };
                     object |= fdt.object;
-                    fields.push((fname.clone(), fdt.descr, off as usize));
+                    fields.push((fname.clone(), fdt.descr, off));
                 }
             }
+        }
+        // Out of work half way through the fields: no partial dtype.
+        if self.work.get() == 0 {
+            return None;
         }
         Some(DtypeInfo {
             descr: format!("{order}{letter}{digits}"),
@@ -967,6 +1051,7 @@ impl Machine {
             Node::None => "None".into(),
             Node::Bool(b) => if *b { "True" } else { "False" }.into(),
             Node::Int(n) => n.to_string(),
+            Node::Big(s) if s.len() > 40 => format!("{} ({} digits)", clip(s, 40), s.len()),
             Node::Big(s) => s.clone(),
             Node::Float(x) => format!("{x:?}"),
             Node::Str(s) => format!("{:?}", clip(s, 40)),
@@ -982,17 +1067,25 @@ impl Machine {
                     self.class_name(id).unwrap_or_else(|| "an".into())
                 )
             }
+            Node::Array { dtype, shape, .. } if shape.len() > 8 => {
+                let head = npy::fmt_shape(&shape[..8]);
+                let head = head.trim_end_matches(')');
+                format!("array {} {head}, ... {} dims)", dtype.descr, shape.len())
+            }
             Node::Array { dtype, shape, .. } => {
                 format!("array {} {}", dtype.descr, npy::fmt_shape(shape))
             }
-            Node::Opaque(s) => s.clone(),
+            Node::Opaque(s) => clip(s, 60),
         }
     }
 
-    fn key(&self, id: Id) -> String {
+    /// A dict key or attribute name: the string itself (borrowed, however
+    /// long: a key shared through the memo may be met a million times), or
+    /// how the object is shown.
+    fn key(&self, id: Id) -> Cow<'_, str> {
         match &self.nodes[id].0 {
-            Node::Str(s) => s.clone(),
-            _ => self.show(id),
+            Node::Str(s) => Cow::Borrowed(s),
+            _ => Cow::Owned(self.show(id)),
         }
     }
 
@@ -1001,7 +1094,7 @@ impl Machine {
     }
 
     /// The children of a node with the path segment leading to each.
-    fn children(&self, id: Id) -> Vec<(Seg, Id)> {
+    fn children(&self, id: Id) -> Vec<(Seg<'_>, Id)> {
         let mut out = Vec::new();
         match &self.nodes[id].0 {
             Node::List(v) | Node::Tuple(v) | Node::Set(v) => {
@@ -1051,12 +1144,15 @@ impl Machine {
             // The nearest few objects made at or before the opcode.
             None => targets.extend(made.saturating_sub(3)..made),
         }
-        let root = self.class_name(self.root).unwrap_or_else(|| "obj".into());
-        let mut best: Option<(Id, String)> = None;
+        // Paths are kept as steps pointing at their parent's step, and only
+        // the one found is written out: a node deep down with a million
+        // children must not make a million copies of its path.
+        let mut steps: Vec<(usize, Option<Seg<'_>>)> = Vec::new();
+        let mut best: Option<(Id, usize)> = None;
         let mut seen = HashSet::new();
-        let mut stack = vec![(self.root, root)];
+        let mut stack = vec![(self.root, usize::MAX, None, 0)];
         let mut budget = VISIT_BUDGET;
-        while let Some((id, path)) = stack.pop() {
+        while let Some((id, parent, seg, depth)) = stack.pop() {
             if budget == 0 {
                 break;
             }
@@ -1064,14 +1160,29 @@ impl Machine {
             if !seen.insert(id) {
                 continue;
             }
-            if targets.contains(&id) && best.as_ref().is_none_or(|(b, _)| id > *b) {
-                best = Some((id, path.clone()));
+            steps.push((parent, seg));
+            let step = steps.len() - 1;
+            if targets.contains(&id) && best.is_none_or(|(b, _)| id > b) {
+                best = Some((id, step));
             }
-            for (seg, c) in self.children(id).into_iter().rev() {
-                stack.push((c, format!("{path}{seg}")));
+            if depth >= MAX_NESTING {
+                continue;
+            }
+            let children = self.children(id);
+            budget = budget.saturating_sub(children.len());
+            for (seg, c) in children.into_iter().rev() {
+                stack.push((c, step, Some(seg), depth + 1));
             }
         }
-        best.map(|(_, p)| p)
+        let (_, mut step) = best?;
+        let mut segs = Vec::new();
+        while let Some((parent, seg)) = steps.get(step) {
+            segs.extend(seg.as_ref());
+            step = *parent;
+        }
+        let root = self.class_name(self.root).unwrap_or_else(|| "obj".into());
+        let rendered: String = segs.iter().rev().map(|s| s.to_string()).collect();
+        Some(format!("{root}{rendered}"))
     }
 }
 
@@ -1166,21 +1277,45 @@ impl Graph {
     }
 }
 
-/// One step of an object path.
-#[derive(Debug, Clone)]
-enum Seg {
-    Attr(String),
-    Key(String),
+/// One step of an object path; keys and attribute names borrow the
+/// machine's strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Seg<'a> {
+    Attr(Cow<'a, str>),
+    Key(Cow<'a, str>),
     Index(usize),
     Field(String),
     Other(&'static str),
 }
 
-impl std::fmt::Display for Seg {
+/// Longest key or attribute name shown in a path.
+const SEG_CHARS: usize = 80;
+
+impl Seg<'_> {
+    /// Bytes of key or name the step carries (hashed when steps are paired).
+    fn key_len(&self) -> usize {
+        match self {
+            Seg::Attr(k) | Seg::Key(k) => k.len(),
+            Seg::Field(k) => k.len(),
+            Seg::Index(_) | Seg::Other(_) => 0,
+        }
+    }
+
+    /// Whether the step names a stored thread count.
+    fn is_thread(&self) -> bool {
+        match self {
+            Seg::Attr(k) | Seg::Key(k) => is_thread_key(k),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Seg<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Seg::Attr(a) => write!(f, ".{a}"),
-            Seg::Key(k) | Seg::Field(k) => write!(f, "[{k:?}]"),
+            Seg::Attr(a) => write!(f, ".{}", clip(a, SEG_CHARS)),
+            Seg::Key(k) => write!(f, "[{:?}]", clip(k, SEG_CHARS)),
+            Seg::Field(k) => write!(f, "[{:?}]", clip(k, SEG_CHARS)),
             Seg::Index(i) => write!(f, "[{i}]"),
             Seg::Other(o) => write!(f, ".{o}"),
         }
@@ -1188,6 +1323,10 @@ impl std::fmt::Display for Seg {
 }
 
 fn is_thread_key(s: &str) -> bool {
+    // Thread count keys are short; a long key is not lowercased in full.
+    if s.len() > 64 {
+        return false;
+    }
     let l = s.to_ascii_lowercase();
     l.contains("thread") || l == "n_jobs" || l == "_n_jobs"
 }
@@ -1213,6 +1352,10 @@ struct Compare<'a> {
     b: &'a Machine,
     seen: HashSet<(Id, Id)>,
     budget: usize,
+    /// Steps of the current path that name a thread count.
+    thread_steps: usize,
+    /// Pairs not compared for being nested deeper than [`MAX_NESTING`].
+    too_deep: usize,
     diffs: Vec<Diff>,
     count: usize,
     thread: usize,
@@ -1220,12 +1363,20 @@ struct Compare<'a> {
     stats: Stats,
 }
 
-impl Compare<'_> {
-    fn add(&mut self, path: &[Seg], kind: Kind) {
-        let thread = path.iter().any(|s| match s {
-            Seg::Attr(k) | Seg::Key(k) => is_thread_key(k),
-            _ => false,
-        });
+impl<'a> Compare<'a> {
+    fn push(&mut self, path: &mut Vec<Seg<'a>>, seg: Seg<'a>) {
+        self.thread_steps += usize::from(seg.is_thread());
+        path.push(seg);
+    }
+
+    fn pop(&mut self, path: &mut Vec<Seg<'a>>) {
+        if let Some(seg) = path.pop() {
+            self.thread_steps -= usize::from(seg.is_thread());
+        }
+    }
+
+    fn add(&mut self, path: &[Seg<'a>], kind: Kind) {
+        let thread = self.thread_steps > 0;
         self.count += 1;
         if thread {
             self.thread += 1;
@@ -1257,7 +1408,7 @@ impl Compare<'_> {
                 .unwrap_or_else(|| "obj".into());
             let rendered: String = path.iter().map(Seg::to_string).collect();
             let key = path.iter().rev().find_map(|s| match s {
-                Seg::Attr(k) | Seg::Key(k) => Some(k.clone()),
+                Seg::Attr(k) | Seg::Key(k) => Some(clip(k, SEG_CHARS)),
                 _ => None,
             });
             self.diffs.push(Diff {
@@ -1269,11 +1420,22 @@ impl Compare<'_> {
         }
     }
 
-    fn walk(&mut self, path: &mut Vec<Seg>, x: Id, y: Id) {
+    fn walk(&mut self, path: &mut Vec<Seg<'a>>, x: Id, y: Id) {
         if self.budget == 0 || !self.seen.insert((x, y)) {
             return;
         }
         self.budget -= 1;
+        if path.len() >= MAX_NESTING {
+            self.too_deep += 1;
+            self.add(
+                path,
+                Kind::Value(
+                    format!("nested deeper than {MAX_NESTING} levels, not compared"),
+                    String::new(),
+                ),
+            );
+            return;
+        }
         let (a, b) = (self.a, self.b);
         let (nx, ny) = (&a.nodes[x].0, &b.nodes[y].0);
         match (nx, ny) {
@@ -1329,34 +1491,63 @@ impl Compare<'_> {
     }
 
     /// Walks children paired by path segment (index, key or attribute).
-    fn children(&mut self, path: &mut Vec<Seg>, x: Id, y: Id) {
-        let cx = self.a.children(x);
-        let cy = self.b.children(y);
-        let name = |s: &Seg| s.to_string();
-        let by_name: HashMap<String, Id> = cy.iter().map(|(s, c)| (name(s), *c)).collect();
-        let mine: HashSet<String> = cx.iter().map(|(s, _)| name(s)).collect();
-        for (seg, c) in cx {
-            let other = by_name.get(&name(&seg)).copied();
-            path.push(seg);
+    /// Every child of either side counts against the budget: a big list
+    /// shared through the memo is paired with many objects, and each time
+    /// its children are listed.
+    fn children(&mut self, path: &mut Vec<Seg<'a>>, x: Id, y: Id) {
+        let (a, b) = (self.a, self.b);
+        // Sequences pair by position, without listing and hashing steps.
+        if let (
+            Node::List(p) | Node::Tuple(p) | Node::Set(p),
+            Node::List(q) | Node::Tuple(q) | Node::Set(q),
+        ) = (&a.nodes[x].0, &b.nodes[y].0)
+        {
+            self.budget = self.budget.saturating_sub(p.len().max(q.len()));
+            if self.budget == 0 {
+                return;
+            }
+            for (i, (&c, &d)) in p.iter().zip(q).enumerate() {
+                path.push(Seg::Index(i));
+                self.walk(path, c, d);
+                path.pop();
+            }
+            return;
+        }
+        let cx = a.children(x);
+        let cy = b.children(y);
+        // Keys are hashed to pair the children: one long key shared through
+        // the memo by many dict entries costs its length each time.
+        let key_bytes: usize = cx.iter().chain(&cy).map(|(s, _)| s.key_len()).sum();
+        self.budget = self
+            .budget
+            .saturating_sub(cx.len() + cy.len() + key_bytes / 64);
+        if self.budget == 0 {
+            return;
+        }
+        let by_seg: HashMap<&Seg<'a>, Id> = cy.iter().map(|(s, c)| (s, *c)).collect();
+        let mine: HashSet<&Seg<'a>> = cx.iter().map(|(s, _)| s).collect();
+        for (seg, c) in &cx {
+            let other = by_seg.get(seg).copied();
+            self.push(path, seg.clone());
             match other {
-                Some(d) => self.walk(path, c, d),
-                None if !matches!(path.last(), Some(Seg::Index(_))) => {
-                    self.add(path, Kind::Value(self.a.show(c), "missing".into()));
+                Some(d) => self.walk(path, *c, d),
+                None if !matches!(seg, Seg::Index(_)) => {
+                    self.add(path, Kind::Value(a.show(*c), "missing".into()));
                 }
                 None => {}
             }
-            path.pop();
+            self.pop(path);
         }
-        for (seg, d) in cy {
-            if !mine.contains(&name(&seg)) && !matches!(seg, Seg::Index(_)) {
-                path.push(seg);
-                self.add(path, Kind::Value("missing".into(), self.b.show(d)));
-                path.pop();
+        for (seg, d) in &cy {
+            if !mine.contains(seg) && !matches!(seg, Seg::Index(_)) {
+                self.push(path, seg.clone());
+                self.add(path, Kind::Value("missing".into(), b.show(*d)));
+                self.pop(path);
             }
         }
     }
 
-    fn arrays(&mut self, path: &mut Vec<Seg>, x: Id, y: Id) {
+    fn arrays(&mut self, path: &mut Vec<Seg<'a>>, x: Id, y: Id) {
         let (
             Node::Array {
                 dtype: dx,
@@ -1374,11 +1565,23 @@ impl Compare<'_> {
         else {
             return;
         };
+        let (bx, by) = (self.a.bytes(*ddx), self.b.bytes(*ddy));
+        // An array's data may be shared through the memo by many arrays,
+        // and each field reads every record: what comparing them costs is
+        // taken from the budget (in units of 64 bytes).
+        let records = bx.len().min(by.len()) / dx.itemsize.max(1);
+        let cost = dx.fields.len().min(dy.fields.len())
+            + sx.len().min(sy.len())
+            + (bx.len().min(by.len()) + records.saturating_mul(dx.fields.len())) / 64;
+        if cost > self.budget {
+            self.budget = 0;
+            return;
+        }
+        self.budget -= cost;
         if dx.descr != dy.descr || dx.fields != dy.fields || sx != sy || fx != fy {
             self.add(path, Kind::Value(self.a.show(x), self.b.show(y)));
             return;
         }
-        let (bx, by) = (self.a.bytes(*ddx), self.b.bytes(*ddy));
         if bx == by {
             return;
         }
@@ -1404,9 +1607,7 @@ impl Compare<'_> {
                     let size = npy::itemsize(&fdescr).unwrap_or(0);
                     let differ = (0..bx.len().min(by.len()))
                         .step_by(dx.itemsize.max(1))
-                        .filter(|&r| {
-                            bx.get(r + off..r + off + size) != by.get(r + off..r + off + size)
-                        })
+                        .filter(|&r| field_bytes(bx, r, off, size) != field_bytes(by, r, off, size))
                         .count();
                     if differ > 0 {
                         explained = true;
@@ -1437,8 +1638,15 @@ impl Compare<'_> {
     }
 }
 
-/// Undoes zlib or gzip compression of a joblib file.
-fn inflate(d: &[u8], i: usize) -> Result<Vec<u8>> {
+/// The `size` bytes of a field at `off` in the record at `r`; `None` when
+/// they are not all in `d`.
+fn field_bytes(d: &[u8], r: usize, off: usize, size: usize) -> Option<&[u8]> {
+    let start = r.checked_add(off)?;
+    d.get(start..start.checked_add(size)?)
+}
+
+/// Undoes zlib or gzip compression of a joblib file, within `budget`.
+fn inflate(d: &[u8], i: usize, budget: &Budget) -> Result<Vec<u8>> {
     let err = |reason: String| Error::Pickle {
         side: side(i),
         offset: 0,
@@ -1458,18 +1666,16 @@ fn inflate(d: &[u8], i: usize) -> Result<Vec<u8>> {
     if !zlib && !gzip {
         return Ok(d.to_vec());
     }
-    let mut out = Vec::new();
+    let len = d.len() as u64;
     let res = if gzip {
-        flate2::read::MultiGzDecoder::new(d)
-            .take(MAX_INFLATED)
-            .read_to_end(&mut out)
+        budget.read_to_end(flate2::read::MultiGzDecoder::new(d), MAX_INFLATED, len, len)
     } else {
-        flate2::read::ZlibDecoder::new(d)
-            .take(MAX_INFLATED)
-            .read_to_end(&mut out)
+        budget.read_to_end(flate2::read::ZlibDecoder::new(d), MAX_INFLATED, len, len)
     };
-    res.map_err(|e| err(format!("cannot decompress: {e}")))?;
-    Ok(out)
+    res.map_err(|e| err(format!("cannot decompress: {e}")))?
+        .ok_or(Error::Expansion {
+            limit: budget.limit(),
+        })
 }
 
 /// The opcodes compared for "first differing opcode": FRAME is left out, as
@@ -1487,10 +1693,11 @@ fn describe_op(m: &Machine, op: &Op) -> String {
     }
 }
 
-/// Compares two pickle or joblib files.
-pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
-    let ma = Machine::parse(inflate(a, 0)?, 0)?;
-    let mb = Machine::parse(inflate(b, 1)?, 1)?;
+/// Compares two pickle or joblib files; decompressing them takes from
+/// `budget`.
+pub(crate) fn explain(a: &[u8], b: &[u8], budget: &Budget) -> Result<Finding> {
+    let ma = Machine::parse(inflate(a, 0, budget)?, 0)?;
+    let mb = Machine::parse(inflate(b, 1, budget)?, 1)?;
 
     let sa = significant(&ma.ops);
     let sb = significant(&mb.ops);
@@ -1507,6 +1714,8 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
         b: &mb,
         seen: HashSet::new(),
         budget: VISIT_BUDGET,
+        thread_steps: 0,
+        too_deep: 0,
         diffs: Vec::new(),
         count: 0,
         thread: 0,
@@ -1538,6 +1747,12 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
     }
     if cmp.budget == 0 {
         details.push("object graph too large: comparison stopped early".into());
+    }
+    if cmp.too_deep > 0 {
+        details.push(format!(
+            "{} objects nested deeper than {MAX_NESTING} levels were not compared",
+            cmp.too_deep
+        ));
     }
 
     let (class, what) = if cmp.count == 0 {
@@ -1620,6 +1835,18 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
             _ => format!("{} objects differ", cmp.count),
         };
         (Class::Unknown, what)
+    };
+    // What was not compared may differ in any way.
+    let (class, what) = match (cmp.budget, cmp.count) {
+        (0, 0) => (
+            Class::Unknown,
+            "object graph too large to compare".to_string(),
+        ),
+        (0, _) => (
+            class.combine(Class::Unknown),
+            format!("{what}; object graph too large to compare in full"),
+        ),
+        _ => (class, what),
     };
     let mut f = Finding::new(Format::Pickle, class, what);
     f.details = details;

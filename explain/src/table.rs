@@ -1,14 +1,16 @@
 //! CSV and TSV tables: header changes, rows added, removed or changed,
 //! columns with differences, and whether only row order differs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use serde_json::json;
-use similar::{capture_diff_slices, Algorithm, DiffOp};
+use similar::{capture_diff_slices_deadline, Algorithm, DiffOp};
 
 use crate::common::{clip, Class, Finding, Format, STRUCTURE_LIMIT};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
+use crate::text::DIFF_TIMEOUT;
 
 /// Changed, added or removed rows listed in the details.
 const ROWS_SHOWN: usize = 10;
@@ -71,7 +73,8 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8]) -> Result<Finding> {
         sb.sort();
         if sa == sb {
             let same_rows = {
-                let mut x: Vec<Row> = ba.iter().map(|r| reorder(r, ha, hb)).collect();
+                let order = column_order(ha, hb);
+                let mut x: Vec<Row> = ba.iter().map(|r| reorder(r, &order)).collect();
                 let mut y: Vec<Row> = bb.to_vec();
                 x.sort();
                 y.sort();
@@ -106,7 +109,8 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8]) -> Result<Finding> {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     let mut changed: Vec<(usize, usize)> = Vec::new();
-    for op in capture_diff_slices(Algorithm::Myers, ba, bb) {
+    let deadline = Instant::now() + DIFF_TIMEOUT;
+    for op in capture_diff_slices_deadline(Algorithm::Myers, ba, bb, Some(deadline)) {
         match op {
             DiffOp::Equal { .. } => {}
             DiffOp::Delete {
@@ -222,15 +226,21 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8]) -> Result<Finding> {
     Ok(f)
 }
 
-/// `row` (with header `from`) with its cells in the column order of `to`.
-fn reorder(row: &[String], from: &[String], to: &[String]) -> Row {
-    to.iter()
-        .map(|h| {
-            from.iter()
-                .position(|f| f == h)
-                .and_then(|c| row.get(c))
-                .cloned()
-                .unwrap_or_default()
-        })
+/// For each column of header `to`, its position in header `from` (the first
+/// column of that name), found through an index rather than a search per
+/// column: a header can have a hundred thousand columns.
+fn column_order(from: &[String], to: &[String]) -> Vec<Option<usize>> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(from.len());
+    for (c, h) in from.iter().enumerate() {
+        index.entry(h.as_str()).or_insert(c);
+    }
+    to.iter().map(|h| index.get(h.as_str()).copied()).collect()
+}
+
+/// `row` with its cells in the order [`column_order`] gives.
+fn reorder(row: &[String], order: &[Option<usize>]) -> Row {
+    order
+        .iter()
+        .map(|c| c.and_then(|c| row.get(c)).cloned().unwrap_or_default())
         .collect()
 }

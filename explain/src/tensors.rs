@@ -92,8 +92,10 @@ pub(crate) struct Tensor<'a> {
 }
 
 impl Tensor<'_> {
-    fn count(&self) -> u64 {
-        self.shape.iter().product()
+    /// The number of elements; `None` when the shape multiplies past 2^64
+    /// (an ONNX string tensor's dims are not checked against its data).
+    fn count(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |a, &n| a.checked_mul(n))
     }
 
     /// `fc1.weight float32 (8, 4)`.
@@ -110,7 +112,7 @@ impl Tensor<'_> {
     /// enough.
     fn values(&self) -> Option<Vec<f64>> {
         let dt = self.elem.dtype?;
-        if self.count() > SAME_VALUES_LIMIT {
+        if self.count()? > SAME_VALUES_LIMIT {
             return None;
         }
         Some(
@@ -242,7 +244,8 @@ pub(crate) fn compare(noun: &str, a: &[Tensor<'_>], b: &[Tensor<'_>]) -> Outcome
                         .zip(y.data.chunks(x.elem.size))
                         .filter(|(p, q)| p != q)
                         .count();
-                    format!("{n} of {} elements differ (compared as bytes)", x.count())
+                    let total = x.count().map_or("?".to_string(), |c| c.to_string());
+                    format!("{n} of {total} elements differ (compared as bytes)")
                 };
                 details.push(format!("{}: {what}", x.label()));
                 bytes_names.push(&x.name);
@@ -444,6 +447,22 @@ mod tests {
         assert_eq!(
             o.details,
             vec!["y float32 (1,): removed", "z float32 (1,): added"]
+        );
+    }
+
+    #[test]
+    fn shapes_that_multiply_past_2_pow_64_are_compared_without_overflow() {
+        let a = [f32s("w", &[1], &[1.0])];
+        let b = [Tensor {
+            name: "w".into(),
+            elem: Elem::named("string").expect("string"),
+            shape: vec![1 << 40, 1 << 40],
+            data: Cow::Owned(b"x".to_vec()),
+        }];
+        let o = compare("initializers", &a, &b);
+        assert_eq!(
+            o.details,
+            vec!["w: dtype float32 vs string, shape (1,) vs (1099511627776, 1099511627776)"]
         );
     }
 

@@ -2,7 +2,7 @@
 //! timestamps, line order or line endings differ.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
 use serde_json::json;
@@ -14,6 +14,12 @@ use crate::numeric::Stats;
 
 /// Lines of unified diff kept in the details.
 const DIFF_LINES: usize = 30;
+/// Longest a line diff may take. Myers' algorithm takes time in the size
+/// of the files times the size of their difference: two files of 64 MiB
+/// with no line in common would take hours. Past this it settles for a
+/// coarser (still correct) diff, so only such files get a diff that may
+/// vary from one run to the next.
+pub(crate) const DIFF_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn number_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
@@ -109,9 +115,13 @@ fn parse_num(s: &str) -> std::result::Result<f64, std::num::ParseFloatError> {
     s.trim_start_matches('+').parse()
 }
 
-/// A unified diff of two texts, at most `max` lines.
-pub(crate) fn unified(a: &str, b: &str, max: usize) -> Vec<String> {
-    let diff = TextDiff::from_lines(a, b);
+/// The line diff of two texts, within [`DIFF_TIMEOUT`].
+fn line_diff<'a>(a: &'a str, b: &'a str) -> TextDiff<'a, 'a, 'a, str> {
+    TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(a, b)
+}
+
+/// A unified diff, at most `max` lines.
+fn unified<'a>(diff: &'a TextDiff<'a, 'a, 'a, str>, max: usize) -> Vec<String> {
     let text = diff
         .unified_diff()
         .context_radius(2)
@@ -143,7 +153,7 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
         (Err(_), _) => return Err(Error::NotText { side: side(0) }),
         (_, Err(_)) => return Err(Error::NotText { side: side(1) }),
     };
-    let diff = TextDiff::from_lines(sa, sb);
+    let diff = line_diff(sa, sb);
     let changed = diff
         .ops()
         .iter()
@@ -154,7 +164,7 @@ pub(crate) fn explain(a: &[u8], b: &[u8]) -> Result<Finding> {
     if f.class == Class::Unknown {
         f.what = format!("{changed} hunks of lines differ");
     }
-    f.details = unified(sa, sb, DIFF_LINES);
+    f.details = unified(&diff, DIFF_LINES);
     f.facts = facts;
     Ok(f)
 }

@@ -18,24 +18,30 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 
 use serde_json::json;
 use zip::ZipArchive;
 
-use crate::archive;
-use crate::common::{clip, Class, ExplainEntry, Finding, Format};
+use crate::archive::{self, Archive};
+use crate::common::{clip, Budget, Class, ExplainEntry, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
 use crate::pickle::{self, Graph, Id, Object};
 use crate::tensors::{self, name_list, Elem, Tensor};
 
-/// Largest entry read.
-const ENTRY_LIMIT: u64 = 512 << 20;
 /// Deepest nesting of the saved object followed.
 const MAX_NESTING: usize = 64;
-/// Objects visited per side.
-const VISIT_BUDGET: usize = 2_000_000;
+/// Bytes of object paths built per side (each object visited costs its
+/// path's length and one), at most.
+const PATH_BUDGET: usize = 256 << 20;
+/// Bytes of object paths built per side and per byte of `data.pkl`. Each
+/// object takes at least one opcode and its key is in the pickle too, so a
+/// saved object that is a tree of short names costs far less; only objects
+/// shared many times over (a pickle's memo makes a DAG whose paths grow
+/// exponentially with its size, or shares one long key among many dicts)
+/// cost more.
+const PATH_BYTES_PER_BYTE: usize = 64;
 /// Entries (relative to the folder) that only record the serialization
 /// format, not the saved object.
 const FORMAT_RECORDS: [&str; 4] = [
@@ -128,6 +134,7 @@ struct Walker<'g> {
     tensors: Vec<TensorRef>,
     leaves: Vec<(String, Leaf)>,
     on_path: HashSet<Id>,
+    /// Bytes of paths that may still be built.
     budget: usize,
 }
 
@@ -182,10 +189,11 @@ impl Walker<'_> {
         if depth > MAX_NESTING {
             return Err(self.err("saved object nested too deeply"));
         }
-        if self.budget == 0 {
+        let cost = path.len().saturating_add(1);
+        if cost > self.budget {
             return Err(self.err("saved object too large to compare"));
         }
-        self.budget -= 1;
+        self.budget -= cost;
         if !self.on_path.insert(id) {
             // A cycle: the object contains itself.
             self.leaf(path, Leaf::Value("(cycle)".into()));
@@ -415,7 +423,9 @@ impl Walker<'_> {
 /// One side: the archive, its folder, the saved object's tensors and values.
 struct Saved<'a> {
     side: usize,
-    ar: ZipArchive<Cursor<&'a [u8]>>,
+    /// Length of the file, which bounds what a stored entry can hold.
+    len: usize,
+    ar: Archive<'a>,
     /// Entry names in archive order.
     names: Vec<String>,
     folder: String,
@@ -425,21 +435,15 @@ struct Saved<'a> {
     storages: HashMap<String, Vec<u8>>,
 }
 
-fn read(ar: &mut ZipArchive<Cursor<&[u8]>>, name: &str, i: usize) -> Result<Vec<u8>> {
-    let zerr = |source| Error::Zip {
-        side: side(i),
-        source,
-    };
-    let f = ar.by_name(name).map_err(zerr)?;
-    let mut out = Vec::with_capacity(f.size().min(ENTRY_LIMIT) as usize);
-    f.take(ENTRY_LIMIT)
-        .read_to_end(&mut out)
-        .map_err(|e| zerr(e.into()))?;
-    Ok(out)
-}
-
 impl<'a> Saved<'a> {
-    fn open(d: &'a [u8], i: usize) -> Result<Saved<'a>> {
+    /// Reads the entry `name` within `budget`.
+    fn read(&mut self, name: &str, budget: &Budget) -> Result<Vec<u8>> {
+        archive::read_entry(&mut self.ar, name, self.len, budget, self.side)
+    }
+
+    fn open(d: &'a [u8], i: usize, budget: &Budget) -> Result<Saved<'a>> {
+        let read =
+            |ar: &mut Archive<'a>, name: &str| archive::read_entry(ar, name, d.len(), budget, i);
         let mut ar = ZipArchive::new(Cursor::new(d)).map_err(|source| Error::Zip {
             side: side(i),
             source,
@@ -447,10 +451,11 @@ impl<'a> Saved<'a> {
         let names: Vec<String> = (0..ar.len())
             .filter_map(|k| ar.name_for_index(k).map(str::to_string))
             .collect();
+        let name_set: HashSet<&str> = names.iter().map(String::as_str).collect();
         let folder = folder(names.iter().map(String::as_str))
             .ok_or_else(|| bad(i, "no data.pkl in the archive"))?;
-        if names.contains(&format!("{folder}byteorder")) {
-            let order = read(&mut ar, &format!("{folder}byteorder"), i)?;
+        if name_set.contains(format!("{folder}byteorder").as_str()) {
+            let order = read(&mut ar, &format!("{folder}byteorder"))?;
             if order.trim_ascii() != b"little" {
                 return Err(bad(
                     i,
@@ -461,7 +466,7 @@ impl<'a> Saved<'a> {
                 ));
             }
         }
-        let pkl = read(&mut ar, &format!("{folder}data.pkl"), i)?;
+        let pkl = read(&mut ar, &format!("{folder}data.pkl"))?;
         let graph = Graph::parse(pkl.clone(), i)?;
         let mut w = Walker {
             g: &graph,
@@ -469,7 +474,11 @@ impl<'a> Saved<'a> {
             tensors: Vec::new(),
             leaves: Vec::new(),
             on_path: HashSet::new(),
-            budget: VISIT_BUDGET,
+            budget: PATH_BUDGET.min(
+                pkl.len()
+                    .saturating_mul(PATH_BYTES_PER_BYTE)
+                    .saturating_add(4096),
+            ),
         };
         w.walk(graph.root(), "", 0)?;
         let (tensors, leaves) = (w.tensors, w.leaves);
@@ -477,18 +486,19 @@ impl<'a> Saved<'a> {
         for t in &tensors {
             if !storages.contains_key(&t.key) {
                 let entry = format!("{folder}data/{}", t.key);
-                if !names.contains(&entry) {
+                if !name_set.contains(entry.as_str()) {
                     return Err(bad(
                         i,
                         format!("tensor `{}`: no storage entry `{entry}`", t.name),
                     ));
                 }
-                let data = read(&mut ar, &entry, i)?;
+                let data = read(&mut ar, &entry)?;
                 storages.insert(t.key.clone(), data);
             }
         }
         Ok(Saved {
             side: i,
+            len: d.len(),
             ar,
             names,
             folder,
@@ -499,13 +509,17 @@ impl<'a> Saved<'a> {
         })
     }
 
-    /// Every tensor with its elements laid out contiguously.
-    fn tensors(&self) -> Result<Vec<Tensor<'_>>> {
+    /// Every tensor with its elements laid out contiguously; views that
+    /// are not contiguous are copied, within `budget`.
+    fn tensors(&self, budget: &Budget) -> Result<Vec<Tensor<'_>>> {
         self.tensors
             .iter()
             .map(|t| {
-                let storage = &self.storages[&t.key];
-                let data = gather(storage, t)
+                let storage = self
+                    .storages
+                    .get(&t.key)
+                    .ok_or_else(|| bad(self.side, format!("tensor `{}`: no storage", t.name)))?;
+                let data = gather(storage, t, budget)
                     .map_err(|reason| bad(self.side, format!("tensor `{}`: {reason}", t.name)))?;
                 Ok(Tensor {
                     name: t.name.clone(),
@@ -530,8 +544,14 @@ impl<'a> Saved<'a> {
 }
 
 /// The elements of a tensor, read from its storage through its offset and
-/// strides, in C order.
-fn gather<'s>(storage: &'s [u8], t: &TensorRef) -> std::result::Result<Cow<'s, [u8]>, String> {
+/// strides, in C order. A view that is not contiguous is copied, and the
+/// copy taken from `budget`: strides of 0 let a few bytes of storage stand
+/// for any number of elements.
+fn gather<'s>(
+    storage: &'s [u8],
+    t: &TensorRef,
+    budget: &Budget,
+) -> std::result::Result<Cow<'s, [u8]>, String> {
     let size = t.elem.size as u64;
     let count = t
         .shape
@@ -574,8 +594,16 @@ fn gather<'s>(storage: &'s [u8], t: &TensorRef) -> std::result::Result<Cow<'s, [
             &storage[start..start + (count * size) as usize],
         ));
     }
+    let bytes = count.checked_mul(size).ok_or("size overflows")?;
+    if !budget.take(bytes) {
+        return Err(format!(
+            "a view of {count} elements whose copy would pass {} bytes, the most laid \
+             out for inputs of this size",
+            budget.limit()
+        ));
+    }
     let size = size as usize;
-    let mut out = Vec::with_capacity(count as usize * size);
+    let mut out = Vec::with_capacity(bytes as usize);
     let mut idx = vec![0u64; t.shape.len()];
     for _ in 0..count {
         let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>();
@@ -657,11 +685,17 @@ fn compare_leaves(a: &[(String, Leaf)], b: &[(String, Leaf)]) -> LeafDiff {
 
 /// Compares two `torch.save` files; `entry` explains two versions of an
 /// archive entry that is neither the pickle nor a tensor's storage.
-pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) -> Result<Finding> {
-    let mut x = Saved::open(a, 0)?;
-    let mut y = Saved::open(b, 1)?;
-    let tx = x.tensors()?;
-    let ty = y.tensors()?;
+pub(crate) fn explain(
+    path: &str,
+    a: &[u8],
+    b: &[u8],
+    budget: &Budget,
+    entry: &ExplainEntry<'_>,
+) -> Result<Finding> {
+    let mut x = Saved::open(a, 0, budget)?;
+    let mut y = Saved::open(b, 1, budget)?;
+    let tx = x.tensors(budget)?;
+    let ty = y.tensors(budget)?;
     let t = tensors::compare("tensors", &tx, &ty);
     drop((tx, ty));
     let leaves = compare_leaves(&x.leaves, &y.leaves);
@@ -674,13 +708,15 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
         .map(|t| format!("data/{}", t.key))
         .collect();
     let (ox, oy) = (x.others(&used), y.others(&used));
+    let (in_x, in_y): (HashSet<&String>, HashSet<&String>) =
+        (ox.iter().collect(), oy.iter().collect());
     let mut entry_details = Vec::new();
     let mut entry_class = Class::Identical;
     let mut entries_differ = Vec::new();
     let mut records_differ = Vec::new();
     let record = |n: &str| FORMAT_RECORDS.contains(&n) || n.starts_with(".data/");
     for n in &ox {
-        if !oy.contains(n) {
+        if !in_y.contains(n) {
             entry_details.push(format!("entry `{n}`: removed"));
             if record(n) {
                 records_differ.push(n.clone());
@@ -690,8 +726,8 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
             continue;
         }
         let (ex, ey) = (
-            read(&mut x.ar, &format!("{}{n}", x.folder), 0)?,
-            read(&mut y.ar, &format!("{}{n}", y.folder), 1)?,
+            x.read(&format!("{}{n}", x.folder), budget)?,
+            y.read(&format!("{}{n}", y.folder), budget)?,
         );
         if ex == ey {
             continue;
@@ -712,7 +748,7 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
             entry_details.extend(f.details.iter().take(8).map(|l| format!("  {l}")));
         }
     }
-    for n in oy.iter().filter(|n| !ox.contains(n)) {
+    for n in oy.iter().filter(|n| !in_x.contains(n)) {
         entry_details.push(format!("entry `{n}`: added"));
         if record(n) {
             records_differ.push(n.clone());
@@ -722,7 +758,7 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
     }
     if entries_differ
         .iter()
-        .any(|n| !ox.contains(n) || !oy.contains(n))
+        .any(|n| !in_x.contains(n) || !in_y.contains(n))
     {
         entry_class = entry_class.combine(Class::Unknown);
     }
@@ -781,7 +817,7 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
         "tensor order (storages renumbered)".to_string()
     } else if x.pkl != y.pkl {
         // Same tensors and values: the pickle says it differently.
-        let f = pickle::explain(&x.pkl, &y.pkl)?;
+        let f = pickle::explain(&x.pkl, &y.pkl, budget)?;
         class = f.class.combine(Class::MetadataOnly);
         details.extend(f.details.iter().take(8).map(|l| format!("data.pkl: {l}")));
         format!("data.pkl: {} (same tensors and values)", f.what)
@@ -794,7 +830,7 @@ pub(crate) fn explain(path: &str, a: &[u8], b: &[u8], entry: &ExplainEntry<'_>) 
         format!("archive folder name (`{}` vs `{}`)", x.folder, y.folder)
     } else {
         // The same content: what differs is in the zip headers.
-        let f = archive::explain(path, a, b, entry)?;
+        let f = archive::explain(path, a, b, budget, entry)?;
         class = f.class;
         details.extend(f.details);
         f.what
@@ -832,27 +868,42 @@ mod tests {
 
     #[test]
     fn gathers_views_through_offset_and_strides() {
+        let budget = Budget::new(1 << 20);
         let storage: Vec<u8> = (0..12).collect();
         // A 3x4 matrix, contiguous: borrowed as is.
-        let g = gather(&storage, &tref(&[3, 4], &[4, 1], 0)).expect("gather");
+        let g = gather(&storage, &tref(&[3, 4], &[4, 1], 0), &budget).expect("gather");
         assert!(matches!(g, Cow::Borrowed(_)));
         assert_eq!(&*g, &storage[..]);
         // Its transpose.
-        let g = gather(&storage, &tref(&[4, 3], &[1, 4], 0)).expect("gather");
+        let g = gather(&storage, &tref(&[4, 3], &[1, 4], 0), &budget).expect("gather");
         assert_eq!(&*g, &[0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]);
         // Column 1 of rows 1..3, at an offset.
-        let g = gather(&storage, &tref(&[2], &[4], 5)).expect("gather");
+        let g = gather(&storage, &tref(&[2], &[4], 5), &budget).expect("gather");
         assert_eq!(&*g, &[5, 9]);
         // A scalar and an empty tensor.
         assert_eq!(
-            &*gather(&storage, &tref(&[], &[], 7)).expect("gather"),
+            &*gather(&storage, &tref(&[], &[], 7), &budget).expect("gather"),
             &[7]
         );
-        assert!(gather(&storage, &tref(&[0, 3], &[3, 1], 0))
+        assert!(gather(&storage, &tref(&[0, 3], &[3, 1], 0), &budget)
             .expect("gather")
             .is_empty());
-        let err = gather(&storage, &tref(&[4, 4], &[4, 1], 0)).expect_err("past the end");
+        let err = gather(&storage, &tref(&[4, 4], &[4, 1], 0), &budget).expect_err("past the end");
         assert_eq!(err, "reads up to byte 16 of a 12-byte storage");
+    }
+
+    #[test]
+    fn copies_of_views_are_taken_from_the_budget() {
+        let storage = [7u8; 4];
+        // Stride 0: four bytes stand for 2^40 elements.
+        let budget = Budget::new(1 << 20);
+        let err = gather(&storage, &tref(&[1 << 20, 1 << 20], &[0, 0], 0), &budget)
+            .expect_err("too large");
+        assert!(err.contains("would pass 1048576 bytes"), "{err}");
+        let budget = Budget::new(6);
+        let g = gather(&storage, &tref(&[2, 3], &[0, 0], 0), &budget).expect("fits");
+        assert_eq!(&*g, &[7; 6]);
+        assert!(gather(&storage, &tref(&[2], &[0], 0), &budget).is_err());
     }
 
     #[test]
