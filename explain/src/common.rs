@@ -288,6 +288,36 @@ pub fn first_difference(a: &[u8], b: &[u8]) -> Option<u64> {
     (a.len() != b.len()).then_some(n as u64)
 }
 
+/// Two texts that differ, each shown as at most about `max` characters: the
+/// whole text when both are that short, otherwise the part from shortly
+/// before the first difference, with each text's length and where the
+/// first difference is, so two long texts never look the same.
+pub(crate) fn show_text_pair(a: &str, b: &str, max: usize) -> (String, String) {
+    let (na, nb) = (a.chars().count(), b.chars().count());
+    if na <= max && nb <= max {
+        return (format!("{a:?}"), format!("{b:?}"));
+    }
+    let first = a
+        .chars()
+        .zip(b.chars())
+        .position(|(x, y)| x != y)
+        .unwrap_or(na.min(nb));
+    let start = first.saturating_sub(max / 4);
+    let show = |s: &str, n: usize| {
+        let tail = s.char_indices().nth(start).map_or("", |(i, _)| &s[i..]);
+        let cut = clip(tail, max);
+        let lead = if start > 0 { "..." } else { "" };
+        format!("{lead}{cut:?} ({n} chars, differs from char {})", first + 1)
+    };
+    (show(a, na), show(b, nb))
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 /// Shortens `s` to about `max` characters, marking the cut.
 /// Takes time in `max`, not in the length of `s`.
 pub(crate) fn clip(s: &str, max: usize) -> String {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::common::{clip, Budget, Class, Finding, Format};
+use crate::common::{clip, show_text_pair, Budget, Class, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::npy;
 use crate::numeric::{self, Dtype, Stats};
@@ -1453,7 +1453,11 @@ impl<'a> Compare<'a> {
                     _ => false,
                 };
                 if !same {
-                    self.add(path, Kind::Value(a.show(x), b.show(y)));
+                    let (sx, sy) = match (nx, ny) {
+                        (Node::Str(s), Node::Str(t)) => show_text_pair(s, t, 40),
+                        _ => (a.show(x), b.show(y)),
+                    };
+                    self.add(path, Kind::Value(sx, sy));
                 }
             }
             (Node::Array { .. }, Node::Array { .. }) => self.arrays(path, x, y),

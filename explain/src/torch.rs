@@ -17,14 +17,14 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::io::Cursor;
+use std::rc::Rc;
 
 use serde_json::json;
 use zip::ZipArchive;
 
 use crate::archive::{self, Archive};
-use crate::common::{clip, Budget, Class, ExplainEntry, Finding, Format};
+use crate::common::{clip, sha256, show_text_pair, Budget, Class, ExplainEntry, Finding, Format};
 use crate::error::{side, Error, Result};
 use crate::numeric::Stats;
 use crate::pickle::{self, Graph, Id, Object};
@@ -112,10 +112,29 @@ struct TensorRef {
 }
 
 /// A value of the saved object other than a tensor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Leaf {
     Float(f64),
+    /// A value whose text shows all of it (numbers, names, short strings).
     Value(String),
+    /// A string or bytes, compared by SHA-256 of all of it, whatever is
+    /// shown; `text` is the string (shared by every path it is at).
+    Blob {
+        digest: [u8; 32],
+        shown: String,
+        text: Option<Rc<str>>,
+    },
+}
+
+impl PartialEq for Leaf {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Leaf::Float(x), Leaf::Float(y)) => x.to_bits() == y.to_bits(),
+            (Leaf::Value(x), Leaf::Value(y)) => x == y,
+            (Leaf::Blob { digest: x, .. }, Leaf::Blob { digest: y, .. }) => x == y,
+            _ => false,
+        }
+    }
 }
 
 impl Leaf {
@@ -123,9 +142,14 @@ impl Leaf {
         match self {
             Leaf::Float(x) => format!("{x:?}"),
             Leaf::Value(s) => clip(s, 60),
+            Leaf::Blob { shown, .. } => shown.clone(),
         }
     }
 }
+
+/// Differing texts shown around their first difference; this many at most
+/// (each costs time in the texts' length).
+const TEXT_PAIRS_SHOWN: usize = 100;
 
 /// Finds the tensors and other values of a saved object.
 struct Walker<'g> {
@@ -134,6 +158,9 @@ struct Walker<'g> {
     tensors: Vec<TensorRef>,
     leaves: Vec<(String, Leaf)>,
     on_path: HashSet<Id>,
+    /// The leaf of each string or bytes object, hashed once however many
+    /// paths lead to it.
+    blobs: HashMap<Id, Leaf>,
     /// Bytes of paths that may still be built.
     budget: usize,
 }
@@ -207,15 +234,37 @@ impl Walker<'_> {
     fn walk_inner(&mut self, id: Id, path: &str, depth: usize) -> Result<()> {
         match self.g.get(id) {
             Object::Float(x) => self.leaf(path, Leaf::Float(x)),
-            Object::Int(_) | Object::Str(_) | Object::Global(..) | Object::Other => {
+            Object::Int(_) | Object::Global(..) | Object::Other => {
                 let shown = self.g.show(id);
                 self.leaf(path, Leaf::Value(shown));
             }
+            Object::Str(s) => {
+                let leaf = self
+                    .blobs
+                    .entry(id)
+                    .or_insert_with(|| Leaf::Blob {
+                        digest: sha256(s.as_bytes()),
+                        shown: self.g.show(id),
+                        text: Some(Rc::from(s)),
+                    })
+                    .clone();
+                self.leaf(path, leaf);
+            }
             Object::Bytes(b) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                b.hash(&mut h);
-                let shown = format!("<{} bytes, hash {:016x}>", b.len(), h.finish());
-                self.leaf(path, Leaf::Value(shown));
+                let leaf = self
+                    .blobs
+                    .entry(id)
+                    .or_insert_with(|| {
+                        let digest = sha256(b);
+                        let hex: String = digest[..8].iter().map(|x| format!("{x:02x}")).collect();
+                        Leaf::Blob {
+                            digest,
+                            shown: format!("<{} bytes, sha256 {hex}...>", b.len()),
+                            text: None,
+                        }
+                    })
+                    .clone();
+                self.leaf(path, leaf);
             }
             Object::Persistent(pid) => {
                 let shown = format!("storage {}", self.pid_text(pid));
@@ -474,6 +523,7 @@ impl<'a> Saved<'a> {
             tensors: Vec::new(),
             leaves: Vec::new(),
             on_path: HashSet::new(),
+            blobs: HashMap::new(),
             budget: PATH_BUDGET.min(
                 pkl.len()
                     .saturating_mul(PATH_BYTES_PER_BYTE)
@@ -642,6 +692,7 @@ fn compare_leaves(a: &[(String, Leaf)], b: &[(String, Leaf)]) -> LeafDiff {
     let mut d = LeafDiff::default();
     let by_path: HashMap<&str, &Leaf> = b.iter().map(|(p, l)| (p.as_str(), l)).collect();
     let mine: HashSet<&str> = a.iter().map(|(p, _)| p.as_str()).collect();
+    let mut texts_shown = 0;
     for (p, x) in a {
         let shown = shown_path(p);
         match by_path.get(p.as_str()) {
@@ -667,8 +718,16 @@ fn compare_leaves(a: &[(String, Leaf)], b: &[(String, Leaf)]) -> LeafDiff {
             Some(y) => {
                 d.other += 1;
                 d.paths.push(shown.to_string());
-                d.details
-                    .push(format!("`{shown}`: {} vs {}", x.show(), y.show()));
+                let (sx, sy) = match (x, y) {
+                    (Leaf::Blob { text: Some(p), .. }, Leaf::Blob { text: Some(q), .. })
+                        if texts_shown < TEXT_PAIRS_SHOWN =>
+                    {
+                        texts_shown += 1;
+                        show_text_pair(p, q, 40)
+                    }
+                    _ => (x.show(), y.show()),
+                };
+                d.details.push(format!("`{shown}`: {sx} vs {sy}"));
             }
         }
     }

@@ -1161,3 +1161,49 @@ fn pickle_million_children_under_a_long_deep_path() {
     let e = survive("m.pkl", side(1), side(2));
     graceful(&e);
 }
+
+#[test]
+fn torch_strings_that_differ_past_what_is_shown_are_not_called_the_same() {
+    // A plain value of the saved object, a long string, differs only after
+    // the characters an explanation shows: the explanation must not say
+    // the values are the same (nor classify it as metadata).
+    let side = |tail: &str| {
+        let note = format!("{}{tail}", "approved by the validation team ".repeat(4));
+        let mut p = b"\x80\x02}".to_vec();
+        p.extend(unicode("note"));
+        p.extend(unicode(&note));
+        p.extend_from_slice(b"s.");
+        torch_file(&p, &[], zip::CompressionMethod::Stored)
+    };
+    let e = survive("m.pt", side("yes"), side("no!"));
+    assert_eq!(e.format, Format::Torch, "{e:#?}");
+    assert_eq!(e.class, Class::Unknown, "{e:#?}");
+    assert!(e.summary.contains("`note`"), "{e:#?}");
+    assert!(!e.summary.contains("same tensors and values"), "{e:#?}");
+    // The detail shows where the texts part, not two equal-looking prefixes.
+    assert!(
+        e.details.iter().any(|l| l.starts_with("`note`: ")
+            && l.contains("team yes\" (131 chars, differs from char 129)")
+            && l.contains("team no!\" (131 chars, differs from char 129)")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn pickle_strings_that_differ_past_what_is_shown_say_where() {
+    let side = |tail: &str| {
+        let mut p = b"\x80\x02}".to_vec();
+        p.extend(unicode("note"));
+        p.extend(unicode(&format!("{}{tail}", "x".repeat(200))));
+        p.extend_from_slice(b"s.");
+        p
+    };
+    let e = survive("m.pkl", side("yes"), side("no!"));
+    assert_eq!(e.format, Format::Pickle, "{e:#?}");
+    assert_eq!(e.class, Class::Unknown, "{e:#?}");
+    assert!(
+        e.summary.contains("xyes\" (203 chars, differs from char 201) vs ")
+            && e.summary.contains("xno!\" (203 chars, differs from char 201)"),
+        "{e:#?}"
+    );
+}
