@@ -1202,8 +1202,10 @@ fn pickle_strings_that_differ_past_what_is_shown_say_where() {
     assert_eq!(e.format, Format::Pickle, "{e:#?}");
     assert_eq!(e.class, Class::Unknown, "{e:#?}");
     assert!(
-        e.summary.contains("xyes\" (203 chars, differs from char 201) vs ")
-            && e.summary.contains("xno!\" (203 chars, differs from char 201)"),
+        e.summary
+            .contains("xyes\" (203 chars, differs from char 201) vs ")
+            && e.summary
+                .contains("xno!\" (203 chars, differs from char 201)"),
         "{e:#?}"
     );
 }
