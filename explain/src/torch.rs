@@ -879,7 +879,17 @@ pub(crate) fn explain(
         let f = pickle::explain(&x.pkl, &y.pkl, budget)?;
         class = f.class.combine(Class::MetadataOnly);
         details.extend(f.details.iter().take(8).map(|l| format!("data.pkl: {l}")));
-        format!("data.pkl: {} (same tensors and values)", f.what)
+        // Values the walk keeps as text (NumPy arrays, big integers) are
+        // compared only here: say "values" only when nothing else differs.
+        let same = if matches!(
+            f.class,
+            Class::Identical | Class::MetadataOnly | Class::OrderOnly
+        ) {
+            "same tensors and values"
+        } else {
+            "same tensors"
+        };
+        format!("data.pkl: {} ({same})", f.what)
     } else if !records_differ.is_empty() {
         class = Class::MetadataOnly;
         let names: Vec<&str> = records_differ.iter().map(String::as_str).collect();

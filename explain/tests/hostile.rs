@@ -1209,3 +1209,71 @@ fn pickle_strings_that_differ_past_what_is_shown_say_where() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn torch_numpy_arrays_that_differ_are_not_called_the_same_values() {
+    // A checkpoint holding a NumPy array (pickled by numpy's
+    // `_reconstruct`) besides its tensors: when only the array differs,
+    // the explanation must not claim the values are the same.
+    let side = |second: f64| {
+        let mut data = 1.0f64.to_le_bytes().to_vec();
+        data.extend_from_slice(&second.to_le_bytes());
+        let mut raw = vec![b'C', data.len() as u8];
+        raw.extend(data);
+        let f8 = dtype(
+            "f8",
+            Some(tuple(&[
+                int(3),
+                unicode("<"),
+                b"N".to_vec(),
+                b"N".to_vec(),
+                b"N".to_vec(),
+                int(-1),
+                int(-1),
+                int(0),
+            ])),
+        );
+        let mut p = b"\x80\x02}".to_vec();
+        p.extend(unicode("stats"));
+        p.extend(global("numpy.core.multiarray", "_reconstruct"));
+        p.extend(tuple(&[
+            global("numpy", "ndarray"),
+            tuple(&[int(0)]),
+            vec![b'C', 1, b'b'],
+        ]));
+        p.push(b'R');
+        p.extend(tuple(&[
+            int(1),
+            tuple(&[int(2)]),
+            f8,
+            b"\x89".to_vec(),
+            raw,
+        ]));
+        p.extend_from_slice(b"bs.");
+        torch_file(&p, &[], zip::CompressionMethod::Stored)
+    };
+    let bumped = f64::from_bits(2.0f64.to_bits() + 1);
+    let e = survive("m.pt", side(2.0), side(bumped));
+    assert_eq!(e.format, Format::Torch, "{e:#?}");
+    assert_ne!(e.class, Class::MetadataOnly, "{e:#?}");
+    assert!(!e.summary.contains("same tensors and values"), "{e:#?}");
+    assert!(e.summary.contains("stats"), "{e:#?}");
+}
+
+#[test]
+fn torch_pickles_that_differ_only_in_memo_numbers_keep_the_same_values() {
+    // The counterpart of the two tests above: when the pickles differ only
+    // in how they say it (memo slots), "same tensors and values" is true.
+    let side = |slot: u8| {
+        let mut p = b"\x80\x02}q".to_vec();
+        p.push(slot);
+        p.extend(unicode("note"));
+        p.extend(unicode("approved"));
+        p.extend_from_slice(b"s.");
+        torch_file(&p, &[], zip::CompressionMethod::Stored)
+    };
+    let e = survive("m.pt", side(0), side(7));
+    assert_eq!(e.format, Format::Torch, "{e:#?}");
+    assert_eq!(e.class, Class::OrderOnly, "{e:#?}");
+    assert!(e.summary.ends_with("(same tensors and values)"), "{e:#?}");
+}
