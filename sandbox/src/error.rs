@@ -142,6 +142,7 @@ pub mod native {
 
     use repro_store::ImageDigest;
 
+    use super::init_died_hint;
     use crate::rootfs::RootfsError;
 
     /// A `Result` with the native backend's [`Error`].
@@ -171,7 +172,10 @@ pub mod native {
         },
 
         /// The init ended without reporting.
-        #[error("the sandbox init of step `{step}` ended without a report ({status})\nhint: this is a bug of `repro`; the step's log may say more")]
+        #[error(
+            "the sandbox init of step `{step}` ended without a report ({status})\nhint: {}",
+            init_died_hint(status)
+        )]
         InitDied {
             /// The step.
             step: String,
@@ -227,5 +231,58 @@ pub mod native {
             #[source]
             source: std::io::Error,
         },
+    }
+}
+
+/// What to do about an init that ended without a report, by how it ended
+/// (`ExitStatus`'s text, or a note when the status is not known): the init
+/// reports its own failures, so a signal came from outside the sandbox and
+/// an exit is a bug; a pooled init's status is not kept, so it may be either.
+fn init_died_hint(status: &str) -> &'static str {
+    if status.starts_with("signal:") {
+        concat!(
+            "it was killed from outside: by a node failure, a scheduler (time limit, preemption, cancellation), the OOM killer or a person; ",
+            "run the step again, and if it happens again see the machine's kernel log (`dmesg`)"
+        )
+    } else if status.starts_with("exit status:") {
+        "this is a bug of `repro`; the step's log may say more"
+    } else {
+        concat!(
+            "it was probably killed from outside: by a node failure, a scheduler (time limit, preemption, cancellation), the OOM killer or a person ",
+            "(see the machine's kernel log, `dmesg`); if nothing killed it, this is a bug of `repro`, and the step's log may say more"
+        )
+    }
+}
+
+#[cfg(test)]
+mod init_died_tests {
+    use super::native::Error;
+
+    #[test]
+    fn a_killed_init_is_not_called_a_bug() {
+        let killed = Error::InitDied {
+            step: "train".into(),
+            status: "signal: 9 (SIGKILL)".into(),
+        }
+        .to_string();
+        assert!(killed.contains("killed from outside"), "{killed}");
+        assert!(!killed.contains("bug of"), "{killed}");
+        let exited = Error::InitDied {
+            step: "train".into(),
+            status: "exit status: 1".into(),
+        }
+        .to_string();
+        assert!(exited.contains("bug of `repro`"), "{exited}");
+        assert!(!exited.contains("killed from outside"), "{exited}");
+        let unknown = Error::InitDied {
+            step: "train".into(),
+            status: "a pooled init, whose exit status is not kept".into(),
+        }
+        .to_string();
+        assert!(
+            unknown.contains("probably killed from outside"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("if nothing killed it"), "{unknown}");
     }
 }

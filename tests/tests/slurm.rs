@@ -631,6 +631,8 @@ fn without_retries_a_node_failure_fails_the_build_naming_node_fail_and_the_job()
         "{err}"
     );
     assert!(!err.contains("submitting again"), "{err}");
+    // The job log the error quotes does not blame repro for the kill.
+    assert!(!err.contains("hint: this is a bug of `repro`"), "{err}");
     assert!(
         !r.store().join("v1/refs/records/flaky").exists(),
         "a record was made"
