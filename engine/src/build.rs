@@ -627,6 +627,11 @@ fn statement(
         if let Some(on) = &s.ran_on {
             b = b.with("ranOn", on);
         }
+        // Attempts that a node failure ended before this one: the trail of
+        // the build, so a retried step is visible in the signed record.
+        if !s.retries.is_empty() {
+            b = b.with("earlierAttempts", &s.retries);
+        }
         byproducts.push(b);
     }
     let mut deps = vec![ResourceDescriptor::sha256("recipe", recipe_digest)];

@@ -232,6 +232,10 @@ pub struct StepResult {
     /// one when its node failed and it was submitted again); empty for a
     /// local run or a cache hit.
     pub job_ids: Vec<String>,
+    /// Each earlier attempt's end, oldest first, as the backend told it
+    /// (`slurm job 41 on node-3 ended NODE_FAIL: node failed; submitting
+    /// again (attempt 2 of 2)`); empty when the first attempt was the last.
+    pub retries: Vec<String>,
 }
 
 impl StepResult {
@@ -588,6 +592,7 @@ impl Engine {
                         files: None,
                         ran_on: None,
                         job_ids: Vec::new(),
+                        retries: Vec::new(),
                     },
                 );
             }
@@ -664,6 +669,7 @@ impl Engine {
             files,
             ran_on: None,
             job_ids: Vec::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -765,10 +771,16 @@ impl Engine {
         let started = Instant::now();
         // The jobs the backend handed the step to, as it tells of them.
         let job_ids = std::sync::Mutex::new(Vec::<String>::new());
+        let retries = std::sync::Mutex::new(Vec::<String>::new());
         let progress = |p: repro_sandbox::JobProgress| {
             if let Ok(mut ids) = job_ids.lock() {
                 if !ids.contains(&p.job) {
                     ids.push(p.job.clone());
+                }
+            }
+            if p.state == repro_sandbox::JobState::Retrying {
+                if let Ok(mut r) = retries.lock() {
+                    r.push(p.detail.clone());
                 }
             }
             self.reporter.event(&Event::StepPlacement {
@@ -780,6 +792,7 @@ impl Engine {
             .run_observed(&spec, &variation, self.cancel.clone(), &progress)
             .await?;
         let job_ids = job_ids.into_inner().unwrap_or_default();
+        let retries = retries.into_inner().unwrap_or_default();
         let duration = started.elapsed();
         if let Termination::Cancelled = outcome.termination {
             return Err(repro_evidence::exit::Interrupted.into());
@@ -861,6 +874,7 @@ impl Engine {
                     files: None,
                     ran_on: sandbox.placement(&step.name),
                     job_ids,
+                    retries: retries.clone(),
                 })
             }
             (reason, _) => {
@@ -881,6 +895,7 @@ impl Engine {
                     files: None,
                     ran_on: sandbox.placement(&step.name),
                     job_ids,
+                    retries: retries.clone(),
                 })
             }
         }

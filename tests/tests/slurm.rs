@@ -162,16 +162,7 @@ fn a_fan_out_built_on_slurm_verifies_locally_byte_for_byte() {
         .map(node_of)
         .collect();
     assert_eq!(nodes, ["repro-a", "repro-b"].into(), "{doc:#}");
-    let record = doc["record"].as_str().unwrap();
-    let envelope: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(r.blob_path(record)).unwrap()).unwrap();
-    use base64::Engine as _;
-    let statement: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(envelope["payload"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let statement = record_statement(&r, doc["record"].as_str().unwrap());
     let byproducts = statement["predicate"]["runDetails"]["byproducts"]
         .as_array()
         .unwrap();
@@ -448,6 +439,20 @@ argv = ["sh", "-c", "echo half > /repro/out/model.txt; sleep 4; echo whole > /re
 outputs = ["model.txt"]
 "#;
 
+/// The in-toto statement of the record `digest` (a DSSE envelope in the
+/// store).
+fn record_statement(r: &Repro, digest: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.blob_path(digest)).unwrap()).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// Run `repro <args>` on the `HALF_THEN_WHOLE` project `r`, and fail the
 /// node of the step's first job once the step has written half its
 /// output: set it DOWN (Slurm ends the job NODE_FAIL), then back in
@@ -595,6 +600,20 @@ fn a_step_whose_node_fails_is_submitted_again_and_the_json_lists_both_jobs() {
     assert!(
         !r.blob_path(&common::sha256(b"half\n")).exists(),
         "the failed attempt's output reached the store"
+    );
+    // The failed attempt is in the JSON and in the signed record.
+    let retry = format!("slurm job {first} on {node} ended NODE_FAIL: node failed");
+    assert!(
+        step["retries"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1 && r[0].as_str().is_some_and(|t| t.starts_with(&retry))),
+        "{doc:#}"
+    );
+    let statement = record_statement(&r, doc["record"].as_str().unwrap());
+    let byproduct = &statement["predicate"]["runDetails"]["byproducts"][0]["annotations"];
+    assert_eq!(
+        byproduct["earlierAttempts"], step["retries"],
+        "{statement:#}"
     );
     // The record verifies like any other.
     let out = r.run(&["verify", "flaky@1"]);

@@ -158,6 +158,7 @@ pub fn load<'a>(
             files: Some(Arc::new(s.files)),
             ran_on: None,
             job_ids: Vec::new(),
+            retries: Vec::new(),
         })
         .collect();
     Some(Memoised { steps, blobs })
@@ -266,6 +267,7 @@ outputs = ["out/"]
                 files: None,
                 ran_on: None,
                 job_ids: Vec::new(),
+                retries: Vec::new(),
             }],
         };
         let r = recipe("/w/model.toml", TEXT);

@@ -241,6 +241,7 @@ fn step_json(store: &Store, s: &StepResult) -> serde_json::Value {
         "reason": s.reason,
         "ran_on": s.ran_on,
         "job_ids": s.job_ids,
+        "retries": s.retries,
         "files": files,
     })
 }
