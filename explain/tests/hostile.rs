@@ -81,8 +81,11 @@ mod counting {
 #[global_allocator]
 static ALLOC: counting::Counting = counting::Counting;
 
-/// Longest an attack may take (debug build, two tests at once).
-const TIME_LIMIT: Duration = Duration::from_secs(10);
+/// An attack still running after this long is taken for a hang (the
+/// slowest takes about 4 s in a debug build on a loaded 2-core machine; the
+/// hangs this guards against took from tens of seconds to forever). A
+/// limit for hangs, not a speed goal: those live in the benchmarks.
+const TIME_LIMIT: Duration = Duration::from_secs(60);
 /// Stack of the thread explaining an attack.
 const STACK: usize = 2 << 20;
 
