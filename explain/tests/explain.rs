@@ -8,12 +8,9 @@ use std::path::PathBuf;
 
 use repro_explain::{explain, first_difference, Class, Explanation, Format};
 
-fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read fixture `{}`: {e}", p.display()))
-}
+mod common;
+
+use common::fixture;
 
 fn pair(a: &str, b: &str) -> Explanation {
     explain(b, &fixture(a), &fixture(b))
@@ -571,17 +568,7 @@ fn detail<'a>(e: &'a Explanation, prefix: &str) -> &'a str {
 
 /// The entries of a zip fixture, in order.
 fn unzip(name: &str) -> Vec<(String, Vec<u8>)> {
-    use std::io::Read;
-    let d = fixture(name);
-    let mut ar = zip::ZipArchive::new(std::io::Cursor::new(d)).expect("zip fixture");
-    (0..ar.len())
-        .map(|i| {
-            let mut f = ar.by_index(i).expect("entry");
-            let mut out = Vec::new();
-            f.read_to_end(&mut out).expect("read entry");
-            (f.name().to_string(), out)
-        })
-        .collect()
+    common::unzip(&fixture(name))
 }
 
 fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {

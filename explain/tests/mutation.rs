@@ -14,14 +14,17 @@
 //! A stack overflow aborts the process before any report: set
 //! `REPRO_MUTATION_TRACE=1` to print each case before it runs.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use repro_explain::explain;
+
+mod common;
+
+use common::{fixture, unzip};
 
 /// One explanation taking longer than this (debug build; a case usually
 /// takes well under a millisecond) is reported as a near-hang. A limit for
@@ -137,25 +140,6 @@ fn mutate(d: &mut Vec<u8>, rng: &mut Rng) -> String {
         }
     }
     done.join(", ")
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read fixture `{}`: {e}", p.display()))
-}
-
-fn unzip(d: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut ar = zip::ZipArchive::new(std::io::Cursor::new(d)).expect("zip fixture");
-    (0..ar.len())
-        .map(|i| {
-            let mut f = ar.by_index(i).expect("entry");
-            let mut out = Vec::new();
-            f.read_to_end(&mut out).expect("read entry");
-            (f.name().to_string(), out)
-        })
-        .collect()
 }
 
 fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
