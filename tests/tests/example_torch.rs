@@ -137,6 +137,22 @@ fn checked_step(report: &serde_json::Value, name: &str) -> serde_json::Value {
         .clone()
 }
 
+/// The `train` step of a check report that says the step is unstable, only
+/// because of `cause`, and that `model.pt` changes.
+fn unstable_train(report: &serde_json::Value, cause: &str) -> serde_json::Value {
+    let train = checked_step(report, "train");
+    assert_eq!(train["causes"], serde_json::json!([cause]), "{report}");
+    assert!(
+        train["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "model.pt"),
+        "{report}"
+    );
+    train
+}
+
 #[test]
 #[ignore = "needs root, user namespaces and the PyTorch example image (examples/images/debian-torch/build, ci/setup)"]
 fn the_torch_example_builds_verifies_and_is_stable_under_check() {
@@ -237,20 +253,7 @@ fn torch_thread_count_and_seed_are_explained_by_tensor_name() {
     });
     let (code, report) = check(&r, &threads0);
     assert_eq!(code, Some(1), "{report}");
-    let train = checked_step(&report, "train");
-    assert_eq!(
-        train["causes"],
-        serde_json::json!(["thread count (OMP/MKL/OpenBLAS)"]),
-        "{report}"
-    );
-    assert!(
-        train["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["path"] == "model.pt"),
-        "{report}"
-    );
+    let train = unstable_train(&report, "thread count (OMP/MKL/OpenBLAS)");
     assert_eq!(checked_step(&report, "prepare")["stable"], true, "{report}");
     assert_eq!(
         checked_step(&report, "evaluate")["stable"],
@@ -289,20 +292,7 @@ fn torch_thread_count_and_seed_are_explained_by_tensor_name() {
 
     let (code, report) = check(&r, &unseeded);
     assert_eq!(code, Some(1), "{report}");
-    let train = checked_step(&report, "train");
-    assert_eq!(
-        train["causes"],
-        serde_json::json!(["wall-clock time (or unseeded randomness)"]),
-        "{report}"
-    );
-    assert!(
-        train["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["path"] == "model.pt"),
-        "{report}"
-    );
+    let train = unstable_train(&report, "wall-clock time (or unseeded randomness)");
     expect_tensors(
         "repro check (no seed)",
         &serde_json::to_string_pretty(&train).unwrap(),
